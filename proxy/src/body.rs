@@ -1,0 +1,24 @@
+//! The one body type the proxy passes around.
+//!
+//! Bodies are *streamed*: an upstream's response body is handed to the client
+//! frame by frame as it arrives, and the same for uploads, so a 1 GiB download
+//! costs a few buffers of memory, not 1 GiB. A boxed body lets a streamed body
+//! and a small body the proxy makes itself (an error page) share one type.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+/// A request or response body flowing through the proxy.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// A body the proxy makes itself, sent in one piece.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,1086 @@
+//! The configuration file: TOML in, a checked, typed [`Config`] out.
+//!
+//! Loading happens in two passes, like `nginx -t`:
+//! 1. **parse**: serde reads the TOML into `Raw*` structs that mirror the file,
+//!    keeping each value's position (`toml::Spanned`), and refusing unknown keys;
+//! 2. **validate**: every rule that serde cannot express (addresses parse, routes
+//!    name upstreams that exist, at most one default server, ...) is checked, and
+//!    *all* problems are reported at once, each with file, line, column and a hint.
+//!
+//! The result is a [`Config`] in which every cross-reference is already resolved
+//! (a route holds its upstream's index, not its name), so the hot path never has
+//! to look anything up by string or handle an impossible case.
+//!
+//! ```toml
+//! [[listen]]
+//! addr = "127.0.0.1:8080"
+//!
+//! [[servers]]
+//! server_names = ["app.localhost"]
+//!
+//! [[servers.routes]]
+//! path = "/api/"
+//! upstream = "api"
+//! strip_prefix = true        # nginx: proxy_pass http://api/;
+//!
+//! [[servers.routes]]
+//! path = "/"
+//! return = { status = 200, body = "Welcome to the reverse proxy!" }
+//!
+//! [upstreams.api]
+//! servers = ["127.0.0.1:8000"]
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, uri::Authority};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default for [`Upstream::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Upstream::read_timeout`] (nginx's `proxy_read_timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`Config::client_header_timeout`] (nginx's `client_header_timeout`).
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// The checked model: what the rest of the proxy reads.
+// ---------------------------------------------------------------------------
+
+/// A complete, validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Tokio worker threads; `None` means one per CPU core.
+    pub workers: Option<usize>,
+    /// How long a client may take to send a request head before it is cut off.
+    pub client_header_timeout: Duration,
+    /// The addresses to accept connections on.
+    pub listeners: Vec<Listener>,
+    /// Virtual servers, chosen by the request's host name.
+    pub servers: Vec<Server>,
+    /// Index into `servers` of the server that answers unknown host names.
+    pub default_server: usize,
+    /// Named pools of upstream servers; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// One address the proxy accepts connections on (nginx `listen`).
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Where to bind; port 0 lets the OS choose (tests use it).
+    pub addr: SocketAddr,
+}
+
+/// A virtual server (nginx `server {}`): a set of host names and their routes.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The host names this server answers (nginx `server_name`).
+    pub names: Vec<ServerName>,
+    /// Its routes, in file order; the router decides which one wins.
+    pub routes: Vec<Route>,
+}
+
+/// A host name pattern for a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    /// Matches exactly this name (lower case), e.g. `app.localhost`.
+    Exact(String),
+    /// `*.example.com`: matches any name ending in `.example.com` (stored with
+    /// the leading dot), but not `example.com` itself.
+    Wildcard(String),
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerName::Exact(name) => f.write_str(name),
+            ServerName::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// A route (nginx `location`): a path pattern and what to do with matching requests.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path prefix (or the exact path when `exact`).
+    pub path: String,
+    /// `true` for nginx `location = /path`: only this exact path matches.
+    pub exact: bool,
+    /// What happens to a request that this route wins.
+    pub action: Action,
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Forward to an upstream pool (nginx `proxy_pass`).
+    Proxy(ProxyPass),
+    /// Answer directly, without any upstream (nginx `return`).
+    Return(FixedResponse),
+}
+
+/// How a route forwards requests to its upstream pool.
+#[derive(Debug, Clone)]
+pub struct ProxyPass {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// How the path is changed before it is sent upstream.
+    pub rewrite: PathRewrite,
+    /// Send the client's `Host` header upstream (nginx `proxy_set_header Host $host`);
+    /// when `false`, the upstream server's own address is sent instead.
+    pub preserve_host: bool,
+}
+
+/// How the request path is rewritten on its way upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// Send the path as the client sent it (nginx `proxy_pass http://api;`).
+    Keep,
+    /// Replace the matched route prefix with this string (nginx
+    /// `proxy_pass http://api/;` replaces it with `/`). `strip_prefix = true`
+    /// is this with `/`.
+    ReplacePrefix(String),
+}
+
+/// A response the proxy makes itself.
+#[derive(Debug, Clone)]
+pub struct FixedResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// The body, sent as is.
+    pub body: Bytes,
+    /// The `Content-Type` of the body.
+    pub content_type: HeaderValue,
+    /// The `Location` header, for redirects.
+    pub location: Option<HeaderValue>,
+}
+
+/// A named pool of upstream servers (nginx `upstream NAME {}`).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The name routes use to refer to it.
+    pub name: String,
+    /// The servers, as `host:port`.
+    pub servers: Vec<String>,
+    /// How a server is picked for each request.
+    pub balance: Balance,
+    /// How long to wait for a TCP connection to a server.
+    pub connect_timeout: Duration,
+    /// How long to wait for a server's response head once the request is sent.
+    pub read_timeout: Duration,
+}
+
+/// The load-balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each request goes to the next server in turn.
+    RoundRobin,
+}
+
+impl Balance {
+    const NAMES: &'static [&'static str] = &["round_robin"];
+
+    fn from_name(name: &str) -> Option<Balance> {
+        match name {
+            "round_robin" => Some(Balance::RoundRobin),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(err) => Err(ConfigErrors(vec![Diagnostic {
+                file,
+                at: None,
+                message: format!("cannot read the configuration file: {err}"),
+                help: Some("check the path given to --config".into()),
+            }])),
+        }
+    }
+
+    /// Parses and validates configuration text; `file` names it in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| {
+            let span = err.span();
+            let message = err.message().trim_end().to_owned();
+            let help = help_for_parse_error(&message);
+            ConfigErrors(vec![Diagnostic::new(file, text, span, message, help)])
+        })?;
+        let mut check = Validator {
+            file,
+            text,
+            diagnostics: Vec::new(),
+        };
+        let config = check.config(raw);
+        if check.diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(check.diagnostics))
+        }
+    }
+
+    /// The upstream a route forwards to.
+    pub fn upstream(&self, pass: &ProxyPass) -> &Upstream {
+        &self.upstreams[pass.upstream]
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors that point into the file.
+// ---------------------------------------------------------------------------
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem in a configuration file, with where it is and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, as given on the command line.
+    pub file: String,
+    /// Where in the file, when known.
+    pub at: Option<Position>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+/// A place in the file: 1-based line and column, and the text of that line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// How many characters to underline.
+    pub width: usize,
+    /// The whole line, for the excerpt.
+    pub source_line: String,
+}
+
+impl Diagnostic {
+    fn new(
+        file: &str,
+        text: &str,
+        span: Option<Range<usize>>,
+        message: String,
+        help: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            at: span.map(|span| position(text, span)),
+            message,
+            help,
+        }
+    }
+}
+
+fn position(text: &str, span: Range<usize>) -> Position {
+    let start = floor_char_boundary(text, span.start.min(text.len()));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let source_line = text[line_start..line_end].trim_end_matches('\r');
+    let end = floor_char_boundary(text, span.end.clamp(start, line_end));
+    Position {
+        line: text[..start].matches('\n').count() + 1,
+        column: text[line_start..start].chars().count() + 1,
+        width: text[start..end].chars().count().max(1),
+        source_line: source_line.to_owned(),
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+impl fmt::Display for Diagnostic {
+    /// Rendered like a compiler error, so it reads the same as `cargo` output:
+    ///
+    /// ```text
+    /// error: upstream `apii` is not defined
+    ///   --> proxy.toml:14:12
+    ///    |
+    /// 14 | upstream = "apii"
+    ///    |            ^^^^^^
+    ///    = help: define [upstreams.apii], or use one of: api, whoami
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}", self.message)?;
+        match &self.at {
+            Some(at) => {
+                let gutter = at.line.to_string().len();
+                let pad = " ".repeat(gutter);
+                writeln!(f, "{pad}--> {}:{}:{}", self.file, at.line, at.column)?;
+                writeln!(f, "{pad} |")?;
+                writeln!(f, "{} | {}", at.line, at.source_line)?;
+                let indent: String = at
+                    .source_line
+                    .chars()
+                    .take(at.column - 1)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                writeln!(f, "{pad} | {indent}{}", "^".repeat(at.width))?;
+                if let Some(help) = &self.help {
+                    writeln!(f, "{pad} = help: {help}")?;
+                }
+            }
+            None => {
+                writeln!(f, "  --> {}", self.file)?;
+                if let Some(help) = &self.help {
+                    writeln!(f, "  = help: {help}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn help_for_parse_error(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove the key or fix its spelling; the keys allowed here are listed above".into())
+    } else if message.starts_with("missing field") {
+        Some("add the key; see examples/ for a complete configuration".into())
+    } else if message.starts_with("invalid type") {
+        Some("strings need quotes, lists need [ ], tables need { } or a [header]".into())
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file format, as serde reads it.
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<Spanned<i64>>,
+    client_header_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    #[serde(default)]
+    servers: Vec<Spanned<RawServer>>,
+    #[serde(default)]
+    upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    addr: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default)]
+    server_names: Vec<Spanned<String>>,
+    default: Option<Spanned<bool>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: Spanned<String>,
+    #[serde(default)]
+    exact: bool,
+    upstream: Option<Spanned<String>>,
+    strip_prefix: Option<Spanned<bool>>,
+    replace_prefix: Option<Spanned<String>>,
+    preserve_host: Option<bool>,
+    #[serde(rename = "return")]
+    fixed: Option<Spanned<RawReturn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReturn {
+    status: Spanned<i64>,
+    #[serde(default)]
+    body: String,
+    content_type: Option<Spanned<String>>,
+    location: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    servers: Spanned<Vec<Spanned<String>>>,
+    balance: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    read_timeout: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation: raw file -> checked model, collecting every problem.
+// ---------------------------------------------------------------------------
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+        let help = help.into();
+        let help = (!help.is_empty()).then_some(help);
+        self.diagnostics.push(Diagnostic::new(
+            self.file,
+            self.text,
+            Some(span),
+            message.into(),
+            help,
+        ));
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let workers = raw
+            .workers
+            .and_then(|w| match usize::try_from(*w.get_ref()) {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    self.error(
+                        w.span(),
+                        "`workers` must be at least 1",
+                        "leave it out to use one worker thread per CPU core",
+                    );
+                    None
+                }
+            });
+        let client_header_timeout = self.duration(
+            raw.client_header_timeout.as_ref(),
+            DEFAULT_CLIENT_HEADER_TIMEOUT,
+        );
+
+        let listeners = self.listeners(&raw.listen);
+
+        // Upstreams first: routes refer to them.
+        let mut upstreams = Vec::with_capacity(raw.upstreams.len());
+        for (name, upstream) in &raw.upstreams {
+            upstreams.push(self.upstream(name, upstream));
+        }
+
+        if raw.servers.is_empty() {
+            self.error(
+                0..0,
+                "no [[servers]] defined: the proxy would answer nothing",
+                "add a [[servers]] table with at least one [[servers.routes]]",
+            );
+        }
+        let mut seen_names: HashSet<String> = HashSet::new();
+        let mut servers = Vec::with_capacity(raw.servers.len());
+        let mut default_server = None;
+        for (index, server) in raw.servers.iter().enumerate() {
+            if let Some(flag) = &server.get_ref().default
+                && *flag.get_ref()
+            {
+                if default_server.is_some() {
+                    self.error(
+                        flag.span(),
+                        "more than one server has `default = true`",
+                        "only one server can answer unknown host names; remove the flag from all but one",
+                    );
+                } else {
+                    default_server = Some(index);
+                }
+            }
+            servers.push(self.server(server, &upstreams, &mut seen_names));
+        }
+
+        Config {
+            workers,
+            client_header_timeout,
+            listeners,
+            servers,
+            // Like nginx: without an explicit default, the first server is it.
+            default_server: default_server.unwrap_or(0),
+            upstreams,
+        }
+    }
+
+    fn listeners(&mut self, raw: &[RawListen]) -> Vec<Listener> {
+        if raw.is_empty() {
+            self.error(
+                0..0,
+                "no [[listen]] address: the proxy would accept no connections",
+                "add\n      [[listen]]\n      addr = \"127.0.0.1:8080\"",
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut listeners = Vec::new();
+        for listen in raw {
+            let text = listen.addr.get_ref().trim();
+            match SocketAddr::from_str(text) {
+                Ok(addr) => {
+                    if addr.port() != 0 && !seen.insert(addr) {
+                        self.error(
+                            listen.addr.span(),
+                            format!("`{addr}` is listed twice"),
+                            "each [[listen]] address can appear once",
+                        );
+                    }
+                    listeners.push(Listener { addr });
+                }
+                Err(_) => {
+                    let help = if let Some(port) = text.strip_prefix(':') {
+                        format!(
+                            "write an IP and a port, e.g. \"0.0.0.0:{port}\" for every interface"
+                        )
+                    } else if let Some((host, port)) = text.rsplit_once(':') {
+                        format!(
+                            "a listen address needs an IP, not a host name: e.g. \"127.0.0.1:{port}\" instead of \"{host}:{port}\""
+                        )
+                    } else {
+                        "write it as IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"".into()
+                    };
+                    self.error(
+                        listen.addr.span(),
+                        format!("`{text}` is not a valid listen address"),
+                        help,
+                    );
+                }
+            }
+        }
+        listeners
+    }
+
+    fn upstream(&mut self, name: &Spanned<String>, raw: &RawUpstream) -> Upstream {
+        if raw.servers.get_ref().is_empty() {
+            self.error(
+                raw.servers.span(),
+                format!("upstream `{}` has no servers", name.get_ref()),
+                "list at least one, e.g. servers = [\"127.0.0.1:8000\"]",
+            );
+        }
+        let mut servers = Vec::new();
+        for server in raw.servers.get_ref() {
+            if let Some(address) = self.upstream_address(server) {
+                servers.push(address);
+            }
+        }
+        let balance = match &raw.balance {
+            None => Balance::RoundRobin,
+            Some(text) => Balance::from_name(text.get_ref()).unwrap_or_else(|| {
+                self.error(
+                    text.span(),
+                    format!("unknown balancer `{}`", text.get_ref()),
+                    format!("use one of: {}", Balance::NAMES.join(", ")),
+                );
+                Balance::RoundRobin
+            }),
+        };
+        Upstream {
+            name: name.get_ref().clone(),
+            servers,
+            balance,
+            connect_timeout: self.duration(raw.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: self.duration(raw.read_timeout.as_ref(), DEFAULT_READ_TIMEOUT),
+        }
+    }
+
+    /// An upstream server is `host:port` with nothing else: the proxy adds the
+    /// scheme and the path itself.
+    fn upstream_address(&mut self, server: &Spanned<String>) -> Option<String> {
+        let text = server.get_ref().trim();
+        if let Some((scheme, rest)) = text.split_once("://") {
+            self.error(
+                server.span(),
+                format!("upstream server `{text}` has a scheme"),
+                format!(
+                    "write only host and port: \"{}\" ({scheme}:// is implied by the pool)",
+                    rest.trim_end_matches('/')
+                ),
+            );
+            return None;
+        }
+        let valid = Authority::from_str(text)
+            .ok()
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            .and_then(|a| a.port_u16())
+            .is_some_and(|port| port != 0);
+        if !valid {
+            self.error(
+                server.span(),
+                format!("`{text}` is not a valid upstream server"),
+                "write it as host:port with a port from 1 to 65535, e.g. \"127.0.0.1:8000\" or \"api:8000\"",
+            );
+            return None;
+        }
+        Some(text.to_ascii_lowercase())
+    }
+
+    fn duration(&mut self, raw: Option<&Spanned<String>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        match humantime::parse_duration(raw.get_ref().trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(
+                    raw.span(),
+                    "a timeout of zero would fail every request",
+                    format!(
+                        "leave it out for the default ({})",
+                        humantime::format_duration(default)
+                    ),
+                );
+                default
+            }
+            Err(err) => {
+                self.error(
+                    raw.span(),
+                    format!("`{}` is not a duration: {err}", raw.get_ref()),
+                    "write a number and a unit, e.g. \"500ms\", \"5s\" or \"2m\"",
+                );
+                default
+            }
+        }
+    }
+
+    fn server(
+        &mut self,
+        raw: &Spanned<RawServer>,
+        upstreams: &[Upstream],
+        seen_names: &mut HashSet<String>,
+    ) -> Server {
+        let mut names = Vec::new();
+        for name in &raw.get_ref().server_names {
+            let Some(parsed) = self.server_name(name) else {
+                continue;
+            };
+            if !seen_names.insert(parsed.to_string()) {
+                self.error(
+                    name.span(),
+                    format!("server name `{parsed}` is used by two servers"),
+                    "a host name can belong to one server only; remove it from one of them",
+                );
+            }
+            names.push(parsed);
+        }
+        if raw.get_ref().routes.is_empty() {
+            self.error(
+                raw.span(),
+                "this server has no routes: every request to it would get 404",
+                "add a [[servers.routes]] with a path and an upstream or a return",
+            );
+        }
+        let mut seen_paths = HashSet::new();
+        let mut routes = Vec::new();
+        for route in &raw.get_ref().routes {
+            let r = route.get_ref();
+            if !seen_paths.insert((r.path.get_ref().clone(), r.exact)) {
+                self.error(
+                    r.path.span(),
+                    format!(
+                        "two routes in this server have the path `{}`",
+                        r.path.get_ref()
+                    ),
+                    "merge them, or make one `exact = true`",
+                );
+            }
+            if let Some(route) = self.route(route, upstreams) {
+                routes.push(route);
+            }
+        }
+        Server { names, routes }
+    }
+
+    fn server_name(&mut self, raw: &Spanned<String>) -> Option<ServerName> {
+        let name = raw.get_ref().trim().to_ascii_lowercase();
+        // nginx's conventional "matches nothing" name, for catch-all servers.
+        if name == "_" {
+            return Some(ServerName::Exact(name));
+        }
+        let (wildcard, host) = match name.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, name.as_str()),
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if host.is_empty() || !host.split('.').all(valid_label) {
+            let help = if name.contains('*') {
+                "a wildcard is allowed only as a whole first label: \"*.example.com\""
+            } else if name.contains(':') || name.contains('/') {
+                "write the host name alone, without scheme, port or path: \"app.localhost\""
+            } else {
+                "a host name is letters, digits, '-' and dots, e.g. \"app.localhost\""
+            };
+            self.error(
+                raw.span(),
+                format!("`{}` is not a valid server name", raw.get_ref()),
+                help,
+            );
+            return None;
+        }
+        Some(if wildcard {
+            ServerName::Wildcard(format!(".{host}"))
+        } else {
+            ServerName::Exact(name)
+        })
+    }
+
+    fn route(&mut self, raw: &Spanned<RawRoute>, upstreams: &[Upstream]) -> Option<Route> {
+        let r = raw.get_ref();
+        let path = r.path.get_ref();
+        let mut ok = true;
+        if !path.starts_with('/') {
+            self.error(
+                r.path.span(),
+                format!("route path `{path}` does not start with `/`"),
+                format!("write it as \"/{}\"", path.trim_start_matches('/')),
+            );
+            ok = false;
+        }
+        let action = match (&r.upstream, &r.fixed) {
+            (Some(_), Some(fixed)) => {
+                self.error(
+                    fixed.span(),
+                    "a route can either forward to an `upstream` or `return` a response, not both",
+                    "remove one of the two keys",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    raw.span(),
+                    format!("route `{path}` does nothing"),
+                    "add `upstream = \"NAME\"` to forward, or `return = { status = 200, body = \"...\" }`",
+                );
+                None
+            }
+            (Some(name), None) => self.proxy_pass(r, name, upstreams).map(Action::Proxy),
+            (None, Some(fixed)) => {
+                for key in [
+                    r.strip_prefix.as_ref().map(|s| ("strip_prefix", s.span())),
+                    r.replace_prefix
+                        .as_ref()
+                        .map(|s| ("replace_prefix", s.span())),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    self.error(
+                        key.1,
+                        format!("`{}` only applies to routes with an upstream", key.0),
+                        "remove it: a `return` route sends nothing upstream",
+                    );
+                }
+                self.fixed_response(fixed).map(Action::Return)
+            }
+        };
+        match (ok, action) {
+            (true, Some(action)) => Some(Route {
+                path: path.clone(),
+                exact: r.exact,
+                action,
+            }),
+            _ => None,
+        }
+    }
+
+    fn proxy_pass(
+        &mut self,
+        r: &RawRoute,
+        name: &Spanned<String>,
+        upstreams: &[Upstream],
+    ) -> Option<ProxyPass> {
+        let rewrite = match (&r.strip_prefix, &r.replace_prefix) {
+            (Some(strip), Some(_)) => {
+                self.error(
+                    strip.span(),
+                    "`strip_prefix` and `replace_prefix` cannot be used together",
+                    "`strip_prefix = true` is `replace_prefix = \"/\"`; keep one",
+                );
+                PathRewrite::Keep
+            }
+            (Some(strip), None) if *strip.get_ref() => PathRewrite::ReplacePrefix("/".into()),
+            (_, Some(replacement)) => {
+                if !replacement.get_ref().starts_with('/') {
+                    self.error(
+                        replacement.span(),
+                        "`replace_prefix` must start with `/`",
+                        format!("write \"/{}\"", replacement.get_ref()),
+                    );
+                }
+                PathRewrite::ReplacePrefix(replacement.get_ref().clone())
+            }
+            _ => PathRewrite::Keep,
+        };
+        let Some(upstream) = upstreams.iter().position(|u| u.name == *name.get_ref()) else {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            let help = if known.is_empty() {
+                format!(
+                    "define it:\n      [upstreams.{}]\n      servers = [\"127.0.0.1:8000\"]",
+                    name.get_ref()
+                )
+            } else {
+                format!(
+                    "define [upstreams.{}], or use one of: {}",
+                    name.get_ref(),
+                    known.join(", ")
+                )
+            };
+            self.error(
+                name.span(),
+                format!("upstream `{}` is not defined", name.get_ref()),
+                help,
+            );
+            return None;
+        };
+        Some(ProxyPass {
+            upstream,
+            rewrite,
+            preserve_host: r.preserve_host.unwrap_or(true),
+        })
+    }
+
+    fn fixed_response(&mut self, raw: &Spanned<RawReturn>) -> Option<FixedResponse> {
+        let r = raw.get_ref();
+        let status = u16::try_from(*r.status.get_ref())
+            .ok()
+            .filter(|s| (200..=599).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok());
+        let Some(status) = status else {
+            self.error(
+                r.status.span(),
+                format!(
+                    "`{}` is not a status a route can return",
+                    r.status.get_ref()
+                ),
+                "use a status from 200 to 599, e.g. 200, 301, 404 or 503",
+            );
+            return None;
+        };
+        let location = match &r.location {
+            Some(loc) => match HeaderValue::from_str(loc.get_ref()) {
+                Ok(value) => Some(value),
+                Err(_) => {
+                    self.error(
+                        loc.span(),
+                        "`location` contains characters a header cannot hold",
+                        "use a plain URL without line breaks",
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if status.is_redirection() && location.is_none() {
+            self.error(
+                r.status.span(),
+                format!("a {status} redirect needs a `location`"),
+                "add location = \"https://example.com/\"",
+            );
+            return None;
+        }
+        let content_type = match &r.content_type {
+            Some(ct) => match HeaderValue::from_str(ct.get_ref()) {
+                Ok(value) => value,
+                Err(_) => {
+                    self.error(
+                        ct.span(),
+                        "`content_type` is not a valid header value",
+                        "e.g. \"text/html; charset=utf-8\"",
+                    );
+                    return None;
+                }
+            },
+            None => HeaderValue::from_static("text/plain; charset=utf-8"),
+        };
+        Some(FixedResponse {
+            status,
+            body: Bytes::from(r.body.clone()),
+            content_type,
+            location,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        match Config::parse(text, "proxy.toml") {
+            Ok(_) => panic!("expected the config to be refused"),
+            Err(ConfigErrors(d)) => d,
+        }
+    }
+
+    const MINIMAL: &str = r#"
+[[listen]]
+addr = "127.0.0.1:8080"
+
+[[servers]]
+server_names = ["app.localhost", "*.example.com"]
+
+[[servers.routes]]
+path = "/api/"
+upstream = "api"
+strip_prefix = true
+
+[[servers.routes]]
+path = "/"
+return = { status = 200, body = "Welcome" }
+
+[upstreams.api]
+servers = ["127.0.0.1:8000", "api:8001"]
+read_timeout = "2s"
+"#;
+
+    #[test]
+    fn a_minimal_config_is_accepted_and_resolved() {
+        let config = Config::parse(MINIMAL, "proxy.toml").expect("valid config");
+        assert_eq!(config.listeners[0].addr.port(), 8080);
+        let server = &config.servers[0];
+        assert_eq!(
+            server.names,
+            vec![
+                ServerName::Exact("app.localhost".into()),
+                ServerName::Wildcard(".example.com".into())
+            ]
+        );
+        let Action::Proxy(pass) = &server.routes[0].action else {
+            panic!("first route forwards");
+        };
+        assert_eq!(config.upstream(pass).name, "api");
+        assert_eq!(pass.rewrite, PathRewrite::ReplacePrefix("/".into()));
+        assert!(pass.preserve_host);
+        assert_eq!(config.upstreams[0].read_timeout, Duration::from_secs(2));
+        assert_eq!(config.upstreams[0].connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_at_its_line_and_column() {
+        let text = MINIMAL.replace("read_timeout", "raed_timeout");
+        let d = errors(&text);
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].message.contains("unknown field `raed_timeout`"),
+            "{}",
+            d[0]
+        );
+        let at = d[0].at.as_ref().expect("position");
+        assert_eq!((at.line, at.column), (19, 1));
+    }
+
+    #[test]
+    fn a_route_to_a_missing_upstream_names_the_ones_that_exist() {
+        let text = MINIMAL.replace("upstream = \"api\"", "upstream = \"apii\"");
+        let d = errors(&text);
+        assert_eq!(d[0].message, "upstream `apii` is not defined");
+        assert_eq!(
+            d[0].help.as_deref(),
+            Some("define [upstreams.apii], or use one of: api")
+        );
+        let at = d[0].at.as_ref().expect("position");
+        assert_eq!((at.line, at.column, at.width), (10, 12, 6));
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let text = MINIMAL
+            .replace("127.0.0.1:8080", "localhost:8080")
+            .replace("\"api:8001\"", "\"http://api:8001\"")
+            .replace("\"2s\"", "\"two seconds\"");
+        let d = errors(&text);
+        let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(d.len(), 3, "{messages:?}");
+        assert!(
+            d[0].help
+                .as_deref()
+                .unwrap_or("")
+                .contains("127.0.0.1:8080")
+        );
+        assert!(d[1].help.as_deref().unwrap_or("").contains("\"api:8001\""));
+        assert!(d[2].message.contains("is not a duration"));
+    }
+
+    #[test]
+    fn the_rendered_error_points_at_the_value() {
+        let text = MINIMAL.replace("upstream = \"api\"", "upstream = \"apii\"");
+        let rendered = errors(&text)[0].to_string();
+        let expected = "\
+error: upstream `apii` is not defined
+  --> proxy.toml:10:12
+   |
+10 | upstream = \"apii\"
+   |            ^^^^^^
+   = help: define [upstreams.apii], or use one of: api
+";
+        assert_eq!(rendered, expected);
+    }
+
+    #[test]
+    fn server_names_are_checked() {
+        for bad in [
+            "http://app.localhost",
+            "app.*.com",
+            "a..b",
+            "app.localhost:8080",
+        ] {
+            let text = MINIMAL.replace("\"app.localhost\"", &format!("\"{bad}\""));
+            let d = errors(&text);
+            assert!(
+                d[0].message.contains("is not a valid server name"),
+                "{bad}: {}",
+                d[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_redirect_without_location_is_refused() {
+        let text = MINIMAL.replace("status = 200", "status = 301");
+        assert!(errors(&text)[0].message.contains("needs a `location`"));
+    }
+
+    #[test]
+    fn two_default_servers_are_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[servers]]\ndefault = true\nroutes = [{{ path = \"/\", upstream = \"api\" }}]\n[[servers]]\ndefault = true\nroutes = [{{ path = \"/\", upstream = \"api\" }}]\n"
+        );
+        let d = errors(&text);
+        assert!(d[0].message.contains("more than one server"), "{}", d[0]);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let d = errors("[[listen]]\naddr = 127.0.0.1:8080\n");
+        let at = d[0].at.as_ref().expect("position");
+        assert_eq!(at.line, 2);
+    }
+}

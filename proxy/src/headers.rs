@@ -1,0 +1,187 @@
+//! Rewriting headers on the way through: what the upstream learns about the
+//! client, and what must not cross the proxy at all.
+//!
+//! **Forwarding headers.** The upstream's TCP peer is the proxy, not the client,
+//! so without help every request would seem to come from the proxy. The proxy
+//! therefore tells the upstream, like the nginx tutorials'
+//! `proxy_set_header` lines:
+//!
+//! | header              | value                                          | nginx                                |
+//! |---------------------|------------------------------------------------|--------------------------------------|
+//! | `Host`              | the host the client asked for (configurable)   | `Host $host`                         |
+//! | `X-Real-IP`         | the client's address                           | `X-Real-IP $remote_addr`             |
+//! | `X-Forwarded-For`   | the incoming list, plus the client's address   | `$proxy_add_x_forwarded_for`         |
+//! | `X-Forwarded-Proto` | `http` or `https`, as the client connected     | `X-Forwarded-Proto $scheme`          |
+//! | `X-Forwarded-Host`  | the host the client asked for                  | `X-Forwarded-Host $host`             |
+//!
+//! `X-Forwarded-For` is a list because requests may cross several proxies; each
+//! one appends the address it saw. Anything a client writes there itself is
+//! untrusted: only the last entry, added by this proxy, is known to be true.
+//!
+//! **Hop-by-hop headers** (RFC 9110 section 7.6.1) describe one connection, not
+//! the message: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Transfer-Encoding`, `Upgrade`, and every header that `Connection` names.
+//! A proxy holds two connections, so it removes them and lets each side's
+//! connection manage its own framing and keep-alive.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Real-IP`: the client's address, as the proxy saw it.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Forwarded-For`: the chain of client and proxy addresses.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the host the client asked for.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Proxy-Connection`: a non-standard hop-by-hop header old clients send.
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// What the proxy tells the upstream about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The client's IP address (the TCP peer of the proxy).
+    pub ip: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+    /// The `Host` the client sent, if any.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Removes the hop-by-hop headers: the fixed list and those named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect first: the names live inside the headers we are about to remove.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &PROXY_CONNECTION,
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends
+/// the client to `X-Forwarded-For` (several incoming `X-Forwarded-For` lines
+/// are joined into one list first).
+pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) {
+    let ip = client.ip.to_string();
+
+    let mut forwarded_for = String::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(value) = value.to_str() {
+            let value = value.trim();
+            if !value.is_empty() {
+                forwarded_for.push_str(value);
+                forwarded_for.push_str(", ");
+            }
+        }
+    }
+    forwarded_for.push_str(&ip);
+
+    // Both strings are an IP address and printable header text: always valid.
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&ip) {
+        headers.insert(X_REAL_IP.clone(), value);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(client.proto),
+    );
+    match client.host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "3"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_x_forwarded_for() {
+        let host = HeaderValue::from_static("app.localhost");
+        let client = ClientInfo {
+            ip: "10.0.0.7".parse().expect("ip"),
+            proto: "http",
+            host: Some(&host),
+        };
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-for", "198.51.100.2, 192.0.2.3"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        add_forwarding_headers(&mut headers, &client);
+        assert_eq!(
+            headers[&X_FORWARDED_FOR],
+            "203.0.113.1, 198.51.100.2, 192.0.2.3, 10.0.0.7"
+        );
+        assert_eq!(
+            headers[&X_REAL_IP], "10.0.0.7",
+            "a client's X-Real-IP is replaced"
+        );
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[&X_FORWARDED_HOST], "app.localhost");
+    }
+
+    #[test]
+    fn without_an_incoming_list_x_forwarded_for_is_the_client_alone() {
+        let client = ClientInfo {
+            ip: "::1".parse().expect("ip"),
+            proto: "https",
+            host: None,
+        };
+        let mut headers = map(&[("x-forwarded-host", "spoofed.example")]);
+        add_forwarding_headers(&mut headers, &client);
+        assert_eq!(headers[&X_FORWARDED_FOR], "::1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "https");
+        assert!(headers.get(&X_FORWARDED_HOST).is_none());
+    }
+}

@@ -1,0 +1,40 @@
+//! A small, real reverse proxy, written to be read.
+//!
+//! A reverse proxy is the one address clients talk to; behind it sit the
+//! services that do the work. For every request it **receives** the request,
+//! **decides** where it goes (by host name and path), **forwards** it to an
+//! upstream server, and **returns** the answer, adding what the upstream needs
+//! to know (who the client is) and removing what must not cross (hop-by-hop
+//! headers).
+//!
+//! Start with [`proxy`]: `Proxy::handle_request` reads top to bottom as the
+//! life of one request, and each step it calls lives in its own module.
+//!
+//! This proxy is meant to be understood *and* used in front of a small real
+//! service; it is not (yet) a replacement for a hardened edge proxy.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, parsed and validated into a typed [`Config`];
+//!   errors point at file, line and column.
+//! - [`server`]: listening sockets, one task per connection, graceful shutdown.
+//! - [`proxy`]: the request path, step by step.
+//! - [`router`]: host and path matching, pure functions.
+//! - [`balance`]: load-balancing algorithms, one file each.
+//! - [`upstream`]: upstream pools and their pooled keep-alive connections.
+//! - [`headers`]: forwarding headers and hop-by-hop headers.
+//! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
+//! - [`body`]: the streamed body type.
+
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod upstream;
+
+pub use config::{Config, ConfigErrors};
+pub use proxy::Proxy;
+pub use server::ProxyServer;

@@ -1,0 +1,429 @@
+//! The life of a request, top to bottom.
+//!
+//! [`Proxy::handle_request`] is the whole story; read it first. Each step is a
+//! named function below it, in the order it runs:
+//!
+//! 1. [`route`]: which virtual server (by host) and which route (by path)?
+//! 2. a `return` route answers at once ([`fixed_response`]); no route is a 404;
+//! 3. [`pick_upstream`]: the balancer chooses a server from the route's pool;
+//! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
+//!    forwarding headers (`X-Forwarded-For`, ...) added;
+//! 5. [`forward`]: the request goes upstream on a pooled keep-alive connection;
+//! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
+//!    streamed back to the client as it arrives;
+//! 7. [`log_access`]: one line per request.
+//!
+//! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
+//! place that turns it into a response (502/504 with `Proxy-Status`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{self, ProxyBody};
+use crate::config::{Action, Config, FixedResponse, PathRewrite, ProxyPass, Route};
+use crate::error::{ErrorKind, ProxyError};
+use crate::headers::{self, ClientInfo};
+use crate::router::{RouteMatch, Router};
+use crate::upstream::{UpstreamPool, UpstreamServer};
+
+/// The proxy: its current configuration and everything compiled from it.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The live snapshot. Requests take a reference-counted copy at their start
+    /// and keep it to their end, so a reload never changes a request midway.
+    state: ArcSwap<Snapshot>,
+}
+
+/// An immutable view of one configuration: the config, its routing tables and
+/// its upstream pools.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated configuration.
+    pub config: Config,
+    /// Host and path routing tables compiled from it.
+    pub router: Router,
+    /// One pool per `[upstreams.NAME]`, in the order of `config.upstreams`.
+    pub upstreams: Vec<UpstreamPool>,
+}
+
+/// What the proxy knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address (the TCP peer).
+    pub client: SocketAddr,
+    /// The proxy's own address the client connected to.
+    pub local: SocketAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+}
+
+/// Per-request state, filled in by each step and read by the access log.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// The connection it came on.
+    pub conn: ConnInfo,
+    /// The method, as the client sent it.
+    pub method: Method,
+    /// The URI, as the client sent it (before any rewrite).
+    pub uri: Uri,
+    /// The HTTP version the client spoke.
+    pub version: Version,
+    /// The router's decision, once made.
+    pub matched: Option<RouteMatch>,
+    /// The upstream server the request was sent to, if any.
+    pub upstream: Option<Arc<str>>,
+    /// The failure, if the request failed.
+    pub error: Option<ErrorKind>,
+}
+
+impl Snapshot {
+    /// Compiles a configuration into routing tables and upstream pools.
+    pub fn new(config: Config) -> Snapshot {
+        Snapshot {
+            router: Router::new(&config),
+            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            config,
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy serving `config`.
+    pub fn new(config: Config) -> Proxy {
+        Proxy {
+            state: ArcSwap::from_pointee(Snapshot::new(config)),
+        }
+    }
+
+    /// The configuration requests are served with right now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// Handles one request from arrival to the response head; the body then
+    /// streams on its own. Never fails: every error becomes a response.
+    pub async fn handle_request(
+        &self,
+        request: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ProxyBody> {
+        let snapshot = self.snapshot();
+        let mut ctx = RequestCtx {
+            started: Instant::now(),
+            conn,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            matched: None,
+            upstream: None,
+            error: None,
+        };
+        let response = match proxy_request(&snapshot, &mut ctx, request).await {
+            Ok(response) => response,
+            Err(err) => fail_to_proxy(&mut ctx, err),
+        };
+        log_access(&ctx, &response);
+        response
+    }
+}
+
+/// Steps 1 to 6 of the request's life; see the module documentation.
+async fn proxy_request(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(route) = route(snapshot, ctx, &request) else {
+        return Ok(not_found());
+    };
+    let pass = match &route.action {
+        Action::Return(fixed) => return Ok(fixed_response(fixed)),
+        Action::Proxy(pass) => pass,
+    };
+    let pool = &snapshot.upstreams[pass.upstream];
+    let server = pick_upstream(pool, ctx)?;
+    let upstream_request = rewrite_request(request, route, pass, server, ctx);
+    let upstream_response = forward(pool, server, upstream_request).await?;
+    Ok(respond(upstream_response))
+}
+
+/// Step 1: picks the virtual server by host and the route by path.
+/// `None` when the server has no route for the path.
+pub fn route<'s>(
+    snapshot: &'s Snapshot,
+    ctx: &mut RequestCtx,
+    request: &Request<Incoming>,
+) -> Option<&'s Route> {
+    let matched = snapshot
+        .router
+        .route(request_host(request), request.uri().path());
+    ctx.matched = Some(matched);
+    let server = snapshot.config.servers.get(matched.server)?;
+    server.routes.get(matched.route?)
+}
+
+/// The host the client asked for: the `Host` header (HTTP/1.1), or the URI's
+/// authority (HTTP/2's `:authority`, or an absolute-form HTTP/1.1 request).
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// Step 2a: the answer of a `return` route.
+pub fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, fixed.content_type.clone());
+    if let Some(location) = &fixed.location {
+        headers.insert(header::LOCATION, location.clone());
+    }
+    response
+}
+
+/// Step 2b: no route matched the path.
+fn not_found() -> Response<ProxyBody> {
+    let mut response = Response::new(body::full("404 Not Found: no route matches this path\n"));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Step 3: the pool's balancer chooses the server for this request.
+pub fn pick_upstream<'p>(
+    pool: &'p UpstreamPool,
+    ctx: &mut RequestCtx,
+) -> Result<&'p UpstreamServer, ProxyError> {
+    let server = pool.pick().ok_or(ProxyError {
+        kind: ErrorKind::Internal,
+        upstream: None,
+        cause: Some(format!("upstream pool `{}` has no servers", pool.name).into()),
+    })?;
+    ctx.upstream = Some(server.address.clone());
+    Ok(server)
+}
+
+/// Step 4: turns the client's request into the request the upstream receives.
+pub fn rewrite_request(
+    request: Request<Incoming>,
+    route: &Route,
+    pass: &ProxyPass,
+    server: &UpstreamServer,
+    ctx: &RequestCtx,
+) -> Request<ProxyBody> {
+    let (mut parts, incoming) = request.into_parts();
+
+    // The host the client asked for, read before any header is removed.
+    let client_host = request_host_value(&parts.uri, &parts.headers);
+
+    parts.uri = rewrite_path(&parts.uri, route, &pass.rewrite);
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding_headers(
+        &mut parts.headers,
+        &ClientInfo {
+            ip: ctx.conn.client.ip(),
+            proto: ctx.conn.proto,
+            host: client_host.as_ref(),
+        },
+    );
+    let host = match (pass.preserve_host, client_host) {
+        (true, Some(host)) => host,
+        // nginx's default `Host $proxy_host`: the upstream server's own address.
+        _ => HeaderValue::from_str(&server.address)
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+    };
+    parts.headers.insert(header::HOST, host);
+
+    Request::from_parts(parts, incoming.boxed())
+}
+
+fn request_host_value(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    }
+}
+
+/// Applies a route's path rewrite, keeping the query string. Returns an
+/// origin-form URI (`/path?query`); the upstream pool adds scheme and authority.
+///
+/// With `ReplacePrefix`, the matched prefix is replaced, exactly like nginx's
+/// `proxy_pass http://api/;` in `location /api/`: `/api/tasks` becomes `/tasks`.
+/// A prefix without a trailing slash gives nginx's well-known surprise:
+/// `location /service1` + `proxy_pass http://s1/;` sends `/service1/x` as `//x`.
+pub fn rewrite_path(uri: &Uri, route: &Route, rewrite: &PathRewrite) -> Uri {
+    let path = uri.path();
+    let new_path = match rewrite {
+        PathRewrite::ReplacePrefix(replacement) if !route.exact => path
+            .strip_prefix(route.path.as_str())
+            .map(|rest| format!("{replacement}{rest}")),
+        PathRewrite::ReplacePrefix(replacement) => Some(replacement.clone()),
+        PathRewrite::Keep => None,
+    };
+    let path_and_query = match (new_path, uri.query()) {
+        (None, _) => return origin_form(uri),
+        (Some(path), Some(query)) => format!("{path}?{query}"),
+        (Some(path), None) => path,
+    };
+    Uri::try_from(path_and_query).unwrap_or_else(|_| origin_form(uri))
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// Step 5: sends the request upstream and waits for the response head.
+pub async fn forward(
+    pool: &UpstreamPool,
+    server: &UpstreamServer,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    pool.send(server, request).await
+}
+
+/// Step 6: prepares the upstream's response for the client. The body is not
+/// read here: hyper streams it to the client frame by frame, and if the
+/// upstream breaks off mid-body the client connection is aborted too, so a
+/// truncated body is never passed off as complete.
+pub fn respond(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, incoming) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, incoming.boxed())
+}
+
+/// The one place where a failure becomes a response: the status for its kind,
+/// a `Proxy-Status` header (RFC 9209) saying what went wrong, and a short
+/// text body for people.
+pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBody> {
+    ctx.error = Some(err.kind);
+    tracing::warn!(
+        target: "proxy::error",
+        method = %ctx.method,
+        uri = %ctx.uri,
+        error = %err,
+        cause = err.cause.as_ref().map(|c| tracing::field::display(c)),
+        "request failed"
+    );
+    let status = err.kind.status();
+    let text = format!(
+        "{} {}: {err}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&err.proxy_status()) {
+        headers.insert(http::HeaderName::from_static("proxy-status"), value);
+    }
+    response
+}
+
+/// Step 7: one access-log line per request, when the response head is ready:
+///
+/// ```text
+/// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms
+/// ```
+///
+/// The duration is the time to the response head; the body streams afterwards.
+/// Nothing is formatted when the `proxy::access` target is disabled.
+pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
+    tracing::info!(
+        target: "proxy::access",
+        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms",
+        ctx.conn.client,
+        ctx.method,
+        ctx.uri,
+        ctx.version,
+        response.status().as_u16(),
+        ctx.upstream.as_deref().unwrap_or("-"),
+        ctx.started.elapsed().as_secs_f64() * 1000.0,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, exact: bool) -> Route {
+        Route {
+            path: path.into(),
+            exact,
+            action: Action::Return(FixedResponse {
+                status: StatusCode::OK,
+                body: Default::default(),
+                content_type: HeaderValue::from_static("text/plain"),
+                location: None,
+            }),
+        }
+    }
+
+    fn rewrite(uri: &str, prefix: &str, rewrite: PathRewrite) -> String {
+        let uri: Uri = uri.parse().expect("uri");
+        rewrite_path(&uri, &route(prefix, false), &rewrite).to_string()
+    }
+
+    #[test]
+    fn strip_prefix_replaces_the_matched_prefix_with_a_slash() {
+        let strip = || PathRewrite::ReplacePrefix("/".into());
+        assert_eq!(
+            rewrite("/api/tasks?done=1", "/api/", strip()),
+            "/tasks?done=1"
+        );
+        assert_eq!(rewrite("/api/", "/api/", strip()), "/");
+    }
+
+    #[test]
+    fn a_prefix_without_trailing_slash_reproduces_the_nginx_double_slash() {
+        let strip = PathRewrite::ReplacePrefix("/".into());
+        assert_eq!(rewrite("/service1/x", "/service1", strip.clone()), "//x");
+        assert_eq!(rewrite("/service1x", "/service1", strip), "/x");
+    }
+
+    #[test]
+    fn keep_sends_the_path_unchanged_in_origin_form() {
+        assert_eq!(
+            rewrite("http://app.localhost/api/x?y", "/api/", PathRewrite::Keep),
+            "/api/x?y"
+        );
+    }
+
+    #[test]
+    fn replace_prefix_can_map_to_another_folder() {
+        let to_v1 = PathRewrite::ReplacePrefix("/v1/".into());
+        assert_eq!(rewrite("/api/tasks", "/api/", to_v1), "/v1/tasks");
+    }
+
+    #[test]
+    fn an_exact_route_replaces_the_whole_path() {
+        let uri: Uri = "/old?q=1".parse().expect("uri");
+        let new = rewrite_path(
+            &uri,
+            &route("/old", true),
+            &PathRewrite::ReplacePrefix("/new".into()),
+        );
+        assert_eq!(new.to_string(), "/new?q=1");
+    }
+}

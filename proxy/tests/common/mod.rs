@@ -1,0 +1,301 @@
+//! Test helpers: a proxy on a free loopback port, and upstreams that behave
+//! well or badly on purpose. Nothing here uses a fixed port.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy::{Config, ProxyServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A proxy running in this test's runtime; stops when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a proxy for `config` (which should listen on `127.0.0.1:0`).
+pub async fn start_proxy(config: &str) -> TestProxy {
+    let config = match Config::parse(config, "test.toml") {
+        Ok(config) => config,
+        Err(errors) => panic!("test config is invalid:\n{errors}"),
+    };
+    let server = ProxyServer::bind(config).await.expect("bind the proxy");
+    let addr = server.local_addrs()[0];
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    TestProxy { addr, _stop: stop }
+}
+
+/// A config with one listener, one server routing `/` to upstream `app`
+/// made of `servers`, plus any extra TOML for the `app` upstream.
+pub fn single_upstream_config(servers: &[SocketAddr], upstream_extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+server_names = ["app.localhost"]
+routes = [{{ path = "/", upstream = "app" }}]
+
+[upstreams.app]
+servers = [{}]
+{upstream_extra}
+"#,
+        list.join(", ")
+    )
+}
+
+/// An upstream that answers every request with JSON describing it, as the
+/// upstream saw it. Counts the TCP connections it accepted.
+///
+/// `GET /pattern?bytes=N` instead streams N bytes of [`pattern_byte`].
+/// Every response carries `x-upstream: NAME`.
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+pub async fn echo_upstream(name: &'static str) -> EchoUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| echo(name, peer, req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    EchoUpstream { addr, connections }
+}
+
+type TestBody = BoxBody<Bytes, Infallible>;
+
+async fn echo(
+    name: &'static str,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, hyper::Error> {
+    if req.uri().path() == "/pattern" {
+        let bytes = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("bytes="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        return Ok(Response::builder()
+            .header("x-upstream", name)
+            .body(
+                PatternBody {
+                    sent: 0,
+                    total: bytes,
+                }
+                .boxed(),
+            )
+            .expect("response"));
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let mut body = req.into_body();
+    let mut length = 0u64;
+    let mut hash = Fnv::default();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            length += data.len() as u64;
+            hash.write(&data);
+        }
+    }
+    let json = serde_json::json!({
+        "upstream": name,
+        "peer": peer.to_string(),
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body_bytes": length,
+        "body_fnv": format!("{:016x}", hash.0),
+    });
+    Ok(Response::builder()
+        .header("x-upstream", name)
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-upstream-secret")
+        .header("x-upstream-secret", "hop-by-hop, must not reach the client")
+        .body(Full::new(Bytes::from(json.to_string())).boxed())
+        .expect("response"))
+}
+
+/// The byte at offset `i` of every pattern body: not periodic at any power
+/// of two, so a lost, repeated or reordered chunk changes the checksum.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(i / 251) % 256) as u8
+}
+
+/// A body of `total` pattern bytes, produced in 64 KiB frames as it is read.
+pub struct PatternBody {
+    pub sent: u64,
+    pub total: u64,
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.total {
+            return Poll::Ready(None);
+        }
+        let n = (self.total - self.sent).min(64 * 1024);
+        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
+        self.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+/// FNV-1a, 64 bits: a checksum that does not depend on how bytes are chunked.
+#[derive(Clone, Copy)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn of_pattern(total: u64) -> String {
+        let mut hash = Fnv::default();
+        for i in 0..total {
+            hash.write(&[pattern_byte(i)]);
+        }
+        format!("{:016x}", hash.0)
+    }
+}
+
+/// An upstream that accepts connections and then does `behaviour` with each.
+pub async fn raw_upstream<F, Fut>(behaviour: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let behaviour = Arc::new(behaviour);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(behaviour(stream));
+        }
+    });
+    addr
+}
+
+/// Reads a request head from `stream` (up to the blank line).
+pub async fn read_head(stream: &mut tokio::net::TcpStream) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// An address where nothing listens: bound once, then released.
+pub async fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A pooled HTTP/1.1 client for the tests.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a GET for `path` with `Host: host` to the proxy and returns the
+/// response with its body read.
+pub async fn get(
+    client: &Client,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (Response<()>, Bytes) {
+    let request = Request::get(format!("http://{proxy}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    send(client, request).await
+}
+
+pub async fn send(client: &Client, request: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    let response = client.request(request).await.expect("the proxy answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("read the body").to_bytes();
+    (Response::from_parts(parts, ()), body)
+}
+
+/// Writes raw bytes to the proxy and reads until it closes the connection.
+pub async fn raw_exchange(proxy: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(proxy)
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).expect("upstream answered JSON")
+}
+
+/// The value of `name` among the headers the echo upstream saw.
+pub fn seen_header<'a>(echo: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair[1].as_str())
+}

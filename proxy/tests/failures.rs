@@ -1,0 +1,118 @@
+//! Upstreams that fail: each failure gets the right status and a
+//! `Proxy-Status` header (RFC 9209) saying why, and the client never hangs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+fn proxy_status(response: &http::Response<()>) -> &str {
+    response.headers()["proxy-status"]
+        .to_str()
+        .expect("ascii header")
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_502_naming_the_upstream() {
+    let dead = refused_addr().await;
+    let proxy = start_proxy(&single_upstream_config(&[dead], "")).await;
+    let (response, body) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        proxy_status(&response),
+        format!("proxy-lab; error=connection_refused; details=\"upstream {dead}\"")
+    );
+    assert_eq!(
+        body,
+        format!("502 Bad Gateway: the upstream refused the connection ({dead})\n")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_never_answers_is_a_504_after_the_read_timeout() {
+    // The clock is the test's: tokio advances it only when every task waits,
+    // so the 30 s timeout passes at once and the result never depends on load.
+    let stalled = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(
+        &[stalled],
+        "read_timeout = \"30s\"",
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 504);
+    assert!(proxy_status(&response).contains("error=http_response_timeout"));
+    assert!(started.elapsed() >= Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_without_answering_is_a_502() {
+    let closer = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(&[closer], "")).await;
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 502);
+    assert!(proxy_status(&response).contains("error=connection_terminated"));
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_garbage_is_a_502_protocol_error() {
+    let garbage = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(&[garbage], "")).await;
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 502);
+    assert!(proxy_status(&response).contains("error=http_protocol_error"));
+}
+
+#[tokio::test]
+async fn a_body_cut_off_by_the_upstream_is_never_passed_off_as_complete() {
+    let truncating = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b")
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(&[truncating], "")).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: app.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    // The head went out before the upstream broke off; the client then sees
+    // the connection close after 10 of the 1000 promised bytes.
+    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
+    assert!(raw.contains("content-length: 1000"), "{raw}");
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(body, "only ten b");
+}
+
+#[tokio::test]
+async fn one_dead_server_in_a_pool_fails_only_its_own_turns() {
+    let alive = echo_upstream("whoami-1").await;
+    let dead = refused_addr().await;
+    let proxy = start_proxy(&single_upstream_config(&[alive.addr, dead], "")).await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (response, _) = get(&client, proxy.addr, "app.localhost", "/").await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 502, 200, 502]);
+}

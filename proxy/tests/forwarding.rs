@@ -1,0 +1,275 @@
+//! Requests that succeed: routing, rewriting, forwarding headers, balancing,
+//! keep-alive pooling and streamed bodies, all over real loopback sockets.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+
+#[tokio::test]
+async fn the_upstream_sees_the_forwarding_headers_of_the_nginx_tutorials() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let request = Request::get(format!("http://{}/hello?x=1", proxy.addr))
+        .header("host", "app.localhost")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "6.6.6.6")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (response, body) = send(&client(), request).await;
+    assert_eq!(response.status(), 200);
+    let echo = json(&body);
+    assert_eq!(echo["uri"], "/hello?x=1");
+    assert_eq!(seen_header(&echo, "host"), Some("app.localhost"));
+    assert_eq!(seen_header(&echo, "x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(
+        seen_header(&echo, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen_header(&echo, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen_header(&echo, "x-forwarded-host"),
+        Some("app.localhost")
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_cross_the_proxy_in_either_direction() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let request = Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "app.localhost")
+        .header("connection", "x-client-secret")
+        .header("x-client-secret", "for the proxy only")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (response, body) = send(&client(), request).await;
+    let echo = json(&body);
+    for name in [
+        "x-client-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+    ] {
+        assert_eq!(
+            seen_header(&echo, name),
+            None,
+            "{name} reached the upstream"
+        );
+    }
+    // The upstream named x-upstream-secret in its Connection header.
+    assert!(response.headers().get("x-upstream-secret").is_none());
+    assert_eq!(response.headers()["x-upstream"], "app-1");
+}
+
+#[tokio::test]
+async fn with_preserve_host_off_the_upstream_sees_its_own_address() {
+    let up = echo_upstream("app-1").await;
+    let config = single_upstream_config(&[up.addr], "").replace(
+        "upstream = \"app\" }",
+        "upstream = \"app\", preserve_host = false }",
+    );
+    let proxy = start_proxy(&config).await;
+    let (_, body) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    let expected = up.addr.to_string();
+    assert_eq!(seen_header(&json(&body), "host"), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn round_robin_sends_each_request_to_the_next_server() {
+    let ups = [
+        echo_upstream("whoami-1").await,
+        echo_upstream("whoami-2").await,
+        echo_upstream("whoami-3").await,
+    ];
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let proxy = start_proxy(&single_upstream_config(&addrs, "")).await;
+    let client = client();
+    let mut answered = Vec::new();
+    for _ in 0..6 {
+        let (response, _) = get(&client, proxy.addr, "app.localhost", "/").await;
+        answered.push(
+            response.headers()["x-upstream"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        answered,
+        [
+            "whoami-1", "whoami-2", "whoami-3", "whoami-1", "whoami-2", "whoami-3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_across_requests() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let client = client();
+    for _ in 0..20 {
+        let (response, _) = get(&client, proxy.addr, "app.localhost", "/").await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "20 sequential requests should share one pooled upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn a_large_download_streams_through_intact() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let total: u64 = 8 * 1024 * 1024 + 17;
+    let response = client()
+        .request(
+            Request::get(format!("http://{}/pattern?bytes={total}", proxy.addr))
+                .header("host", "app.localhost")
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let (mut length, mut hash) = (0u64, Fnv::default());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            length += data.len() as u64;
+            hash.write(&data);
+        }
+    }
+    assert_eq!(length, total);
+    assert_eq!(format!("{:016x}", hash.0), Fnv::of_pattern(total));
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_intact() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let total: u64 = 4 * 1024 * 1024 + 3;
+    // A streamed (chunked) upload: the proxy must pass it on without buffering it whole.
+    let body = PatternBody { sent: 0, total };
+    let request = Request::post(format!("http://{}/upload", proxy.addr))
+        .header("host", "app.localhost")
+        .body(body)
+        .expect("request");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<PatternBody>();
+    let response = client.request(request).await.expect("response");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let echo = json(&body);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_bytes"], total);
+    assert_eq!(echo["body_fnv"], Fnv::of_pattern(total));
+}
+
+#[tokio::test]
+async fn prefix_routes_strip_and_return_routes_answer_without_an_upstream() {
+    let api = echo_upstream("api").await;
+    let web = echo_upstream("web").await;
+    let config = format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+server_names = ["app.localhost"]
+routes = [
+  {{ path = "/", upstream = "web" }},
+  {{ path = "/api/", upstream = "api", strip_prefix = true }},
+  {{ path = "/welcome", exact = true, return = {{ status = 200, body = "Welcome to the reverse proxy!" }} }},
+  {{ path = "/old/", return = {{ status = 301, location = "/new/" }} }},
+]
+
+[[servers]]
+server_names = ["api.localhost"]
+routes = [{{ path = "/", upstream = "api" }}]
+
+[upstreams.api]
+servers = ["{}"]
+
+[upstreams.web]
+servers = ["{}"]
+"#,
+        api.addr, web.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+
+    let (r, body) = get(&client, proxy.addr, "app.localhost", "/api/tasks?done=1").await;
+    assert_eq!(r.headers()["x-upstream"], "api");
+    assert_eq!(json(&body)["uri"], "/tasks?done=1");
+
+    let (r, body) = get(&client, proxy.addr, "app.localhost", "/index.html").await;
+    assert_eq!(r.headers()["x-upstream"], "web");
+    assert_eq!(json(&body)["uri"], "/index.html");
+
+    let (r, body) = get(&client, proxy.addr, "app.localhost", "/welcome").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body, "Welcome to the reverse proxy!");
+
+    let (r, _) = get(&client, proxy.addr, "app.localhost", "/old/page").await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "/new/");
+
+    // Same IP, another name: the second server, which keeps the path.
+    let (r, body) = get(&client, proxy.addr, "api.localhost:8080", "/api/tasks").await;
+    assert_eq!(r.headers()["x-upstream"], "api");
+    assert_eq!(json(&body)["uri"], "/api/tasks");
+}
+
+#[tokio::test]
+async fn a_path_no_route_matches_gets_404() {
+    let up = echo_upstream("api").await;
+    let config = single_upstream_config(&[up.addr], "").replace("path = \"/\"", "path = \"/api/\"");
+    let proxy = start_proxy(&config).await;
+    let (r, body) = get(&client(), proxy.addr, "app.localhost", "/elsewhere").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body, "404 Not Found: no route matches this path\n");
+}
+
+#[tokio::test]
+async fn an_http2_client_is_served_over_http1_upstream() {
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(&[up.addr], "")).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(format!("http://app.localhost:1/via-h2"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    // Connect to the proxy while the URI names the virtual host.
+    let mut request = request;
+    *request.uri_mut() = format!("http://{}/via-h2", proxy.addr)
+        .parse()
+        .expect("uri");
+    request
+        .headers_mut()
+        .insert("host", "app.localhost".parse().expect("host"));
+    let response = h2.request(request).await.expect("h2 response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let echo = json(&body);
+    assert_eq!(echo["uri"], "/via-h2");
+}
