@@ -1,0 +1,23 @@
+//! The lab harness: the proxy and the sample services as one stack, and
+//! scripted runs against it whose transcripts chapters show and tests pin.
+//!
+//! Everything runs in one process on loopback ports chosen by the OS, so the
+//! lab needs no Docker, no root and no free port in particular.
+//!
+//! # Layout
+//! - [`stack`]: boots frontend, tasks-api, three whoami replicas and the proxy
+//!   in front of them; stops a service on demand.
+//! - [`client`]: sends requests to the proxy with the Host a browser would send.
+//! - [`transcript`]: records requests and answers as normalised text.
+//! - [`tour`]: the guided runs (routing, host routing, headers, round-robin, a
+//!   replica going down).
+
+pub mod client;
+pub mod stack;
+pub mod tour;
+pub mod transcript;
+
+pub use client::{Exchange, LabClient};
+pub use stack::{Stack, StackOptions};
+pub use tour::Tour;
+pub use transcript::Transcript;

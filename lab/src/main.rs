@@ -1,0 +1,163 @@
+//! The `lab` command.
+//!
+//! ```text
+//! lab up                 # boot the stack behind the proxy on localhost:8080, until Ctrl-C
+//! lab up --port 0        # ... on any free port
+//! lab tour               # boot, run every guided stop, print the transcripts, exit
+//! lab tour round-robin   # one stop
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lab::{Stack, StackOptions, Tour};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The reverse proxy lab: the proxy and its sample services, on your machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot the proxy and every sample service, print the URLs, run until Ctrl-C.
+    Up {
+        /// The proxy's port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Keep tasks-api's database in this folder (default: a temporary one).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print the proxy configuration the lab generated.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Boot a fresh stack for each guided stop, run it and print its transcript.
+    Tour {
+        /// Stops to run (default: all): routing, host-routing, headers, round-robin, replica-down.
+        names: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up {
+            port,
+            data_dir,
+            print_config,
+        } => up(port, data_dir, print_config).await,
+        Command::Tour { names } => tour(&names).await,
+    }
+}
+
+async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let options = StackOptions {
+        proxy_listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        data_dir,
+    };
+    let stack = match Stack::boot(options).await {
+        Ok(stack) => stack,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            if port != 0 {
+                eprintln!("  = help: `lab up --port 0` picks a free port");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if print_config {
+        println!("{}", stack.proxy_config);
+    }
+    let port = stack.proxy_addr.port();
+    println!("The lab is up. Everything below goes through the proxy:");
+    for (url, what) in [
+        ("http://localhost:{port}/", "the frontend page"),
+        (
+            "http://localhost:{port}/api/",
+            "tasks-api's status ({\"status\":\"ok\"})",
+        ),
+        (
+            "http://localhost:{port}/api/tasks",
+            "the task list (POST JSON to add)",
+        ),
+        (
+            "http://localhost:{port}/api/whoami",
+            "whoami, round-robin across 3 replicas",
+        ),
+        (
+            "http://localhost:{port}/welcome",
+            "an answer the proxy gives itself",
+        ),
+        (
+            "http://api.localhost:{port}/tasks",
+            "the API under a second host name",
+        ),
+    ] {
+        println!("  {:<40} {what}", url.replace("{port}", &port.to_string()));
+    }
+    println!("Behind it, each service on its own port (direct, skipping the proxy):");
+    for (name, addr) in stack.services() {
+        println!("  {name:<10} http://{addr}/");
+    }
+    println!("Try: curl -i http://localhost:{port}/api/whoami   (run it a few times)");
+    println!("Press Ctrl-C to stop.");
+
+    let _ = tokio::signal::ctrl_c().await;
+    println!("\nStopping the lab...");
+    stack.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn tour(names: &[String]) -> ExitCode {
+    let mut stops = Vec::new();
+    for name in names {
+        match Tour::from_name(name) {
+            Some(stop) => stops.push(stop),
+            None => {
+                let known: Vec<&str> = Tour::ALL.iter().map(|t| t.name()).collect();
+                eprintln!(
+                    "lab: no tour stop named `{name}`\n  = help: use one of: {}",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if stops.is_empty() {
+        stops = Tour::ALL.to_vec();
+    }
+    for stop in stops {
+        let mut stack = match Stack::boot(StackOptions::default()).await {
+            Ok(stack) => stack,
+            Err(err) => {
+                eprintln!("lab: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = stop.run(&mut stack).await;
+        stack.shutdown().await;
+        match result {
+            Ok(transcript) => println!("{}", transcript.render()),
+            Err(err) => {
+                eprintln!("lab: the {} stop failed: {err}", stop.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,252 @@
+//! The whole stack in one process: the proxy in front of the sample services,
+//! every one on its own loopback port.
+//!
+//! ```text
+//!                       ┌──────────► frontend      (/)
+//!  client ──► proxy ────┼──────────► tasks-api     (/api/, api.localhost)
+//!                       └─ round ──► whoami-1, whoami-2, whoami-3  (/api/whoami)
+//!                          robin
+//! ```
+//!
+//! Services bind port 0, so the OS picks free ports and several stacks can run
+//! side by side (tests do). The proxy's config is `lab/stack/proxy.toml` with
+//! the chosen addresses filled in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use backends::{frontend, tasks_api, whoami};
+use proxy::{Config, ConfigErrors, ProxyServer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The proxy configuration template, with `{{name}}` placeholders.
+pub const PROXY_CONFIG_TEMPLATE: &str = include_str!("../stack/proxy.toml");
+
+/// The whoami replicas, in the order the proxy's round-robin visits them.
+pub const WHOAMI_REPLICAS: [&str; 3] = ["whoami-1", "whoami-2", "whoami-3"];
+
+/// How to boot a [`Stack`].
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Where the proxy listens; port 0 picks a free port.
+    pub proxy_listen: SocketAddr,
+    /// Where tasks-api keeps its SQLite file; `None` uses a temporary folder
+    /// that is removed with the stack.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            proxy_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: None,
+        }
+    }
+}
+
+/// Why the stack could not start or a service could not be stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A service could not bind its loopback port.
+    #[error("cannot start {service}: {source}")]
+    Bind {
+        /// The service's name.
+        service: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The proxy could not listen (most often: the port is taken).
+    #[error("cannot start the proxy: {0}")]
+    ProxyBind(#[from] proxy::server::BindError),
+    /// tasks-api's database could not be opened or migrated.
+    #[error("cannot start tasks-api: {0}")]
+    Database(#[from] tasks_api::TasksError),
+    /// The temporary data folder could not be made.
+    #[error("cannot create a data folder for tasks-api: {0}")]
+    DataDir(std::io::Error),
+    /// The rendered proxy config is invalid (a bug in the template).
+    #[error("the lab's proxy config is invalid:\n{0}")]
+    ProxyConfig(#[from] ConfigErrors),
+    /// No service of that name runs in the stack.
+    #[error("no service named `{0}` in the stack")]
+    UnknownService(String),
+}
+
+/// A running service: its address and how to stop it.
+#[derive(Debug)]
+struct Service {
+    name: String,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The proxy and the sample services, running in this process.
+#[derive(Debug)]
+pub struct Stack {
+    /// Where the proxy listens: every request of the lab goes here.
+    pub proxy_addr: SocketAddr,
+    /// The proxy configuration, as it was rendered and loaded.
+    pub proxy_config: String,
+    services: Vec<Service>,
+    proxy_stop: Option<oneshot::Sender<()>>,
+    proxy_task: Option<JoinHandle<()>>,
+    /// Kept so the temporary database lives as long as the stack.
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    /// Boots every service on a free loopback port, then the proxy in front of them.
+    pub async fn boot(options: StackOptions) -> Result<Stack, StackError> {
+        let (data_path, temp_dir) = match options.data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let temp = tempfile::tempdir().map_err(StackError::DataDir)?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let db = tasks_api::open(&data_path.join("tasks.db"))?;
+
+        let mut services = vec![
+            start_service("frontend", frontend::app()).await?,
+            start_service("tasks-api", tasks_api::app(db)).await?,
+        ];
+        for name in WHOAMI_REPLICAS {
+            let identity = whoami::Identity::new(Some(name.to_owned()));
+            services.push(start_service(name, whoami::app(identity)).await?);
+        }
+
+        let mut addresses: HashMap<&str, String> = services
+            .iter()
+            .map(|s| (s.name.as_str(), s.addr.to_string()))
+            .collect();
+        let listen = options.proxy_listen.to_string();
+        addresses.insert("listen", listen);
+        let proxy_config = render_template(PROXY_CONFIG_TEMPLATE, &addresses);
+
+        let config = Config::parse(&proxy_config, "lab/stack/proxy.toml")?;
+        let server = ProxyServer::bind(config).await?;
+        let proxy_addr = server.local_addrs()[0];
+        let (proxy_stop, stopped) = oneshot::channel::<()>();
+        let proxy_task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+
+        Ok(Stack {
+            proxy_addr,
+            proxy_config,
+            services,
+            proxy_stop: Some(proxy_stop),
+            proxy_task: Some(proxy_task),
+            _data_dir: temp_dir,
+        })
+    }
+
+    /// Every service's name and address (running or not), in boot order.
+    pub fn services(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
+        self.services.iter().map(|s| (s.name.as_str(), s.addr))
+    }
+
+    /// The address of the service called `name`.
+    pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.addr)
+    }
+
+    /// Stops one service and waits until its port is closed, as if its
+    /// container had been stopped. The proxy is not told: it finds out.
+    pub async fn stop_service(&mut self, name: &str) -> Result<(), StackError> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StackError::UnknownService(name.to_owned()))?;
+        if let Some(stop) = service.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = service.task.take() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    /// Stops the proxy (gracefully) and then every service.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.proxy_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.proxy_task.take() {
+            let _ = task.await;
+        }
+        let names: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();
+        for name in names {
+            let _ = self.stop_service(&name).await;
+        }
+    }
+}
+
+/// Replaces each `{{name}}` in `template` with its value.
+pub fn render_template(template: &str, values: &HashMap<&str, String>) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    out
+}
+
+async fn start_service(name: &str, app: axum::Router) -> Result<Service, StackError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|source| StackError::Bind {
+            service: name.to_owned(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StackError::Bind {
+        service: name.to_owned(),
+        source,
+    })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(backends::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    Ok(Service {
+        name: name.to_owned(),
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_renders_to_a_valid_config_with_no_placeholder_left() {
+        let mut values: HashMap<&str, String> = HashMap::new();
+        for (i, name) in [
+            "listen",
+            "frontend",
+            "tasks-api",
+            "whoami-1",
+            "whoami-2",
+            "whoami-3",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            values.insert(name, format!("127.0.0.1:{}", 9000 + i));
+        }
+        let text = render_template(PROXY_CONFIG_TEMPLATE, &values);
+        assert!(!text.contains("{{"), "placeholder left:\n{text}");
+        if let Err(errors) = Config::parse(&text, "lab/stack/proxy.toml") {
+            panic!("{errors}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The `proxy` binary as a user runs it: `proxy check` and `proxy --config`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let examples = examples();
+    assert!(examples.len() >= 3, "examples are missing: {examples:?}");
+    for example in examples {
+        let out = Command::new(PROXY)
+            .args(["check", "--config"])
+            .arg(&example)
+            .output()
+            .expect("run proxy check");
+        assert!(
+            out.status.success(),
+            "{}:\n{}",
+            example.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    }
+}
+
+/// Runs `proxy check` on `config` written to `proxy.toml` in a temporary
+/// folder, so the file name in messages is stable.
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("proxy.toml"), config).expect("write config");
+    let out = Command::new(PROXY)
+        .args(["check", "--config", "proxy.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run proxy check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reports_every_mistake_with_its_line_and_a_fix() {
+    let (ok, stderr) = check(
+        r#"
+[[listen]]
+addr = "localhost:8080"
+
+[[servers]]
+server_names = ["app.localhost"]
+routes = [
+  { path = "/", upstream = "frontend" },
+  { path = "api/", upstream = "apii", strip_prefix = true },
+]
+
+[upstreams.frontend]
+servers = ["http://127.0.0.1:3000/", "127.0.0.1:99999"]
+"#,
+    );
+    assert!(!ok);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn check_reports_an_unknown_key() {
+    let (ok, stderr) = check(
+        r#"
+[[listen]]
+addr = "127.0.0.1:8080"
+timeout = "5s"
+"#,
+    );
+    assert!(!ok);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let out = Command::new(PROXY)
+        .args(["check", "--config", "/nonexistent/proxy.toml"])
+        .output()
+        .expect("run proxy check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the configuration file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/nonexistent/proxy.toml"), "{stderr}");
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a blocking read of the child's output, failing instead of hanging.
+async fn within_10s<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the proxy binary did not print in time")
+        .expect("join")
+}
+
+#[tokio::test]
+async fn the_binary_proxies_traffic_to_a_running_backend() {
+    let up = echo_upstream("backend").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, single_upstream_config(&[up.addr], "")).expect("write");
+    let mut child = Command::new(PROXY)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let _running = Running(child);
+
+    let line = within_10s(tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    }))
+    .await
+    .expect("read stdout");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("proxy: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .expect("an address");
+
+    let (response, body) = get(&client(), addr, "app.localhost", "/through/the/binary").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(&body)["uri"], "/through/the/binary");
+
+    // The access log line for that request, on stderr via tracing.
+    let log_line = within_10s(tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("proxy::access"))
+    }))
+    .await
+    .expect("an access log line");
+    assert!(
+        log_line.contains("\"GET /through/the/binary HTTP/1.1\" 200 upstream="),
+        "{log_line}"
+    );
+}
