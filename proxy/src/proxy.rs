@@ -319,7 +319,7 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
         method = %ctx.method,
         uri = %ctx.uri,
         error = %err,
-        cause = err.cause.as_ref().map(|c| tracing::field::display(c)),
+        cause = err.cause.as_ref().map(tracing::field::display),
         "request failed"
     );
     let status = err.kind.status();

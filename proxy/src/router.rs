@@ -93,7 +93,7 @@ impl Router {
             servers.push(routes);
         }
         // Stable sort: among equal lengths, file order decides.
-        wildcard_names.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        wildcard_names.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         Router {
             exact_names,
             wildcard_names,
