@@ -62,6 +62,7 @@ async fn main() -> ExitCode {
 async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -92,6 +92,7 @@ fn run(path: &Path) -> ExitCode {
     // Logs go to stderr; stdout carries only the "listening on" lines.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -116,3 +116,46 @@ async fn one_dead_server_in_a_pool_fails_only_its_own_turns() {
     }
     assert_eq!(statuses, [200, 502, 200, 502]);
 }
+
+#[tokio::test]
+async fn a_connect_that_never_completes_is_a_504_after_the_connect_timeout() {
+    // A listener that never accepts, with a backlog of one: once its queue is
+    // full, the kernel drops further SYNs and a new connect just waits.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let full = socket.listen(1).expect("listen");
+    let addr = full.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(50),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break, // the queue is full: connects now hang
+        }
+    }
+    assert!(
+        !fillers.is_empty(),
+        "the listener's queue could not be filled"
+    );
+    // From here on the clock is the test's: the 5 s connect timeout passes at once.
+    tokio::time::pause();
+    let proxy = start_proxy(&single_upstream_config(
+        &[addr],
+        "connect_timeout = \"5s\"\nread_timeout = \"60s\"",
+    ))
+    .await;
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 504);
+    assert!(
+        proxy_status(&response).contains("error=connection_timeout"),
+        "{}",
+        proxy_status(&response)
+    );
+    drop((full, fillers));
+}
