@@ -22,6 +22,8 @@
 //! - [`balance`]: load-balancing algorithms, one file each.
 //! - [`upstream`]: upstream pools and their pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
+//! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
+//! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).
 //! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
 //! - [`body`]: the streamed body type.
 
@@ -30,9 +32,11 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod local_ca;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors};
