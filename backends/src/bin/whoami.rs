@@ -1,0 +1,43 @@
+//! The whoami binary: one replica of the echo service (see `backends::whoami`).
+//!
+//! Run with: `cargo run -p backends --bin whoami -- --name whoami-1 --listen 127.0.0.1:5001`
+
+use anyhow::Context;
+use backends::whoami::{self, Identity};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// Echoes every request back as JSON, tagged with this replica's name.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on, such as 127.0.0.1:5000 or 0.0.0.0:5000 (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "LISTEN",
+        default_value = "127.0.0.1:5000",
+        value_name = "ADDR"
+    )]
+    listen: String,
+
+    /// Name reported in every answer [default: $HOSTNAME, then /etc/hostname, then "whoami"].
+    #[arg(long, env = "WHOAMI_NAME", value_name = "NAME")]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    backends::init_tracing();
+
+    let identity = Identity::new(args.name);
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = backends::shutdown_signal();
+    println!("whoami {} listening on http://{addr}", identity.name);
+
+    backends::serve(listener, whoami::app(identity), shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The whoami service over real HTTP on a loopback port.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use backends::whoami::{self, Identity};
+use common::{TestServer, get, send};
+use hyper::StatusCode;
+use hyper::body::Bytes;
+
+fn named(name: &str) -> Identity {
+    Identity {
+        name: name.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn whoami_answers_with_its_configured_name_and_the_request_it_saw() {
+    let server = TestServer::start(whoami::app(named("whoami-test"))).await;
+
+    let reply = send(
+        "POST",
+        &server.url("/some/path?colour=blue&size=2"),
+        &[("x-lab-test", "hello"), ("content-type", "text/plain")],
+        "hello world",
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-served-by"), Some("whoami-test"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let echo = reply.json();
+    assert_eq!(echo["name"], "whoami-test");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/some/path");
+    assert_eq!(echo["query"], "colour=blue&size=2");
+    assert_eq!(echo["body_bytes"], 11);
+    assert_eq!(echo["headers"]["x-lab-test"], "hello");
+    assert_eq!(echo["headers"]["content-type"], "text/plain");
+    assert_eq!(echo["headers"]["host"], server.addr.to_string());
+
+    let remote: SocketAddr = echo["remote_addr"]
+        .as_str()
+        .expect("remote_addr is a string")
+        .parse()
+        .expect("remote_addr is ip:port");
+    assert_eq!(remote.ip().to_string(), "127.0.0.1");
+    assert_ne!(remote.port(), server.addr.port(), "it is the client's port");
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_echoes_any_method_on_any_path_and_reports_a_missing_query_as_null() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let reply = send(method, &server.url("/a/b/c"), &[], Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{method}");
+        let echo = reply.json();
+        assert_eq!(echo["method"], method);
+        assert_eq!(echo["path"], "/a/b/c");
+        assert!(echo["query"].is_null());
+        assert_eq!(echo["body_bytes"], 0);
+    }
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_joins_repeated_headers_and_sorts_header_names() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+
+    let reply = send(
+        "GET",
+        &server.url("/"),
+        &[
+            ("x-zebra", "z"),
+            ("x-multi", "first"),
+            ("x-multi", "second"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+
+    let echo = reply.json();
+    assert_eq!(echo["headers"]["x-multi"], "first, second");
+    // Look at the raw body: the names come out sorted, whatever the order
+    // they were sent in.
+    let body = reply.text();
+    let position = |name: &str| {
+        body.find(&format!("\"{name}\":"))
+            .unwrap_or_else(|| panic!("{name} is in {body}"))
+    };
+    assert!(position("host") < position("x-multi"));
+    assert!(position("x-multi") < position("x-zebra"));
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_counts_a_body_larger_than_axums_default_limit() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+    let size = 5 * 1024 * 1024;
+
+    let reply = send("PUT", &server.url("/upload"), &[], vec![b'x'; size]).await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["body_bytes"], size);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_health_answers_ok_with_its_name_in_a_header() {
+    let server = TestServer::start(whoami::app(named("whoami-2"))).await;
+
+    let reply = get(&server.url("/health")).await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "ok");
+    assert_eq!(reply.header("x-served-by"), Some("whoami-2"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_echoes_other_methods_on_the_health_path() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+
+    let reply = send("POST", &server.url("/health"), &[], "ping").await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    let echo = reply.json();
+    assert_eq!(echo["path"], "/health");
+    assert_eq!(echo["body_bytes"], 4);
+    server.stop().await;
+}
