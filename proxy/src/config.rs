@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -70,6 +70,9 @@ pub struct Config {
     pub default_server: usize,
     /// Named pools of upstream servers; routes refer to them by index.
     pub upstreams: Vec<Upstream>,
+    /// Where the local CA lives for `tls = { auto_local = true }`; `None`
+    /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
+    pub local_ca_dir: Option<PathBuf>,
 }
 
 /// One address the proxy accepts connections on (nginx `listen`).
@@ -77,6 +80,8 @@ pub struct Config {
 pub struct Listener {
     /// Where to bind; port 0 lets the OS choose (tests use it).
     pub addr: SocketAddr,
+    /// Whether clients speak TLS (HTTPS) on it.
+    pub tls: bool,
 }
 
 /// A virtual server (nginx `server {}`): a set of host names and their routes.
@@ -86,6 +91,29 @@ pub struct Server {
     pub names: Vec<ServerName>,
     /// Its routes, in file order; the router decides which one wins.
     pub routes: Vec<Route>,
+    /// Its certificate, for HTTPS listeners.
+    pub tls: Option<ServerTls>,
+    /// When set, plain-HTTP requests are answered with this redirect status
+    /// (301 or 308) to the same URL on HTTPS (nginx `return 301 https://$host$request_uri`).
+    pub redirect_https: Option<StatusCode>,
+    /// `Strict-Transport-Security` value added to every HTTPS response.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Where a server's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum ServerTls {
+    /// PEM files given in the config, loaded and checked when it was read.
+    Files {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// The loaded certificate and key.
+        loaded: crate::tls::ServerCert,
+    },
+    /// Issued by the local CA for the server's names when the proxy starts.
+    AutoLocal,
 }
 
 /// A host name pattern for a server.
@@ -200,8 +228,9 @@ impl Config {
     /// Reads and validates the configuration file at `path`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file),
+            Ok(text) => Config::parse_in(&text, &file, &base),
             Err(err) => Err(ConfigErrors(vec![Diagnostic {
                 file,
                 at: None,
@@ -211,8 +240,14 @@ impl Config {
         }
     }
 
-    /// Parses and validates configuration text; `file` names it in error messages.
+    /// Parses and validates configuration text; `file` names it in error
+    /// messages. Relative file paths in it are relative to the working directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_in(text, file, Path::new(""))
+    }
+
+    /// Like [`Config::parse`], with relative paths taken from `base`.
+    pub fn parse_in(text: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = toml::from_str(text).map_err(|err| {
             let span = err.span();
             let message = err.message().trim_end().to_owned();
@@ -222,6 +257,7 @@ impl Config {
         let mut check = Validator {
             file,
             text,
+            base,
             diagnostics: Vec::new(),
         };
         let config = check.config(raw);
@@ -230,6 +266,11 @@ impl Config {
         } else {
             Err(ConfigErrors(check.diagnostics))
         }
+    }
+
+    /// The port HTTPS is served on: the first TLS listener's.
+    pub fn https_port(&self) -> Option<u16> {
+        self.listeners.iter().find(|l| l.tls).map(|l| l.addr.port())
     }
 
     /// The upstream a route forwards to.
@@ -391,12 +432,15 @@ struct RawConfig {
     servers: Vec<Spanned<RawServer>>,
     #[serde(default)]
     upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+    local_ca_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawListen {
     addr: Spanned<String>,
+    #[serde(default)]
+    tls: bool,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +451,19 @@ struct RawServer {
     default: Option<Spanned<bool>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    tls: Option<Spanned<RawServerTls>>,
+    redirect_https: Option<Spanned<bool>>,
+    redirect_status: Option<Spanned<i64>>,
+    hsts: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    auto_local: bool,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +506,7 @@ struct RawUpstream {
 struct Validator<'a> {
     file: &'a str,
     text: &'a str,
+    base: &'a Path,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -485,6 +543,7 @@ impl Validator<'_> {
         );
 
         let listeners = self.listeners(&raw.listen);
+        let tls_listener = raw.listen.iter().find(|l| l.tls).map(|l| l.addr.span());
 
         // Upstreams first: routes refer to them.
         let mut upstreams = Vec::with_capacity(raw.upstreams.len());
@@ -516,7 +575,16 @@ impl Validator<'_> {
                     default_server = Some(index);
                 }
             }
-            servers.push(self.server(server, &upstreams, &mut seen_names));
+            servers.push(self.server(server, &upstreams, &mut seen_names, tls_listener.is_some()));
+        }
+        if let Some(span) = tls_listener
+            && !servers.iter().any(|s| s.tls.is_some())
+        {
+            self.error(
+                span,
+                "this TLS listener has no certificate to present",
+                "give a server `tls = { auto_local = true }`, or `tls = { cert = \"app.pem\", key = \"app-key.pem\" }`",
+            );
         }
 
         Config {
@@ -527,6 +595,7 @@ impl Validator<'_> {
             // Like nginx: without an explicit default, the first server is it.
             default_server: default_server.unwrap_or(0),
             upstreams,
+            local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
         }
     }
 
@@ -551,7 +620,10 @@ impl Validator<'_> {
                             "each [[listen]] address can appear once",
                         );
                     }
-                    listeners.push(Listener { addr });
+                    listeners.push(Listener {
+                        addr,
+                        tls: listen.tls,
+                    });
                 }
                 Err(_) => {
                     let help = if let Some(port) = text.strip_prefix(':') {
@@ -672,7 +744,14 @@ impl Validator<'_> {
         raw: &Spanned<RawServer>,
         upstreams: &[Upstream],
         seen_names: &mut HashSet<String>,
+        has_tls_listener: bool,
     ) -> Server {
+        let tls = raw
+            .get_ref()
+            .tls
+            .as_ref()
+            .and_then(|tls| self.server_tls(tls, &raw.get_ref().server_names));
+        let https = self.https_options(raw.get_ref(), has_tls_listener);
         let mut names = Vec::new();
         for name in &raw.get_ref().server_names {
             let Some(parsed) = self.server_name(name) else {
@@ -712,7 +791,129 @@ impl Validator<'_> {
                 routes.push(route);
             }
         }
-        Server { names, routes }
+        Server {
+            names,
+            routes,
+            tls,
+            redirect_https: https.0,
+            hsts: https.1,
+        }
+    }
+
+    /// `tls = { cert, key }` (loaded and checked now) or `tls = { auto_local = true }`.
+    fn server_tls(
+        &mut self,
+        raw: &Spanned<RawServerTls>,
+        names: &[Spanned<String>],
+    ) -> Option<ServerTls> {
+        let tls = raw.get_ref();
+        match (&tls.cert, &tls.key, tls.auto_local) {
+            (None, None, true) => {
+                if !names.iter().any(|n| n.get_ref().trim() != "_") {
+                    self.error(
+                        raw.span(),
+                        "`auto_local` issues a certificate for the server's names, but it has none",
+                        "add server_names = [\"app.localhost\"]",
+                    );
+                    return None;
+                }
+                Some(ServerTls::AutoLocal)
+            }
+            (Some(cert), Some(key), false) => {
+                let cert_path = self.base.join(cert.get_ref());
+                let key_path = self.base.join(key.get_ref());
+                match crate::tls::load_cert(&cert_path, &key_path) {
+                    Ok(loaded) => Some(ServerTls::Files {
+                        cert: cert_path,
+                        key: key_path,
+                        loaded,
+                    }),
+                    Err(err) => {
+                        let span = match &err {
+                            crate::tls::CertError::Read { path, .. }
+                            | crate::tls::CertError::NoKey { path }
+                            | crate::tls::CertError::Unusable { path, .. }
+                                if *path == key_path =>
+                            {
+                                key.span()
+                            }
+                            _ => cert.span(),
+                        };
+                        self.error(
+                            span,
+                            err.to_string(),
+                            "paths are relative to the config file; `proxy cert issue NAME` makes a certificate and key",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    raw.span(),
+                    "a server's tls needs either `cert` and `key`, or `auto_local = true`",
+                    "e.g. tls = { cert = \"app.pem\", key = \"app-key.pem\" } or tls = { auto_local = true }",
+                );
+                None
+            }
+        }
+    }
+
+    /// `redirect_https`, `redirect_status` and `hsts`, which only make sense
+    /// when some listener speaks TLS.
+    fn https_options(
+        &mut self,
+        raw: &RawServer,
+        has_tls_listener: bool,
+    ) -> (Option<StatusCode>, Option<HeaderValue>) {
+        let no_tls = "add a [[listen]] with `tls = true` (e.g. addr = \"127.0.0.1:8443\")";
+        let mut redirect = None;
+        if let Some(flag) = &raw.redirect_https
+            && *flag.get_ref()
+        {
+            if !has_tls_listener {
+                self.error(
+                    flag.span(),
+                    "`redirect_https` has no HTTPS listener to send clients to",
+                    no_tls,
+                );
+            }
+            redirect = Some(StatusCode::MOVED_PERMANENTLY);
+        }
+        if let Some(status) = &raw.redirect_status {
+            match *status.get_ref() {
+                301 => redirect = redirect.map(|_| StatusCode::MOVED_PERMANENTLY),
+                308 => redirect = redirect.map(|_| StatusCode::PERMANENT_REDIRECT),
+                other => self.error(
+                    status.span(),
+                    format!("`redirect_status` {other} is not a permanent redirect"),
+                    "use 301 (browsers may turn POST into GET) or 308 (method and body kept)",
+                ),
+            }
+        }
+        let hsts = match &raw.hsts {
+            None => None,
+            Some(value) if !has_tls_listener => {
+                self.error(
+                    value.span(),
+                    "`hsts` is only sent over HTTPS, and no listener has `tls = true`",
+                    no_tls,
+                );
+                None
+            }
+            Some(value) => match HeaderValue::from_str(value.get_ref()) {
+                Ok(v) if value.get_ref().starts_with("max-age=") => Some(v),
+                _ => {
+                    self.error(
+                        value.span(),
+                        "`hsts` must be a Strict-Transport-Security value",
+                        "e.g. hsts = \"max-age=31536000; includeSubDomains\"",
+                    );
+                    None
+                }
+            },
+        };
+        (redirect, hsts)
     }
 
     fn server_name(&mut self, raw: &Spanned<String>) -> Option<ServerName> {
