@@ -59,9 +59,9 @@ pub enum StackError {
         #[source]
         source: std::io::Error,
     },
-    /// The proxy could not listen (most often: the port is taken).
+    /// The proxy could not start (most often: the port is taken).
     #[error("cannot start the proxy: {0}")]
-    ProxyBind(#[from] proxy::server::BindError),
+    ProxyStart(#[from] proxy::server::StartError),
     /// tasks-api's database could not be opened or migrated.
     #[error("cannot start tasks-api: {0}")]
     Database(#[from] tasks_api::TasksError),

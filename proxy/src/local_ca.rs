@@ -158,7 +158,15 @@ impl LocalCa {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "proxy-lab local development CA");
-        name.push(DnType::CommonName, format!("proxy-lab CA ({})", owner()));
+        // A name of its own, so a client holding another lab CA's root reports
+        // "unknown issuer" rather than a confusing bad signature.
+        let made = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        name.push(
+            DnType::CommonName,
+            format!("proxy-lab CA ({}, {made:x})", owner()),
+        );
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![

@@ -3,12 +3,15 @@
 //! ```text
 //! proxy --config proxy.toml          # run (same as `proxy run --config ...`)
 //! proxy check --config proxy.toml    # validate only, like `nginx -t`
+//! proxy cert init                    # make the local CA (once)
+//! proxy cert issue app.localhost     # a certificate signed by it, like mkcert
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use proxy::local_ca::{LocalCa, file_base};
 use proxy::{Config, ProxyServer};
 use tracing_subscriber::EnvFilter;
 
@@ -37,12 +40,38 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The local certificate authority, for HTTPS on your machine.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make the local root CA (or show the one that exists).
+    Init {
+        /// The CA's folder (default: $PROXY_LAB_CA_DIR, else ~/.local/share/proxy-lab/ca).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Issue a certificate for host names and IP addresses, signed by the local CA.
+    Issue {
+        /// Host names (app.localhost, *.app.localhost) and IP addresses (127.0.0.1).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// The CA's folder (default as for `init`).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Where to write NAME.pem and NAME-key.pem (default: the current folder).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Cert(command)), _) => cert(command),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!(
@@ -117,12 +146,71 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        for addr in server.local_addrs() {
-            println!("proxy: listening on http://{addr}");
+        for url in server.urls() {
+            println!("proxy: listening on {url}");
         }
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+fn cert(command: CertCommand) -> ExitCode {
+    let result = match command {
+        CertCommand::Init { dir } => ca_dir(dir).and_then(|dir| {
+            let (ca, created) = LocalCa::open_or_create(&dir)?;
+            let root = ca.root_cert_path();
+            if created {
+                println!("proxy: created a local CA in {}", dir.display());
+            } else {
+                println!("proxy: the local CA in {} already exists", dir.display());
+            }
+            println!("Trust it where you test:");
+            println!(
+                "  curl --cacert {} https://app.localhost:8443/",
+                root.display()
+            );
+            println!(
+                "  browsers: import {} as a trusted authority",
+                root.display()
+            );
+            println!("  (Firefox: Settings > Certificates > Authorities > Import;");
+            println!(
+                "   Chrome/Chromium on Linux: chrome://certificate-manager > Custom > Import)"
+            );
+            println!(
+                "Keep {} secret: it can sign for any site.",
+                dir.join(proxy::local_ca::ROOT_KEY_FILE).display()
+            );
+            Ok(())
+        }),
+        CertCommand::Issue { names, dir, out } => ca_dir(dir).and_then(|dir| {
+            let ca = LocalCa::open(&dir)?;
+            let (cert, key) = ca.issue(&names)?.write(&out, &file_base(&names))?;
+            println!("proxy: issued a certificate for {}", names.join(", "));
+            println!("  certificate: {}", cert.display());
+            println!("  key:         {} (mode 0600)", key.display());
+            println!(
+                "Use them in a server: tls = {{ cert = {:?}, key = {:?} }}",
+                cert.display().to_string(),
+                key.display().to_string()
+            );
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proxy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ca_dir(dir: Option<PathBuf>) -> Result<PathBuf, proxy::local_ca::CaError> {
+    match dir {
+        Some(dir) => Ok(dir),
+        None => LocalCa::default_dir(),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).

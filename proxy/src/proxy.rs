@@ -4,7 +4,9 @@
 //! named function below it, in the order it runs:
 //!
 //! 1. [`route`]: which virtual server (by host) and which route (by path)?
-//! 2. a `return` route answers at once ([`fixed_response`]); no route is a 404;
+//! 2. a plain-HTTP request to a server with `redirect_https` is sent to HTTPS
+//!    ([`redirect_to_https`]); a `return` route answers at once
+//!    ([`fixed_response`]); no route is a 404;
 //! 3. [`pick_upstream`]: the balancer chooses a server from the route's pool;
 //! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
 //!    forwarding headers (`X-Forwarded-For`, ...) added;
@@ -27,7 +29,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
-use crate::config::{Action, Config, FixedResponse, PathRewrite, ProxyPass, Route};
+use crate::config::{Action, Config, FixedResponse, PathRewrite, ProxyPass, Route, Server};
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
 use crate::router::{RouteMatch, Router};
@@ -127,10 +129,11 @@ impl Proxy {
             upstream: None,
             error: None,
         };
-        let response = match proxy_request(&snapshot, &mut ctx, request).await {
+        let mut response = match proxy_request(&snapshot, &mut ctx, request).await {
             Ok(response) => response,
             Err(err) => fail_to_proxy(&mut ctx, err),
         };
+        add_hsts(&snapshot, &ctx, &mut response);
         log_access(&ctx, &response);
         response
     }
@@ -142,7 +145,19 @@ async fn proxy_request(
     ctx: &mut RequestCtx,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let Some(route) = route(snapshot, ctx, &request) else {
+    let Some((server, route)) = route(snapshot, ctx, &request) else {
+        return Ok(not_found());
+    };
+    if let Some(status) = server.redirect_https
+        && ctx.conn.proto == "http"
+    {
+        return Ok(redirect_to_https(
+            status,
+            &request,
+            snapshot.config.https_port(),
+        ));
+    }
+    let Some(route) = route else {
         return Ok(not_found());
     };
     let pass = match &route.action {
@@ -156,19 +171,65 @@ async fn proxy_request(
     Ok(respond(upstream_response))
 }
 
-/// Step 1: picks the virtual server by host and the route by path.
-/// `None` when the server has no route for the path.
+/// Step 1: picks the virtual server by host and the route by path (`None`
+/// when the server has no route for the path).
 pub fn route<'s>(
     snapshot: &'s Snapshot,
     ctx: &mut RequestCtx,
     request: &Request<Incoming>,
-) -> Option<&'s Route> {
+) -> Option<(&'s Server, Option<&'s Route>)> {
     let matched = snapshot
         .router
         .route(request_host(request), request.uri().path());
     ctx.matched = Some(matched);
     let server = snapshot.config.servers.get(matched.server)?;
-    server.routes.get(matched.route?)
+    Some((server, matched.route.and_then(|i| server.routes.get(i))))
+}
+
+/// Step 2a: sends a plain-HTTP client to the same URL on HTTPS, like nginx's
+/// `return 301 https://$host$request_uri;`. The port is the HTTPS listener's,
+/// left out when it is 443.
+///
+/// The host comes from the client, so it is checked before it goes into the
+/// `Location` header: a host with characters no host name has (`/`, `@`, ...)
+/// would let a client make the proxy redirect elsewhere, and gets 400 instead.
+pub fn redirect_to_https<B>(
+    status: StatusCode,
+    request: &Request<B>,
+    https_port: Option<u16>,
+) -> Response<ProxyBody> {
+    let host = request_host(request).and_then(crate::router::normalize_host);
+    let valid = host.as_deref().is_some_and(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
+    });
+    let (Some(host), true) = (host, valid) else {
+        return plain_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: missing or invalid Host header\n",
+        );
+    };
+    let port = match https_port {
+        Some(443) | None => String::new(),
+        Some(port) => format!(":{port}"),
+    };
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{host}{port}{path}");
+    let mut response = plain_response(status, "");
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn plain_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// The host the client asked for: the `Host` header (HTTP/1.1), or the URI's
@@ -181,7 +242,7 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
         .or_else(|| request.headers().get(header::HOST)?.to_str().ok())
 }
 
-/// Step 2a: the answer of a `return` route.
+/// Step 2b: the answer of a `return` route.
 pub fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     let mut response = Response::new(body::full(fixed.body.clone()));
     *response.status_mut() = fixed.status;
@@ -193,15 +254,12 @@ pub fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     response
 }
 
-/// Step 2b: no route matched the path.
+/// Step 2c: no route matched the path.
 fn not_found() -> Response<ProxyBody> {
-    let mut response = Response::new(body::full("404 Not Found: no route matches this path\n"));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    plain_response(
+        StatusCode::NOT_FOUND,
+        "404 Not Found: no route matches this path\n",
+    )
 }
 
 /// Step 3: the pool's balancer chooses the server for this request.
@@ -339,6 +397,24 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
         headers.insert(http::HeaderName::from_static("proxy-status"), value);
     }
     response
+}
+
+/// Before the response leaves: on HTTPS, the server's `Strict-Transport-Security`
+/// header tells the browser to use HTTPS for this host from now on, even when
+/// the user types `http://`. Never sent over plain HTTP, where an attacker in
+/// the middle could forge or strip it (RFC 6797 section 7.2).
+pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
+    if ctx.conn.proto != "https" {
+        return;
+    }
+    let server = ctx
+        .matched
+        .and_then(|m| snapshot.config.servers.get(m.server));
+    if let Some(hsts) = server.and_then(|s| s.hsts.as_ref()) {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
 }
 
 /// Step 7: one access-log line per request, when the response head is ready:

@@ -1,10 +1,13 @@
 //! Accepting connections and serving HTTP on them.
 //!
-//! [`ProxyServer::bind`] opens every `[[listen]]` address up front, so a port
-//! that is taken is reported before the proxy claims to be up. [`ProxyServer::run`]
-//! then accepts connections on all of them; each connection gets its own task,
-//! which speaks HTTP/1.1 or HTTP/2 (hyper-util's `auto` builder reads the first
-//! bytes to tell) and hands every request to [`Proxy::handle_request`].
+//! [`ProxyServer::bind`] opens every `[[listen]]` address up front, and
+//! prepares the certificates of TLS listeners, so a port that is taken or a
+//! certificate that cannot be had is reported before the proxy claims to be
+//! up. [`ProxyServer::run`] then accepts connections on all of them; each
+//! connection gets its own task, which does the TLS handshake on TLS listeners,
+//! speaks HTTP/1.1 or HTTP/2 (chosen by ALPN, or on plain listeners by
+//! hyper-util's `auto` builder reading the first bytes) and hands every request
+//! to [`Proxy::handle_request`].
 //!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
@@ -21,22 +24,37 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, ServerName, ServerTls};
+use crate::local_ca::{CaError, LocalCa};
 use crate::proxy::{ConnInfo, Proxy};
+use crate::tls::{self, SniResolver};
 
 /// How long requests in flight may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A listen address that could not be opened.
+/// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}{}", hint(source))]
-pub struct BindError {
-    /// The address from the config.
-    pub addr: SocketAddr,
-    /// What the OS said.
-    #[source]
-    pub source: std::io::Error,
+pub enum StartError {
+    /// A listen address could not be opened.
+    #[error("cannot listen on {addr}: {source}{}", hint(source))]
+    Bind {
+        /// The address from the config.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local CA for `auto_local` certificates could not be used.
+    #[error("cannot issue auto_local certificates: {0}")]
+    LocalCa(#[from] CaError),
+    /// An `auto_local` certificate could not be issued or loaded.
+    #[error("cannot issue an auto_local certificate: {0}")]
+    AutoLocal(#[from] tls::AutoLocalError),
+    /// rustls refused the TLS settings (a bug: they are fixed).
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 fn hint(err: &std::io::Error) -> &'static str {
@@ -55,24 +73,54 @@ fn hint(err: &std::io::Error) -> &'static str {
 }
 
 /// The proxy with its listening sockets open, ready to [`run`](Self::run).
-#[derive(Debug)]
 pub struct ProxyServer {
-    listeners: Vec<TcpListener>,
+    /// Each socket, with the TLS acceptor of TLS listeners.
+    listeners: Vec<(TcpListener, Option<TlsAcceptor>)>,
     proxy: Arc<Proxy>,
 }
 
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|(l, tls)| {
+                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                if tls.is_some() {
+                    format!("https://{addr}")
+                } else {
+                    format!("http://{addr}")
+                }
+            })
+            .collect();
+        f.debug_struct("ProxyServer")
+            .field("listeners", &listeners)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ProxyServer {
-    /// Opens every listen address of `config`.
-    pub async fn bind(config: Config) -> Result<ProxyServer, BindError> {
+    /// Prepares the certificates and opens every listen address of `config`.
+    pub async fn bind(mut config: Config) -> Result<ProxyServer, StartError> {
+        let acceptor = if config.listeners.iter().any(|l| l.tls) {
+            Some(tls_acceptor(&config)?)
+        } else {
+            None
+        };
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            let socket = TcpListener::bind(listener.addr)
-                .await
-                .map_err(|source| BindError {
-                    addr: listener.addr,
-                    source,
-                })?;
-            listeners.push(socket);
+        for listener in &mut config.listeners {
+            let socket =
+                TcpListener::bind(listener.addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: listener.addr,
+                        source,
+                    })?;
+            // Port 0 becomes the port the OS chose, so redirects name it.
+            if let Ok(bound) = socket.local_addr() {
+                listener.addr = bound;
+            }
+            listeners.push((socket, acceptor.clone().filter(|_| listener.tls)));
         }
         Ok(ProxyServer {
             listeners,
@@ -84,7 +132,18 @@ impl ProxyServer {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The URLs of the listeners, `http://` or `https://` as they speak.
+    pub fn urls(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, tls)| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                l.local_addr().ok().map(|a| format!("{scheme}://{a}"))
+            })
             .collect()
     }
 
@@ -102,12 +161,13 @@ impl ProxyServer {
             .header_read_timeout(snapshot.config.client_header_timeout);
         http.http2().timer(TokioTimer::new());
         let http = Arc::new(http);
+        let header_timeout = snapshot.config.client_header_timeout;
         // Shared by the accept loops, which each hand a watcher to every connection.
         let graceful = Arc::new(GracefulShutdown::new());
 
         let (stop_tx, _) = tokio::sync::watch::channel(false);
         let mut accept_loops = tokio::task::JoinSet::new();
-        for listener in self.listeners {
+        for (listener, acceptor) in self.listeners {
             let mut stop = stop_tx.subscribe();
             let proxy = self.proxy.clone();
             let http = http.clone();
@@ -118,7 +178,7 @@ impl ProxyServer {
                         _ = stop.changed() => break,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, client)) => serve_connection(
-                                stream, client, &proxy, &http, graceful.watcher(),
+                                stream, client, acceptor.clone(), header_timeout, &proxy, &http, graceful.watcher(),
                             ),
                             Err(err) => accept_failed(err).await,
                         },
@@ -144,10 +204,13 @@ impl ProxyServer {
     }
 }
 
-/// Serves one client connection in its own task.
+/// Serves one client connection in its own task: the TLS handshake first on
+/// TLS listeners, then HTTP.
 fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     proxy: &Arc<Proxy>,
     http: &Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -156,24 +219,113 @@ fn serve_connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let conn = ConnInfo {
-        client,
-        local,
-        proto: "http",
-    };
     let proxy = proxy.clone();
     let http = http.clone();
     tokio::spawn(async move {
+        let conn = ConnInfo {
+            client,
+            local,
+            proto: if acceptor.is_some() { "https" } else { "http" },
+        };
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle_request(request, conn).await) }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        if let Err(err) = watcher.watch(connection).await {
+        let result = match acceptor {
+            None => {
+                watcher
+                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                    .await
+            }
+            Some(acceptor) => {
+                // A client that opens a connection and never finishes the
+                // handshake is cut off like one that never sends its headers.
+                let handshake =
+                    tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                match handshake {
+                    Ok(Ok(tls_stream)) => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(tls_stream), service))
+                            .await
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(%client, "TLS handshake failed: {err}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(err) = result {
             // Clients that disconnect or send garbage end up here; not our error.
             tracing::debug!(%client, "connection ended with an error: {err}");
         }
     });
+}
+
+/// Builds the TLS acceptor: every server's certificate under each of its
+/// names, and a default certificate for clients whose name matches none (the
+/// default server's, else the first server's that has one).
+fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, StartError> {
+    let mut ca = None;
+    let mut certs = Vec::with_capacity(config.servers.len());
+    for server in &config.servers {
+        let cert = match &server.tls {
+            None => None,
+            Some(ServerTls::Files { loaded, .. }) => Some(loaded.clone()),
+            Some(ServerTls::AutoLocal) => {
+                if ca.is_none() {
+                    ca = Some(open_local_ca(config)?);
+                }
+                let names: Vec<String> = server
+                    .names
+                    .iter()
+                    .map(ServerName::to_string)
+                    .filter(|n| n != "_")
+                    .collect();
+                match &ca {
+                    Some(ca) => Some(tls::auto_local_cert(ca, &names)?),
+                    None => None,
+                }
+            }
+        };
+        certs.push(cert);
+    }
+    let mut resolver = SniResolver::new();
+    for (server, cert) in config.servers.iter().zip(&certs) {
+        if let Some(cert) = cert {
+            for name in &server.names {
+                resolver.add(&name.to_string(), cert.clone());
+            }
+        }
+    }
+    if let Some(default) = certs
+        .get(config.default_server)
+        .and_then(Option::as_ref)
+        .or_else(|| certs.iter().flatten().next())
+    {
+        resolver.set_default(default.clone());
+    }
+    Ok(TlsAcceptor::from(Arc::new(tls::server_config(resolver)?)))
+}
+
+fn open_local_ca(config: &Config) -> Result<LocalCa, StartError> {
+    let dir = match &config.local_ca_dir {
+        Some(dir) => dir.clone(),
+        None => LocalCa::default_dir()?,
+    };
+    let (ca, created) = LocalCa::open_or_create(&dir)?;
+    if created {
+        tracing::warn!(
+            "created a local CA in {}; to trust it: curl --cacert {} ..., or import that file in your browser",
+            dir.display(),
+            ca.root_cert_path().display()
+        );
+    }
+    Ok(ca)
 }
 
 /// Accepting fails when the process runs out of file descriptors: wait a

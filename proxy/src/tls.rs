@@ -226,6 +226,53 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// A certificate for `names` from the local CA, for `tls = { auto_local = true }`.
+///
+/// Issued once and cached in the CA's folder under `auto/`; the cache file's
+/// name includes a checksum of the names and of the root certificate, so a
+/// changed name list or a new CA gets a new certificate. A cached certificate
+/// that no longer loads (expired, damaged) is issued again.
+pub fn auto_local_cert(
+    ca: &crate::local_ca::LocalCa,
+    names: &[String],
+) -> Result<ServerCert, AutoLocalError> {
+    let mut checksum = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
+    for byte in names.join("\n").bytes().chain(ca.root_cert_pem().bytes()) {
+        checksum = (checksum ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let dir = ca.dir().join("auto");
+    let base = format!(
+        "{}-{:08x}",
+        crate::local_ca::file_base(names),
+        checksum as u32
+    );
+    let (cert_path, key_path) = (
+        dir.join(format!("{base}.pem")),
+        dir.join(format!("{base}-key.pem")),
+    );
+    if let Ok(cached) = load_cert(&cert_path, &key_path) {
+        return Ok(cached);
+    }
+    let (cert_path, key_path) = ca.issue(names)?.write(&dir, &base)?;
+    tracing::info!(
+        "issued a certificate for {} from the local CA: {}",
+        names.join(", "),
+        cert_path.display()
+    );
+    Ok(load_cert(&cert_path, &key_path)?)
+}
+
+/// Why an `auto_local` certificate could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoLocalError {
+    /// The CA could not be opened, created or used.
+    #[error(transparent)]
+    Ca(#[from] crate::local_ca::CaError),
+    /// The issued certificate could not be loaded back.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+}
+
 /// The rustls configuration for HTTPS listeners: TLS 1.2 and 1.3, ALPN `h2`
 /// then `http/1.1`, certificates chosen by `resolver`.
 pub fn server_config(resolver: SniResolver) -> Result<rustls::ServerConfig, rustls::Error> {

@@ -107,6 +107,75 @@ fn a_missing_config_file_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/proxy.toml"), "{stderr}");
 }
 
+#[test]
+fn cert_init_and_issue_make_files_that_a_config_can_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    let out = Command::new(PROXY)
+        .args(["cert", "init", "--dir"])
+        .arg(&ca)
+        .output()
+        .expect("run proxy cert init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("created a local CA"), "{stdout}");
+    assert!(stdout.contains("curl --cacert"), "{stdout}");
+
+    let out = Command::new(PROXY)
+        .args(["cert", "issue", "app.localhost", "127.0.0.1", "--dir"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run proxy cert issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("app.localhost+1.pem").exists());
+    assert!(dir.path().join("app.localhost+1-key.pem").exists());
+
+    let config = r#"
+[[listen]]
+addr = "127.0.0.1:8443"
+tls = true
+
+[[servers]]
+server_names = ["app.localhost"]
+tls = { cert = "app.localhost+1.pem", key = "app.localhost+1-key.pem" }
+routes = [{ path = "/", return = { status = 200 } }]
+"#;
+    std::fs::write(dir.path().join("proxy.toml"), config).expect("write");
+    let out = Command::new(PROXY)
+        .args(["check", "--config"])
+        .arg(dir.path().join("proxy.toml"))
+        .output()
+        .expect("run proxy check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cert_issue_without_a_ca_says_to_run_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(PROXY)
+        .args(["cert", "issue", "app.localhost", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run proxy cert issue");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run `proxy cert init` first"), "{stderr}");
+}
+
 /// Kills the child when the test ends, pass or fail.
 struct Running(std::process::Child);
 

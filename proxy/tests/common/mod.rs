@@ -24,7 +24,10 @@ use tokio::sync::oneshot;
 
 /// A proxy running in this test's runtime; stops when dropped.
 pub struct TestProxy {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in config order.
+    pub addrs: Vec<SocketAddr>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -35,12 +38,16 @@ pub async fn start_proxy(config: &str) -> TestProxy {
         Err(errors) => panic!("test config is invalid:\n{errors}"),
     };
     let server = ProxyServer::bind(config).await.expect("bind the proxy");
-    let addr = server.local_addrs()[0];
+    let addrs = server.local_addrs();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    TestProxy { addr, _stop: stop }
+    TestProxy {
+        addr: addrs[0],
+        addrs,
+        _stop: stop,
+    }
 }
 
 /// A config with one listener, one server routing `/` to upstream `app`
