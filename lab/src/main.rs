@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lab::{Stack, StackOptions, Tour};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -60,13 +59,7 @@ async fn main() -> ExitCode {
 }
 
 async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    proxy::init_logging();
     let options = StackOptions {
         proxy_listen: SocketAddr::from(([127, 0, 0, 1], port)),
         data_dir,

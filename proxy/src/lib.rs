@@ -40,5 +40,18 @@ pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors};
+
+/// Sends logs to stderr (stdout stays free for what scripts read), filtered by
+/// `RUST_LOG` (default `info`), in colour only when stderr is a terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
 pub use proxy::Proxy;
 pub use server::ProxyServer;

@@ -107,6 +107,36 @@ async fn https_get(
     })
 }
 
+/// A CA, certificates for `app.localhost` and `api.localhost`, and a proxy
+/// serving [`two_names_config`] with `extra_app` added to the app server.
+struct TwoNames {
+    ca: TestCa,
+    app: (PathBuf, PathBuf),
+    api: (PathBuf, PathBuf),
+    proxy: TestProxy,
+    _up: EchoUpstream,
+}
+
+impl TwoNames {
+    async fn start(extra_app: &str) -> TwoNames {
+        let ca = TestCa::new();
+        let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
+        let up = echo_upstream("app").await;
+        let proxy = start_proxy(&two_names_config(up.addr, &app, &api, extra_app)).await;
+        TwoNames {
+            ca,
+            app,
+            api,
+            proxy,
+            _up: up,
+        }
+    }
+
+    fn root(&self) -> Option<&str> {
+        Some(self.ca.ca.root_cert_pem())
+    }
+}
+
 fn der_of(cert: &Path) -> CertificateDer<'static> {
     CertificateDer::from_pem_file(cert).expect("certificate file")
 }
@@ -151,23 +181,20 @@ servers = ["{up}"]
 
 #[tokio::test]
 async fn sni_picks_the_certificate_of_each_server_name() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
-    let proxy = start_proxy(&two_names_config(up.addr, &app, &api, "")).await;
-    let https = proxy.addrs[1];
-    let root = Some(ca.ca.root_cert_pem());
+    let t = TwoNames::start("").await;
+    let https = t.proxy.addrs[1];
+    let root = t.root();
 
     let answer = https_get(https, "app.localhost", root, &[b"http/1.1"], "/")
         .await
         .expect("app");
-    assert_eq!(answer.peer_cert, der_of(&app.0));
+    assert_eq!(answer.peer_cert, der_of(&t.app.0));
     assert_eq!(answer.response.status(), 200);
 
     let answer = https_get(https, "api.localhost", root, &[b"http/1.1"], "/")
         .await
         .expect("api");
-    assert_eq!(answer.peer_cert, der_of(&api.0));
+    assert_eq!(answer.peer_cert, der_of(&t.api.0));
 
     // A name no server has gets the default server's certificate, which does
     // not cover it: a client that checks names refuses it.
@@ -183,14 +210,11 @@ async fn sni_picks_the_certificate_of_each_server_name() {
 
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn_and_the_upstream_learns_the_client_used_https() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
-    let proxy = start_proxy(&two_names_config(up.addr, &app, &api, "")).await;
-    let root = Some(ca.ca.root_cert_pem());
+    let t = TwoNames::start("").await;
+    let root = t.root();
 
     let h2 = https_get(
-        proxy.addrs[1],
+        t.proxy.addrs[1],
         "app.localhost",
         root,
         &[b"h2", b"http/1.1"],
@@ -205,22 +229,25 @@ async fn http2_is_negotiated_by_alpn_and_the_upstream_learns_the_client_used_htt
     assert_eq!(seen_header(&echo, "x-forwarded-proto"), Some("https"));
     assert_eq!(seen_header(&echo, "host"), Some("app.localhost"));
 
-    let h1 = https_get(proxy.addrs[1], "app.localhost", root, &[b"http/1.1"], "/h1")
-        .await
-        .expect("http/1.1");
+    let h1 = https_get(
+        t.proxy.addrs[1],
+        "app.localhost",
+        root,
+        &[b"http/1.1"],
+        "/h1",
+    )
+    .await
+    .expect("http/1.1");
     assert_eq!(h1.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(h1.response.version(), http::Version::HTTP_11);
 }
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_ca_fails_the_handshake() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
-    let proxy = start_proxy(&two_names_config(up.addr, &app, &api, "")).await;
+    let t = TwoNames::start("").await;
     let other = TestCa::new();
     let err = https_get(
-        proxy.addrs[1],
+        t.proxy.addrs[1],
         "app.localhost",
         Some(other.ca.root_cert_pem()),
         &[],
@@ -231,30 +258,14 @@ async fn a_client_that_does_not_trust_the_ca_fails_the_handshake() {
     .expect("an untrusted certificate is refused");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     // The proxy is unharmed: a trusting client still gets through.
-    let ok = https_get(
-        proxy.addrs[1],
-        "app.localhost",
-        Some(ca.ca.root_cert_pem()),
-        &[],
-        "/",
-    )
-    .await;
+    let ok = https_get(t.proxy.addrs[1], "app.localhost", t.root(), &[], "/").await;
     assert_eq!(ok.expect("trusted").response.status(), 200);
 }
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_the_https_port_keeping_path_and_query() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
-    let proxy = start_proxy(&two_names_config(
-        up.addr,
-        &app,
-        &api,
-        "redirect_https = true",
-    ))
-    .await;
-    let (plain, https) = (proxy.addrs[0], proxy.addrs[1]);
+    let t = TwoNames::start("redirect_https = true").await;
+    let (plain, https) = (t.proxy.addrs[0], t.proxy.addrs[1]);
     let client = client();
 
     let (response, _) = get(&client, plain, "app.localhost", "/api/tasks?done=1").await;
@@ -278,50 +289,32 @@ async fn plain_http_is_redirected_to_the_https_port_keeping_path_and_query() {
     assert!(!raw.contains("evil.example"), "{raw}");
 
     // The HTTPS side serves the request instead of redirecting again.
-    let answer = https_get(
-        https,
-        "app.localhost",
-        Some(ca.ca.root_cert_pem()),
-        &[],
-        "/x",
-    )
-    .await
-    .expect("https");
+    let answer = https_get(https, "app.localhost", t.root(), &[], "/x")
+        .await
+        .expect("https");
     assert_eq!(answer.response.status(), 200);
 }
 
 #[tokio::test]
 async fn redirect_status_308_keeps_the_method() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
     let extra = "redirect_https = true\nredirect_status = 308";
-    let proxy = start_proxy(&two_names_config(up.addr, &app, &api, extra)).await;
-    let (response, _) = get(&client(), proxy.addrs[0], "app.localhost", "/").await;
+    let t = TwoNames::start(extra).await;
+    let (response, _) = get(&client(), t.proxy.addrs[0], "app.localhost", "/").await;
     assert_eq!(response.status(), 308);
 }
 
 #[tokio::test]
 async fn hsts_is_sent_over_https_only() {
-    let ca = TestCa::new();
-    let (app, api) = (ca.issue(&["app.localhost"]), ca.issue(&["api.localhost"]));
-    let up = echo_upstream("app").await;
     let extra = "hsts = \"max-age=31536000; includeSubDomains\"";
-    let proxy = start_proxy(&two_names_config(up.addr, &app, &api, extra)).await;
-    let answer = https_get(
-        proxy.addrs[1],
-        "app.localhost",
-        Some(ca.ca.root_cert_pem()),
-        &[],
-        "/",
-    )
-    .await
-    .expect("https");
+    let t = TwoNames::start(extra).await;
+    let answer = https_get(t.proxy.addrs[1], "app.localhost", t.root(), &[], "/")
+        .await
+        .expect("https");
     assert_eq!(
         answer.response.headers()["strict-transport-security"],
         "max-age=31536000; includeSubDomains"
     );
-    let (plain, _) = get(&client(), proxy.addrs[0], "app.localhost", "/").await;
+    let (plain, _) = get(&client(), t.proxy.addrs[0], "app.localhost", "/").await;
     assert_eq!(plain.status(), 200);
     assert!(plain.headers().get("strict-transport-security").is_none());
 }
