@@ -204,6 +204,21 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// How long to wait for a server's response head once the request is sent.
     pub read_timeout: Duration,
+    /// Plain HTTP, or HTTPS (the servers were written `https://host:port`).
+    pub tls: UpstreamTls,
+}
+
+/// Whether the proxy speaks TLS to a pool's servers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamTls {
+    /// Plain HTTP: the usual case, the proxy terminated TLS already.
+    Off,
+    /// HTTPS, verifying the servers' certificates against the system's trusted
+    /// roots, or against `tls_ca_file`'s certificates when it is set.
+    On {
+        /// The roots from `tls_ca_file`; `None` means the system's.
+        roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    },
 }
 
 /// The load-balancing algorithm of a pool.
@@ -497,6 +512,7 @@ struct RawUpstream {
     balance: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     read_timeout: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -657,11 +673,22 @@ impl Validator<'_> {
             );
         }
         let mut servers = Vec::new();
+        let mut https: Option<bool> = None;
         for server in raw.servers.get_ref() {
-            if let Some(address) = self.upstream_address(server) {
-                servers.push(address);
+            let Some((is_https, address)) = self.upstream_address(server) else {
+                continue;
+            };
+            if https.is_some_and(|first| first != is_https) {
+                self.error(
+                    server.span(),
+                    "a pool's servers must all use the same scheme",
+                    "make them all http:// (the default) or all https://, or split them into two upstreams",
+                );
             }
+            https.get_or_insert(is_https);
+            servers.push(address);
         }
+        let tls = self.upstream_tls(https.unwrap_or(false), raw.tls_ca_file.as_ref());
         let balance = match &raw.balance {
             None => Balance::RoundRobin,
             Some(text) => Balance::from_name(text.get_ref()).unwrap_or_else(|| {
@@ -679,38 +706,107 @@ impl Validator<'_> {
             balance,
             connect_timeout: self.duration(raw.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT),
             read_timeout: self.duration(raw.read_timeout.as_ref(), DEFAULT_READ_TIMEOUT),
+            tls,
         }
     }
 
-    /// An upstream server is `host:port` with nothing else: the proxy adds the
-    /// scheme and the path itself.
-    fn upstream_address(&mut self, server: &Spanned<String>) -> Option<String> {
+    /// TLS to the pool's servers: off, or on with the system's roots or those
+    /// of `tls_ca_file` (read and checked now).
+    fn upstream_tls(&mut self, https: bool, ca_file: Option<&Spanned<String>>) -> UpstreamTls {
+        let Some(ca_file) = ca_file else {
+            return if https {
+                UpstreamTls::On { roots: None }
+            } else {
+                UpstreamTls::Off
+            };
+        };
+        if !https {
+            self.error(
+                ca_file.span(),
+                "`tls_ca_file` is for https:// servers, and this pool's are plain HTTP",
+                "write the servers as \"https://host:port\", or remove tls_ca_file",
+            );
+            return UpstreamTls::Off;
+        }
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let path = self.base.join(ca_file.get_ref());
+        let roots = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|pem| {
+                CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .and_then(|roots| {
+                if roots.is_empty() {
+                    Err(format!("{} holds no PEM certificate", path.display()))
+                } else {
+                    Ok(roots)
+                }
+            });
+        match roots {
+            Ok(roots) => UpstreamTls::On { roots: Some(roots) },
+            Err(message) => {
+                self.error(
+                    ca_file.span(),
+                    message,
+                    "give the CA certificate (PEM) that signed the upstream's certificate; paths are relative to the config file",
+                );
+                UpstreamTls::On { roots: None }
+            }
+        }
+    }
+
+    /// An upstream server is `host:port`, optionally after `http://` or
+    /// `https://` (then the port may be left out: 80 or 443). No path: the
+    /// route decides the path. Returns whether it is HTTPS, and `host:port`.
+    fn upstream_address(&mut self, server: &Spanned<String>) -> Option<(bool, String)> {
         let text = server.get_ref().trim();
-        if let Some((scheme, rest)) = text.split_once("://") {
+        let (https, rest) = match text.split_once("://") {
+            None => (false, text),
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            Some((scheme, _)) => {
+                self.error(
+                    server.span(),
+                    format!("`{scheme}://` is not a scheme an upstream can use"),
+                    "write host:port for plain HTTP, or https://host:port for TLS to the upstream",
+                );
+                return None;
+            }
+        };
+        if let Some((authority, path)) = rest.split_once('/') {
             self.error(
                 server.span(),
-                format!("upstream server `{text}` has a scheme"),
+                format!("upstream server `{text}` has a path (`/{path}`)"),
                 format!(
-                    "write only host and port: \"{}\" ({scheme}:// is implied by the pool)",
-                    rest.trim_end_matches('/')
+                    "write only the address, \"{authority}\"; to change paths use the route's strip_prefix or replace_prefix"
                 ),
             );
             return None;
         }
-        let valid = Authority::from_str(text)
+        let authority = Authority::from_str(rest)
             .ok()
-            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
-            .and_then(|a| a.port_u16())
-            .is_some_and(|port| port != 0);
-        if !valid {
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty());
+        let port = match &authority {
+            Some(a) => {
+                a.port_u16()
+                    .or(text.contains("://").then_some(if https { 443 } else { 80 }))
+            }
+            None => None,
+        };
+        let (Some(authority), Some(port @ 1..)) = (authority, port) else {
             self.error(
                 server.span(),
                 format!("`{text}` is not a valid upstream server"),
-                "write it as host:port with a port from 1 to 65535, e.g. \"127.0.0.1:8000\" or \"api:8000\"",
+                "write it as host:port with a port from 1 to 65535, e.g. \"127.0.0.1:8000\", \"api:8000\" or \"https://api.example.com\"",
             );
             return None;
-        }
-        Some(text.to_ascii_lowercase())
+        };
+        Some((
+            https,
+            format!("{}:{port}", authority.host()).to_ascii_lowercase(),
+        ))
     }
 
     fn duration(&mut self, raw: Option<&Spanned<String>>, default: Duration) -> Duration {
@@ -1215,7 +1311,7 @@ read_timeout = "2s"
     fn every_problem_is_reported_not_only_the_first() {
         let text = MINIMAL
             .replace("127.0.0.1:8080", "localhost:8080")
-            .replace("\"api:8001\"", "\"http://api:8001\"")
+            .replace("\"api:8001\"", "\"ftp://api:8001\"")
             .replace("\"2s\"", "\"two seconds\"");
         let d = errors(&text);
         let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
@@ -1226,7 +1322,11 @@ read_timeout = "2s"
                 .unwrap_or("")
                 .contains("127.0.0.1:8080")
         );
-        assert!(d[1].help.as_deref().unwrap_or("").contains("\"api:8001\""));
+        assert!(
+            d[1].message.contains("`ftp://` is not a scheme"),
+            "{}",
+            d[1]
+        );
         assert!(d[2].message.contains("is not a duration"));
     }
 

@@ -34,6 +34,11 @@ pub enum ErrorKind {
     ConnectionTimeout,
     /// Any other failure to open a connection (unreachable network, ...).
     DestinationUnavailable,
+    /// An `https://` upstream's certificate did not verify (unknown issuer,
+    /// wrong name, expired).
+    TlsCertificateError,
+    /// The TLS handshake with an `https://` upstream failed otherwise.
+    TlsProtocolError,
 
     // --- The upstream's answer ---
     /// The upstream sent no response head within `read_timeout`.
@@ -59,6 +64,8 @@ impl ErrorKind {
             ErrorKind::DnsError
             | ErrorKind::ConnectionRefused
             | ErrorKind::DestinationUnavailable
+            | ErrorKind::TlsCertificateError
+            | ErrorKind::TlsProtocolError
             | ErrorKind::ConnectionTerminated
             | ErrorKind::ProtocolError => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +79,8 @@ impl ErrorKind {
             ErrorKind::ConnectionRefused => "connection_refused",
             ErrorKind::ConnectionTimeout => "connection_timeout",
             ErrorKind::DestinationUnavailable => "destination_unavailable",
+            ErrorKind::TlsCertificateError => "tls_certificate_error",
+            ErrorKind::TlsProtocolError => "tls_protocol_error",
             ErrorKind::ResponseTimeout => "http_response_timeout",
             ErrorKind::ConnectionTerminated => "connection_terminated",
             ErrorKind::ProtocolError => "http_protocol_error",
@@ -86,6 +95,8 @@ impl ErrorKind {
             ErrorKind::ConnectionRefused => "the upstream refused the connection",
             ErrorKind::ConnectionTimeout => "connecting to the upstream timed out",
             ErrorKind::DestinationUnavailable => "the upstream could not be reached",
+            ErrorKind::TlsCertificateError => "the upstream's TLS certificate did not verify",
+            ErrorKind::TlsProtocolError => "the TLS handshake with the upstream failed",
             ErrorKind::ResponseTimeout => "the upstream did not answer in time",
             ErrorKind::ConnectionTerminated => {
                 "the upstream closed the connection before answering"
@@ -104,6 +115,8 @@ impl ErrorKind {
                 | ErrorKind::ConnectionRefused
                 | ErrorKind::ConnectionTimeout
                 | ErrorKind::DestinationUnavailable
+                | ErrorKind::TlsCertificateError
+                | ErrorKind::TlsProtocolError
         )
     }
 }
@@ -182,6 +195,9 @@ pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ErrorKi
 }
 
 fn classify_connect_error(err: &(dyn StdError + 'static)) -> ErrorKind {
+    if let Some(tls) = find_tls_error(err) {
+        return classify_tls_error(tls);
+    }
     let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<io::Error>() {
@@ -195,6 +211,29 @@ fn classify_connect_error(err: &(dyn StdError + 'static)) -> ErrorKind {
         source = e.source();
     }
     ErrorKind::DestinationUnavailable
+}
+
+/// A TLS error anywhere in the chain. hyper-rustls reports them wrapped in
+/// `io::Error`s, whose `source()` skips the error they wrap, so each
+/// `io::Error` is also opened with `get_ref()`.
+fn find_tls_error<'e>(err: &'e (dyn StdError + 'static)) -> Option<&'e rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let wrapped = err
+        .downcast_ref::<io::Error>()
+        .and_then(|io| io.get_ref())
+        .map(|inner| inner as &(dyn StdError + 'static));
+    wrapped
+        .and_then(find_tls_error)
+        .or_else(|| err.source().and_then(find_tls_error))
+}
+
+fn classify_tls_error(err: &rustls::Error) -> ErrorKind {
+    match err {
+        rustls::Error::InvalidCertificate(_) => ErrorKind::TlsCertificateError,
+        _ => ErrorKind::TlsProtocolError,
+    }
 }
 
 /// getaddrinfo failures reach us as plain `io::Error`s carrying the resolver's
@@ -231,6 +270,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "the upstream refused the connection (127.0.0.1:9001)"
+        );
+    }
+
+    #[test]
+    fn a_tls_error_wrapped_in_io_errors_is_found() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = io::Error::new(io::ErrorKind::InvalidData, tls);
+        let outer = io::Error::other(inner);
+        assert_eq!(
+            classify_connect_error(&outer),
+            ErrorKind::TlsCertificateError
+        );
+        let handshake = io::Error::other(rustls::Error::HandshakeNotComplete);
+        assert_eq!(
+            classify_connect_error(&handshake),
+            ErrorKind::TlsProtocolError
         );
     }
 

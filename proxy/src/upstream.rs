@@ -7,6 +7,12 @@
 //! client does the bookkeeping (idle connections are closed after 90 s, and a
 //! request that finds a pooled connection closed by the upstream is retried on
 //! a new one before any byte of it was sent).
+//!
+//! Usually the proxy talks plain HTTP to upstreams: it terminated TLS already,
+//! and the upstream sits on a private network. A pool whose servers are written
+//! `https://host:port` is spoken to over TLS instead, and the upstream's
+//! certificate is verified like a browser would: against the system's trusted
+//! roots, or the pool's `tls_ca_file`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +20,14 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::Balancer;
 use crate::body::ProxyBody;
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamTls};
 use crate::error::{ErrorKind, ProxyError, classify_client_error};
 
 /// How long an idle pooled connection is kept before it is closed.
@@ -34,7 +41,8 @@ pub struct UpstreamPool {
     pub name: String,
     servers: Vec<UpstreamServer>,
     balancer: Balancer,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    scheme: Scheme,
     read_timeout: Duration,
 }
 
@@ -52,6 +60,12 @@ impl UpstreamPool {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls_config(&config.tls))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
@@ -74,6 +88,10 @@ impl UpstreamPool {
             balancer: Balancer::new(config.balance, servers.len()),
             servers,
             client,
+            scheme: match config.tls {
+                UpstreamTls::Off => Scheme::HTTP,
+                UpstreamTls::On { .. } => Scheme::HTTPS,
+            },
             read_timeout: config.read_timeout,
         }
     }
@@ -103,7 +121,7 @@ impl UpstreamPool {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(server.authority.clone());
         parts.path_and_query = Some(path_and_query);
         *request.uri_mut() = Uri::from_parts(parts)
@@ -124,5 +142,39 @@ impl UpstreamPool {
                 elapsed,
             )),
         }
+    }
+}
+
+/// The TLS client settings of a pool: the roots its servers' certificates must
+/// chain to. Plain-HTTP pools get an empty set; they never use it.
+fn client_tls_config(tls: &UpstreamTls) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    match tls {
+        UpstreamTls::Off => {}
+        UpstreamTls::On { roots: Some(ca) } => {
+            roots.add_parsable_certificates(ca.iter().cloned());
+        }
+        UpstreamTls::On { roots: None } => {
+            let native = rustls_native_certs::load_native_certs();
+            for err in &native.errors {
+                tracing::warn!("reading the system's trusted certificates: {err}");
+            }
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                tracing::warn!(
+                    "no trusted certificates found on this system: https:// upstreams will fail; set tls_ca_file"
+                );
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        // The ring provider supports the default versions; this cannot fail.
+        Err(_) => rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
     }
 }

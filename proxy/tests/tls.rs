@@ -470,3 +470,98 @@ fn tls_settings_without_a_tls_listener_or_a_certificate_are_refused() {
     let no_names = "[[listen]]\naddr = \"127.0.0.1:0\"\ntls = true\n[[servers]]\ntls = { auto_local = true }\nroutes = [{ path = \"/\", return = { status = 200 } }]\n";
     assert!(config_errors(no_names).contains("auto_local"));
 }
+
+/// An upstream that speaks HTTPS with a certificate for 127.0.0.1 from `ca`,
+/// answering like [`echo_upstream`] does.
+async fn https_upstream(ca: &TestCa) -> SocketAddr {
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let loaded = proxy::tls::load_cert(&cert, &key).expect("upstream certificate");
+    let mut resolver = proxy::tls::SniResolver::new();
+    resolver.set_default(loaded);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        proxy::tls::server_config(resolver).expect("tls config"),
+    ));
+    // The echo upstream listens on plain HTTP; this front terminates TLS for it.
+    let echo = echo_upstream("tls-upstream").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _keep = echo.connections; // the echo task lives as long as this one
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let echo_addr = echo.addr;
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(echo_addr).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+fn https_pool_config(upstream: SocketAddr, ca_file: &Path) -> String {
+    format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+routes = [{{ path = "/", upstream = "secure" }}]
+
+[upstreams.secure]
+servers = ["https://{upstream}"]
+tls_ca_file = "{}"
+"#,
+        ca_file.display()
+    )
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_pools_ca_file() {
+    let ca = TestCa::new();
+    let upstream = https_upstream(&ca).await;
+    let proxy = start_proxy(&https_pool_config(upstream, &ca.ca.root_cert_path())).await;
+    let (response, body) = get(&client(), proxy.addr, "app.localhost", "/over-tls").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-upstream"], "tls-upstream");
+    assert_eq!(json(&body)["uri"], "/over-tls");
+}
+
+#[tokio::test]
+async fn an_https_upstream_with_an_untrusted_certificate_is_a_502() {
+    let ca = TestCa::new();
+    let upstream = https_upstream(&ca).await;
+    let stranger = TestCa::new();
+    let proxy = start_proxy(&https_pool_config(upstream, &stranger.ca.root_cert_path())).await;
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 502);
+    let status = response.headers()["proxy-status"].to_str().expect("ascii");
+    assert!(status.contains("error=tls_certificate_error"), "{status}");
+}
+
+#[test]
+fn upstream_tls_settings_are_checked() {
+    let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[servers]]\nroutes = [{ path = \"/\", upstream = \"u\" }]\n[upstreams.u]\n";
+    let mixed = format!("{base}servers = [\"https://a:443\", \"b:80\"]\n");
+    assert!(config_errors(&mixed).contains("must all use the same scheme"));
+    let plain_with_ca = format!("{base}servers = [\"a:80\"]\ntls_ca_file = \"ca.pem\"\n");
+    assert!(config_errors(&plain_with_ca).contains("`tls_ca_file` is for https:// servers"));
+    let missing_ca =
+        format!("{base}servers = [\"https://a\"]\ntls_ca_file = \"/nonexistent/ca.pem\"\n");
+    assert!(config_errors(&missing_ca).contains("cannot read /nonexistent/ca.pem"));
+    let with_path = format!("{base}servers = [\"http://a:80/api\"]\n");
+    assert!(config_errors(&with_path).contains("has a path (`/api`)"));
+    let ok = format!("{base}servers = [\"https://api.example.com\", \"https://[::1]:8443\"]\n");
+    let config = proxy::Config::parse(&ok, "proxy.toml").expect("valid");
+    assert_eq!(
+        config.upstreams[0].servers,
+        ["api.example.com:443", "[::1]:8443"]
+    );
+}
