@@ -2,15 +2,19 @@
 //! the learner would type in a browser carried in the `Host` header.
 //!
 //! That is exactly what a browser does after DNS resolved `app.localhost` to
-//! the proxy's address, so no `/etc/hosts` editing is needed.
+//! the proxy's address, so no `/etc/hosts` editing is needed. Over HTTPS the
+//! name also goes into the TLS handshake (SNI), and the client trusts only the
+//! roots it is given: the lab's local CA, or none at all.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
 /// A client bound to one proxy address.
 #[derive(Debug, Clone)]
@@ -22,6 +26,10 @@ pub struct LabClient {
 /// One request and its complete response.
 #[derive(Debug, Clone)]
 pub struct Exchange {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The HTTP version of the response (HTTP/2 when ALPN chose `h2`).
+    pub version: Version,
     /// The request method.
     pub method: Method,
     /// The host name the request was for.
@@ -92,6 +100,8 @@ impl LabClient {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
         Ok(Exchange {
+            scheme: "http",
+            version: parts.version,
             method,
             host: host.to_owned(),
             path: path.to_owned(),
@@ -100,6 +110,80 @@ impl LabClient {
             body,
         })
     }
+}
+
+/// `GET https://{host}{path}` sent to the proxy's HTTPS address `proxy_tls`,
+/// trusting only the roots in `trusted_pem` (none: an empty trust store, like a
+/// browser that was never told about the lab's CA). Offers HTTP/2 and
+/// HTTP/1.1 by ALPN and speaks whichever the proxy picks.
+pub async fn get_https(
+    proxy_tls: SocketAddr,
+    host: &str,
+    path: &str,
+    trusted_pem: Option<&str>,
+) -> Result<Exchange, RequestError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
+        method: Method::GET,
+        host: host.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(trusted_pem.unwrap_or("").as_bytes()).flatten() {
+        roots.add(cert).map_err(|e| fail(e.into()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.into()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| fail(e.into()))?;
+    let tcp = tokio::net::TcpStream::connect(proxy_tls)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let uri = format!("https://{host}{path}");
+    let response = if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| fail(e.into()))?;
+        tokio::spawn(connection);
+        let request = Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| fail(e.into()))?;
+        sender.send_request(request).await
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        tokio::spawn(connection);
+        let request = Request::get(uri)
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| fail(e.into()))?;
+        sender.send_request(request).await
+    }
+    .map_err(|e| fail(e.into()))?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
+    Ok(Exchange {
+        scheme: "https",
+        version: parts.version,
+        method: Method::GET,
+        host: host.to_owned(),
+        path: path.to_owned(),
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 impl Exchange {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! lab up                 # boot the stack behind the proxy on localhost:8080, until Ctrl-C
-//! lab up --port 0        # ... on any free port
+//! lab up --port 0 --tls-port 0   # ... on any free ports
 //! lab tour               # boot, run every guided stop, print the transcripts, exit
 //! lab tour round-robin   # one stop
 //! ```
@@ -28,9 +28,12 @@ struct Cli {
 enum Command {
     /// Boot the proxy and every sample service, print the URLs, run until Ctrl-C.
     Up {
-        /// The proxy's port on 127.0.0.1 (0 picks a free one).
+        /// The proxy's plain-HTTP port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The proxy's HTTPS port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8443)]
+        tls_port: u16,
         /// Keep tasks-api's database in this folder (default: a temporary one).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -51,25 +54,29 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Up {
             port,
+            tls_port,
             data_dir,
             print_config,
-        } => up(port, data_dir, print_config).await,
+        } => up(port, tls_port, data_dir, print_config).await,
         Command::Tour { names } => tour(&names).await,
     }
 }
 
-async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
+async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
     proxy::init_logging();
     let options = StackOptions {
         proxy_listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        proxy_listen_tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+        // The per-user CA, so that trusting its root once lasts across runs.
+        ca_dir: proxy::local_ca::LocalCa::default_dir().ok(),
         data_dir,
     };
     let stack = match Stack::boot(options).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("lab: {err}");
-            if port != 0 {
-                eprintln!("  = help: `lab up --port 0` picks a free port");
+            if port != 0 || tls_port != 0 {
+                eprintln!("  = help: `lab up --port 0 --tls-port 0` picks free ports");
             }
             return ExitCode::FAILURE;
         }
@@ -78,6 +85,7 @@ async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCod
         println!("{}", stack.proxy_config);
     }
     let port = stack.proxy_addr.port();
+    let tls_port = stack.proxy_tls_addr.port();
     println!("The lab is up. Everything below goes through the proxy:");
     for (url, what) in [
         ("http://localhost:{port}/", "the frontend page"),
@@ -101,13 +109,33 @@ async fn up(port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCod
             "http://api.localhost:{port}/tasks",
             "the API under a second host name",
         ),
+        (
+            "http://secure.localhost:{port}/",
+            "redirected to HTTPS (301)",
+        ),
+        (
+            "https://secure.localhost:{tls_port}/",
+            "the site over HTTPS, HTTP/2 when offered",
+        ),
     ] {
-        println!("  {:<40} {what}", url.replace("{port}", &port.to_string()));
+        let url = url
+            .replace("{port}", &port.to_string())
+            .replace("{tls_port}", &tls_port.to_string());
+        println!("  {url:<40} {what}");
     }
     println!("Behind it, each service on its own port (direct, skipping the proxy):");
     for (name, addr) in stack.services() {
         println!("  {name:<10} http://{addr}/");
     }
+    let root = stack.ca_dir.join(proxy::local_ca::ROOT_CERT_FILE);
+    println!(
+        "HTTPS certificates come from the local CA in {}.",
+        stack.ca_dir.display()
+    );
+    println!(
+        "Trust it with curl --cacert {} (or import it in a browser).",
+        root.display()
+    );
     println!("Try: curl -i http://localhost:{port}/api/whoami   (run it a few times)");
     println!("Press Ctrl-C to stop.");
 

@@ -31,8 +31,13 @@ pub const WHOAMI_REPLICAS: [&str; 3] = ["whoami-1", "whoami-2", "whoami-3"];
 /// How to boot a [`Stack`].
 #[derive(Debug, Clone)]
 pub struct StackOptions {
-    /// Where the proxy listens; port 0 picks a free port.
+    /// Where the proxy listens for plain HTTP; port 0 picks a free port.
     pub proxy_listen: SocketAddr,
+    /// Where the proxy listens for HTTPS; port 0 picks a free port.
+    pub proxy_listen_tls: SocketAddr,
+    /// The local CA that issues the HTTPS certificate; `None` makes one in the
+    /// stack's data folder (a temporary one unless `data_dir` is set).
+    pub ca_dir: Option<PathBuf>,
     /// Where tasks-api keeps its SQLite file; `None` uses a temporary folder
     /// that is removed with the stack.
     pub data_dir: Option<PathBuf>,
@@ -42,6 +47,8 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             proxy_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_listen_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ca_dir: None,
             data_dir: None,
         }
     }
@@ -65,12 +72,15 @@ pub enum StackError {
     /// tasks-api's database could not be opened or migrated.
     #[error("cannot start tasks-api: {0}")]
     Database(#[from] tasks_api::TasksError),
-    /// The temporary data folder could not be made.
-    #[error("cannot create a data folder for tasks-api: {0}")]
+    /// The temporary data folder could not be made, or the CA's root read.
+    #[error("cannot create or read the lab's data folder: {0}")]
     DataDir(std::io::Error),
     /// The rendered proxy config is invalid (a bug in the template).
     #[error("the lab's proxy config is invalid:\n{0}")]
     ProxyConfig(#[from] ConfigErrors),
+    /// The proxy config template lacks something the stack needs.
+    #[error("lab/stack/proxy.toml must define {0}")]
+    Template(&'static str),
     /// No service of that name runs in the stack.
     #[error("no service named `{0}` in the stack")]
     UnknownService(String),
@@ -88,8 +98,14 @@ struct Service {
 /// The proxy and the sample services, running in this process.
 #[derive(Debug)]
 pub struct Stack {
-    /// Where the proxy listens: every request of the lab goes here.
+    /// Where the proxy listens for plain HTTP: every request of the lab goes here.
     pub proxy_addr: SocketAddr,
+    /// Where the proxy listens for HTTPS.
+    pub proxy_tls_addr: SocketAddr,
+    /// The local CA's root certificate (PEM): what an HTTPS client must trust.
+    pub ca_root_pem: String,
+    /// The local CA's folder.
+    pub ca_dir: PathBuf,
     /// The proxy configuration, as it was rendered and loaded.
     pub proxy_config: String,
     services: Vec<Service>,
@@ -124,13 +140,20 @@ impl Stack {
             .iter()
             .map(|s| (s.name.as_str(), s.addr.to_string()))
             .collect();
-        let listen = options.proxy_listen.to_string();
-        addresses.insert("listen", listen);
+        let ca_dir = options.ca_dir.unwrap_or_else(|| data_path.join("ca"));
+        addresses.insert("listen", options.proxy_listen.to_string());
+        addresses.insert("listen-tls", options.proxy_listen_tls.to_string());
+        addresses.insert("ca-dir", ca_dir.display().to_string());
         let proxy_config = render_template(PROXY_CONFIG_TEMPLATE, &addresses);
 
         let config = Config::parse(&proxy_config, "lab/stack/proxy.toml")?;
         let server = ProxyServer::bind(config).await?;
-        let proxy_addr = server.local_addrs()[0];
+        let (proxy_addr, proxy_tls_addr) = match server.local_addrs()[..] {
+            [plain, tls, ..] => (plain, tls),
+            _ => return Err(StackError::Template("two [[listen]] addresses")),
+        };
+        let ca_root_pem = std::fs::read_to_string(ca_dir.join(proxy::local_ca::ROOT_CERT_FILE))
+            .map_err(StackError::DataDir)?;
         let (proxy_stop, stopped) = oneshot::channel::<()>();
         let proxy_task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -138,6 +161,9 @@ impl Stack {
 
         Ok(Stack {
             proxy_addr,
+            proxy_tls_addr,
+            ca_root_pem,
+            ca_dir,
             proxy_config,
             services,
             proxy_stop: Some(proxy_stop),
@@ -230,8 +256,10 @@ mod tests {
     #[test]
     fn the_template_renders_to_a_valid_config_with_no_placeholder_left() {
         let mut values: HashMap<&str, String> = HashMap::new();
+        values.insert("ca-dir", "/tmp/lab-ca".into());
         for (i, name) in [
             "listen",
+            "listen-tls",
             "frontend",
             "tasks-api",
             "whoami-1",

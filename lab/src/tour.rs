@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::Method;
 
-use crate::client::{Exchange, LabClient, RequestError};
+use crate::client::{Exchange, LabClient, RequestError, get_https};
 use crate::stack::{Stack, StackError};
 use crate::transcript::Transcript;
 
@@ -24,6 +24,8 @@ pub enum Tour {
     RoundRobin,
     /// A replica goes down: its turns fail with 502 and `Proxy-Status`.
     ReplicaDown,
+    /// HTTPS: plain HTTP redirected, TLS with a certificate from the local CA, HSTS.
+    HttpsRedirect,
 }
 
 /// A tour stop failed to run (not: a request got an error status, which is
@@ -40,12 +42,13 @@ pub enum TourError {
 
 impl Tour {
     /// Every stop, in the order `lab tour` runs them.
-    pub const ALL: [Tour; 5] = [
+    pub const ALL: [Tour; 6] = [
         Tour::Routing,
         Tour::HostRouting,
         Tour::Headers,
         Tour::RoundRobin,
         Tour::ReplicaDown,
+        Tour::HttpsRedirect,
     ];
 
     /// The stop's name, as `lab tour NAME` takes it.
@@ -56,6 +59,7 @@ impl Tour {
             Tour::Headers => "headers",
             Tour::RoundRobin => "round-robin",
             Tour::ReplicaDown => "replica-down",
+            Tour::HttpsRedirect => "https-redirect",
         }
     }
 
@@ -73,6 +77,7 @@ impl Tour {
             Tour::Headers => headers(stack).await,
             Tour::RoundRobin => round_robin(stack).await,
             Tour::ReplicaDown => replica_down(stack).await,
+            Tour::HttpsRedirect => https_redirect(stack).await,
         }
     }
 }
@@ -244,6 +249,78 @@ async fn replica_down(stack: &mut Stack) -> Result<Transcript, TourError> {
     t.note("(RFC 9209) says which upstream failed and how. Health checks and retries");
     t.note("(chapter 5) take a dead replica out of the rotation.");
     Ok(t)
+}
+
+async fn https_redirect(stack: &mut Stack) -> Result<Transcript, TourError> {
+    let client = LabClient::new(stack.proxy_addr);
+    let mut t = Transcript::new("https-redirect: plain HTTP is sent to HTTPS", stack);
+    t.note("secure.localhost has redirect_https: over plain HTTP it answers only with a redirect.");
+    let plain = client
+        .get("secure.localhost", "/api/tasks?done=false")
+        .await?;
+    t.exchange(&plain);
+    detail_header(&mut t, &plain, "location");
+    t.note("Path and query are kept; the port is the proxy's HTTPS listener.");
+
+    t.gap();
+    t.note("The client follows it. The certificate was issued for secure.localhost by the lab's");
+    t.note("local CA (tls = { auto_local = true }), and this client trusts that CA's root.");
+    let root = Some(stack.ca_root_pem.as_str());
+    let secure = get_https(
+        stack.proxy_tls_addr,
+        "secure.localhost",
+        "/api/tasks?done=false",
+        root,
+    )
+    .await?;
+    t.exchange(&secure);
+    t.detail(
+        "protocol",
+        &format!("{:?} (chosen by ALPN)", secure.version),
+    );
+    detail_header(&mut t, &secure, "strict-transport-security");
+    t.detail("tasks", &task_titles(&secure));
+    let who = get_https(
+        stack.proxy_tls_addr,
+        "secure.localhost",
+        "/api/whoami",
+        root,
+    )
+    .await?;
+    t.exchange(&who);
+    let seen = who.json().unwrap_or_default();
+    for name in ["x-forwarded-proto", "host"] {
+        t.detail(
+            &format!("whoami saw {name}"),
+            seen["headers"][name].as_str().unwrap_or("(not received)"),
+        );
+    }
+    t.note("TLS ends at the proxy: whoami speaks plain HTTP and learns the scheme from X-Forwarded-Proto.");
+
+    t.gap();
+    t.note("A client that was never told to trust the lab's CA refuses the certificate:");
+    match get_https(stack.proxy_tls_addr, "secure.localhost", "/", None).await {
+        Ok(answer) => t.exchange(&answer),
+        Err(err) => t.line(&format!(
+            "GET https://secure.localhost/ -> refused: {}",
+            root_cause(&err)
+        )),
+    }
+    t.gap();
+    t.note("localhost has no redirect_https: it still answers over plain HTTP, without HSTS.");
+    let local = client.get("localhost", "/api/").await?;
+    t.exchange(&local);
+    detail_header(&mut t, &local, "strict-transport-security");
+    Ok(t)
+}
+
+/// The innermost cause of an error: for a TLS failure, what rustls said.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn detail_header(t: &mut Transcript, exchange: &Exchange, name: &str) {

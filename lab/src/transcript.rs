@@ -28,6 +28,12 @@ impl Transcript {
             .map(|(name, addr)| (addr.to_string(), format!("<{name}>")))
             .collect();
         names.push((stack.proxy_addr.to_string(), "<proxy>".into()));
+        names.push((stack.proxy_tls_addr.to_string(), "<proxy-https>".into()));
+        // The HTTPS port as it appears in redirects: `https://name:PORT/`.
+        names.push((
+            format!(":{}/", stack.proxy_tls_addr.port()),
+            ":<https-port>/".into(),
+        ));
         Transcript {
             title: title.to_owned(),
             lines: Vec::new(),
@@ -43,9 +49,14 @@ impl Transcript {
     /// A request line and its status: `GET http://app.localhost/api/ -> 200 OK`.
     pub fn exchange(&mut self, exchange: &Exchange) {
         self.lines.push(format!(
-            "{} http://{}{} -> {}",
-            exchange.method, exchange.host, exchange.path, exchange.status
+            "{} {}://{}{} -> {}",
+            exchange.method, exchange.scheme, exchange.host, exchange.path, exchange.status
         ));
+    }
+
+    /// A line as it is.
+    pub fn line(&mut self, text: &str) {
+        self.lines.push(text.to_owned());
     }
 
     /// A detail of the last exchange, indented under it.

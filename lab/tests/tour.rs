@@ -39,3 +39,8 @@ async fn round_robin_visits_the_three_replicas_in_turn() {
 async fn a_stopped_replica_gets_502_with_proxy_status_on_its_turns() {
     insta::assert_snapshot!("replica-down", run(Tour::ReplicaDown).await);
 }
+
+#[tokio::test]
+async fn plain_http_is_redirected_and_https_uses_the_local_ca() {
+    insta::assert_snapshot!("https-redirect", run(Tour::HttpsRedirect).await);
+}
