@@ -461,6 +461,36 @@ mod tests {
         rewrite_path(&uri, &route(prefix, false), &rewrite).to_string()
     }
 
+    fn location(host: &str, uri: &str, port: Option<u16>) -> Option<String> {
+        let request = Request::get(uri)
+            .header("host", host)
+            .body(())
+            .expect("request");
+        let response = redirect_to_https(StatusCode::MOVED_PERMANENTLY, &request, port);
+        response
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+
+    #[test]
+    fn the_https_redirect_names_the_port_unless_it_is_443() {
+        assert_eq!(
+            location("App.localhost:8080", "/a?b=1", Some(8443)).as_deref(),
+            Some("https://app.localhost:8443/a?b=1")
+        );
+        assert_eq!(
+            location("app.localhost", "/", Some(443)).as_deref(),
+            Some("https://app.localhost/")
+        );
+        assert_eq!(
+            location("[::1]:8080", "/x", Some(8443)).as_deref(),
+            Some("https://[::1]:8443/x")
+        );
+        assert_eq!(location("evil.example/phish", "/", Some(443)), None);
+        assert_eq!(location("user@evil.example", "/", Some(443)), None);
+    }
+
     #[test]
     fn strip_prefix_replaces_the_matched_prefix_with_a_slash() {
         let strip = || PathRewrite::ReplacePrefix("/".into());

@@ -49,6 +49,14 @@ struct HttpsAnswer {
 }
 
 fn client_config(roots_pem: Option<&str>, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    client_config_with_versions(roots_pem, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_config_with_versions(
+    roots_pem: Option<&str>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(pem) = roots_pem {
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -57,7 +65,7 @@ fn client_config(roots_pem: Option<&str>, alpn: &[&[u8]]) -> rustls::ClientConfi
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -564,4 +572,22 @@ fn upstream_tls_settings_are_checked() {
         config.upstreams[0].servers,
         ["api.example.com:443", "[::1]:8443"]
     );
+}
+
+#[tokio::test]
+async fn tls_1_2_and_tls_1_3_clients_are_both_served() {
+    let t = TwoNames::start("").await;
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let config = client_config_with_versions(t.root(), &[], &[version]);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(t.proxy.addrs[1])
+            .await
+            .expect("connect");
+        let name = ServerName::try_from("app.localhost").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("handshake");
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(expected));
+    }
 }
