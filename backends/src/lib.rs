@@ -24,8 +24,11 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use tokio::net::TcpListener;
+
+/// The type every sample service is built as; re-exported so the lab can
+/// start services without depending on axum itself.
+pub use axum::Router;
 
 pub mod frontend;
 pub mod tasks_api;

@@ -226,7 +226,7 @@ pub fn render_template(template: &str, values: &HashMap<&str, String>) -> String
     out
 }
 
-async fn start_service(name: &str, app: axum::Router) -> Result<Service, StackError> {
+async fn start_service(name: &str, app: backends::Router) -> Result<Service, StackError> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(|source| StackError::Bind {
