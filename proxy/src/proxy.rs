@@ -165,9 +165,9 @@ async fn proxy_request(
         Action::Proxy(pass) => pass,
     };
     let pool = &snapshot.upstreams[pass.upstream];
-    let server = pick_upstream(pool, ctx)?;
-    let upstream_request = rewrite_request(request, route, pass, server, ctx);
-    let upstream_response = forward(pool, server, upstream_request).await?;
+    let upstream = pick_upstream(pool, ctx)?;
+    let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
+    let upstream_response = forward(pool, upstream, upstream_request).await?;
     Ok(respond(upstream_response))
 }
 
