@@ -70,6 +70,9 @@ pub struct Config {
     pub default_server: usize,
     /// Named pools of upstream servers; routes refer to them by index.
     pub upstreams: Vec<Upstream>,
+    /// Request-rate limit zones (nginx `limit_req_zone`); `limit_req` settings
+    /// refer to them by index.
+    pub rate_zones: Vec<RateZone>,
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
@@ -98,6 +101,43 @@ pub struct Server {
     pub redirect_https: Option<StatusCode>,
     /// `Strict-Transport-Security` value added to every HTTPS response.
     pub hsts: Option<HeaderValue>,
+    /// The request-rate limit for its routes that set none of their own.
+    pub limit_req: Option<LimitReq>,
+}
+
+/// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
+#[derive(Debug, Clone)]
+pub struct RateZone {
+    /// The name `limit_req` uses.
+    pub name: String,
+    /// What requests are counted by.
+    pub key: LimitKey,
+    /// Thousandths of a request per second (1r/s = 1000, 30r/m = 500).
+    pub rate_milli: u64,
+    /// How many keys it remembers (its size in bytes / 64).
+    pub capacity: usize,
+}
+
+/// What a limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client's IP address (nginx `$binary_remote_addr`).
+    ClientIp,
+    /// A request header's value; requests without it are not limited.
+    Header(http::HeaderName),
+    /// The route: all clients of a route share one bucket.
+    Route,
+}
+
+/// A route's or server's use of a rate zone (nginx `limit_req zone=... burst=...`).
+#[derive(Debug, Clone)]
+pub struct LimitReq {
+    /// Index into [`Config::rate_zones`].
+    pub zone: usize,
+    /// Burst size and how much of it is served without delay.
+    pub burst: crate::limit::rate::Burst,
+    /// The status of a rejected request (nginx `limit_req_status`, 503 by default).
+    pub status: StatusCode,
 }
 
 /// Where a server's certificate comes from.
@@ -144,6 +184,8 @@ pub struct Route {
     pub exact: bool,
     /// What happens to a request that this route wins.
     pub action: Action,
+    /// Its request-rate limit, replacing the server's.
+    pub limit_req: Option<LimitReq>,
 }
 
 /// What a route does with a request.
@@ -273,6 +315,7 @@ impl Config {
             file,
             text,
             base,
+            zone_names: Vec::new(),
             diagnostics: Vec::new(),
         };
         let config = check.config(raw);
@@ -448,6 +491,28 @@ struct RawConfig {
     #[serde(default)]
     upstreams: BTreeMap<Spanned<String>, RawUpstream>,
     local_ca_dir: Option<String>,
+    #[serde(default)]
+    limit_req_zones: BTreeMap<Spanned<String>, RawRateZone>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateZone {
+    key: Option<Spanned<String>>,
+    rate: Spanned<String>,
+    size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimitReq {
+    zone: Spanned<String>,
+    #[serde(default)]
+    burst: Option<Spanned<i64>>,
+    #[serde(default)]
+    nodelay: bool,
+    delay: Option<Spanned<i64>>,
+    status: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -470,6 +535,7 @@ struct RawServer {
     redirect_https: Option<Spanned<bool>>,
     redirect_status: Option<Spanned<i64>>,
     hsts: Option<Spanned<String>>,
+    limit_req: Option<Spanned<RawLimitReq>>,
 }
 
 #[derive(Deserialize)]
@@ -493,6 +559,7 @@ struct RawRoute {
     preserve_host: Option<bool>,
     #[serde(rename = "return")]
     fixed: Option<Spanned<RawReturn>>,
+    limit_req: Option<Spanned<RawLimitReq>>,
 }
 
 #[derive(Deserialize)]
@@ -523,6 +590,8 @@ struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     base: &'a Path,
+    /// The `limit_req_zones` names, for `limit_req` to refer to.
+    zone_names: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -559,6 +628,12 @@ impl Validator<'_> {
         );
 
         let listeners = self.listeners(&raw.listen);
+        let rate_zones: Vec<RateZone> = raw
+            .limit_req_zones
+            .iter()
+            .map(|(name, zone)| self.rate_zone(name, zone))
+            .collect();
+        self.zone_names = rate_zones.iter().map(|z| z.name.clone()).collect();
         let tls_listener = raw.listen.iter().find(|l| l.tls).map(|l| l.addr.span());
 
         // Upstreams first: routes refer to them.
@@ -612,6 +687,7 @@ impl Validator<'_> {
             default_server: default_server.unwrap_or(0),
             upstreams,
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
+            rate_zones,
         }
     }
 
@@ -848,6 +924,11 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|tls| self.server_tls(tls, &raw.get_ref().server_names));
         let https = self.https_options(raw.get_ref(), has_tls_listener);
+        let limit_req = raw
+            .get_ref()
+            .limit_req
+            .as_ref()
+            .and_then(|l| self.limit_req(l));
         let mut names = Vec::new();
         for name in &raw.get_ref().server_names {
             let Some(parsed) = self.server_name(name) else {
@@ -893,7 +974,159 @@ impl Validator<'_> {
             tls,
             redirect_https: https.0,
             hsts: https.1,
+            limit_req,
         }
+    }
+
+    /// `[limit_req_zones.NAME]`: key, rate (`"10r/s"`, `"30r/m"`) and size
+    /// (`"10m"`: bytes, with k or m).
+    fn rate_zone(&mut self, name: &Spanned<String>, raw: &RawRateZone) -> RateZone {
+        let key = match raw.key.as_ref().map(|k| (k, k.get_ref().trim())) {
+            None | Some((_, "client_ip")) => LimitKey::ClientIp,
+            Some((_, "route")) => LimitKey::Route,
+            Some((spanned, text)) => match text
+                .strip_prefix("header:")
+                .and_then(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).ok())
+            {
+                Some(header) => LimitKey::Header(header),
+                None => {
+                    self.error(
+                        spanned.span(),
+                        format!("`{text}` is not a limit key"),
+                        "use \"client_ip\" (nginx $binary_remote_addr), \"header:NAME\" or \"route\"",
+                    );
+                    LimitKey::ClientIp
+                }
+            },
+        };
+        let rate_text = raw.rate.get_ref().trim();
+        let rate_milli = rate_text
+            .strip_suffix("r/s")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .map(|n| n * 1000)
+            .or_else(|| {
+                rate_text
+                    .strip_suffix("r/m")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .map(|n| n * 1000 / 60)
+            })
+            .filter(|r| *r > 0);
+        let rate_milli = rate_milli.unwrap_or_else(|| {
+            self.error(
+                raw.rate.span(),
+                format!("`{rate_text}` is not a rate"),
+                "write requests per second or per minute, e.g. \"1r/s\", \"10r/s\" or \"30r/m\"",
+            );
+            1000
+        });
+        let size = match &raw.size {
+            None => 10 * 1024 * 1024,
+            Some(size) => {
+                let text = size.get_ref().trim().to_ascii_lowercase();
+                let (digits, unit) = match text.strip_suffix('m') {
+                    Some(d) => (d, 1024 * 1024),
+                    None => match text.strip_suffix('k') {
+                        Some(d) => (d, 1024),
+                        None => (text.as_str(), 1),
+                    },
+                };
+                match digits
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .map(|n| n.saturating_mul(unit))
+                {
+                    Some(bytes) if bytes >= crate::limit::rate::BYTES_PER_KEY => bytes,
+                    _ => {
+                        self.error(
+                            size.span(),
+                            format!("`{}` is not a zone size", size.get_ref()),
+                            "write bytes with k or m, e.g. \"10m\" (about 160,000 client addresses) or \"64k\"",
+                        );
+                        10 * 1024 * 1024
+                    }
+                }
+            }
+        };
+        RateZone {
+            name: name.get_ref().clone(),
+            key,
+            rate_milli,
+            capacity: size / crate::limit::rate::BYTES_PER_KEY,
+        }
+    }
+
+    /// `limit_req = { zone, burst, nodelay, delay, status }` on a server or route.
+    fn limit_req(&mut self, raw: &Spanned<RawLimitReq>) -> Option<LimitReq> {
+        let r = raw.get_ref();
+        let Some(zone) = self.zone_names.iter().position(|z| z == r.zone.get_ref()) else {
+            let help = if self.zone_names.is_empty() {
+                format!(
+                    "define it:\n      [limit_req_zones.{}]\n      rate = \"1r/s\"",
+                    r.zone.get_ref()
+                )
+            } else {
+                format!(
+                    "define [limit_req_zones.{}], or use one of: {}",
+                    r.zone.get_ref(),
+                    self.zone_names.join(", ")
+                )
+            };
+            self.error(
+                r.zone.span(),
+                format!("rate zone `{}` is not defined", r.zone.get_ref()),
+                help,
+            );
+            return None;
+        };
+        let count = |v: &Option<Spanned<i64>>, this: &mut Self, what: &str| -> u64 {
+            match v {
+                None => 0,
+                Some(n) => u64::try_from(*n.get_ref()).unwrap_or_else(|_| {
+                    this.error(
+                        n.span(),
+                        format!("`{what}` cannot be negative"),
+                        "use 0 or more requests",
+                    );
+                    0
+                }),
+            }
+        };
+        let burst = count(&r.burst, self, "burst");
+        let delay = count(&r.delay, self, "delay");
+        if let (true, Some(d)) = (r.nodelay, &r.delay) {
+            self.error(
+                d.span(),
+                "`nodelay` and `delay` cannot be used together",
+                "nodelay serves the whole burst at once; delay = N serves only the first N at once",
+            );
+        }
+        let status = match &r.status {
+            None => StatusCode::SERVICE_UNAVAILABLE,
+            Some(s) => match u16::try_from(*s.get_ref())
+                .ok()
+                .filter(|c| (400..=599).contains(c))
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                Some(code) => code,
+                None => {
+                    self.error(
+                        s.span(),
+                        format!("`{}` is not a status for a rejected request", s.get_ref()),
+                        "use 503 (nginx's default) or 429 Too Many Requests",
+                    );
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+        };
+        Some(LimitReq {
+            zone,
+            burst: crate::limit::rate::Burst {
+                burst,
+                no_delay: if r.nodelay { burst } else { delay },
+            },
+            status,
+        })
     }
 
     /// `tls = { cert, key }` (loaded and checked now) or `tls = { auto_local = true }`.
@@ -1103,6 +1336,7 @@ impl Validator<'_> {
                 path: path.clone(),
                 exact: r.exact,
                 action,
+                limit_req: r.limit_req.as_ref().and_then(|l| self.limit_req(l)),
             }),
             _ => None,
         }

@@ -20,6 +20,7 @@
 //! - [`proxy`]: the request path, step by step.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
+//! - [`limit`]: request-rate limits (nginx `limit_req`), a leaky bucket per key.
 //! - [`upstream`]: upstream pools and their pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
@@ -32,6 +33,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod limit;
 pub mod local_ca;
 pub mod proxy;
 pub mod router;

@@ -7,13 +7,14 @@
 //! 2. a plain-HTTP request to a server with `redirect_https` is sent to HTTPS
 //!    ([`redirect_to_https`]); a `return` route answers at once
 //!    ([`fixed_response`]); no route is a 404;
-//! 3. [`pick_upstream`]: the balancer chooses a server from the route's pool;
-//! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
+//! 3. [`limit_request`]: the request-rate limit may delay or refuse it;
+//! 4. [`pick_upstream`]: the balancer chooses a server from the route's pool;
+//! 5. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
 //!    forwarding headers (`X-Forwarded-For`, ...) added;
-//! 5. [`forward`]: the request goes upstream on a pooled keep-alive connection;
-//! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
+//! 6. [`forward`]: the request goes upstream on a pooled keep-alive connection;
+//! 7. [`respond`]: the response's hop-by-hop headers are removed and its body is
 //!    streamed back to the client as it arrives;
-//! 7. [`log_access`]: one line per request.
+//! 8. [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
@@ -29,9 +30,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
-use crate::config::{Action, Config, FixedResponse, PathRewrite, ProxyPass, Route, Server};
+use crate::config::{
+    Action, Config, FixedResponse, LimitKey, PathRewrite, ProxyPass, Route, Server,
+};
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
+use crate::limit::{Decision, RateLimitZone};
 use crate::router::{RouteMatch, Router};
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
@@ -53,6 +57,8 @@ pub struct Snapshot {
     pub router: Router,
     /// One pool per `[upstreams.NAME]`, in the order of `config.upstreams`.
     pub upstreams: Vec<UpstreamPool>,
+    /// One zone per `[limit_req_zones.NAME]`, in the order of `config.rate_zones`.
+    pub rate_zones: Vec<RateLimitZone>,
 }
 
 /// What the proxy knows about the connection a request came on.
@@ -85,6 +91,8 @@ pub struct RequestCtx {
     pub upstream: Option<Arc<str>>,
     /// The failure, if the request failed.
     pub error: Option<ErrorKind>,
+    /// The rate-limit zone that refused the request, if one did.
+    pub limited: Option<String>,
 }
 
 impl Snapshot {
@@ -93,6 +101,11 @@ impl Snapshot {
         Snapshot {
             router: Router::new(&config),
             upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            rate_zones: config
+                .rate_zones
+                .iter()
+                .map(|z| RateLimitZone::new(&z.name, z.rate_milli, z.capacity))
+                .collect(),
             config,
         }
     }
@@ -128,6 +141,7 @@ impl Proxy {
             matched: None,
             upstream: None,
             error: None,
+            limited: None,
         };
         let mut response = match proxy_request(&snapshot, &mut ctx, request).await {
             Ok(response) => response,
@@ -164,6 +178,9 @@ async fn proxy_request(
         Action::Return(fixed) => return Ok(fixed_response(fixed)),
         Action::Proxy(pass) => pass,
     };
+    if let Some(refusal) = limit_request(snapshot, ctx, server, route, &request).await {
+        return Ok(refusal);
+    }
     let pool = &snapshot.upstreams[pass.upstream];
     let upstream = pick_upstream(pool, ctx)?;
     let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
@@ -262,7 +279,59 @@ fn not_found() -> Response<ProxyBody> {
     )
 }
 
-/// Step 3: the pool's balancer chooses the server for this request.
+/// Step 3: the request-rate limit of the route (else of the server), like
+/// nginx's `limit_req`: the request goes on at once, goes on after a delay
+/// (it is part of an allowed burst), or is refused with the zone's status and
+/// a `Retry-After` header. `None` means go on.
+///
+/// As in nginx, `return` routes and HTTPS redirects are answered before
+/// limits apply (nginx's rewrite phase comes before its preaccess phase).
+pub async fn limit_request<B>(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    server: &Server,
+    route: &Route,
+    request: &Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let limit = route.limit_req.as_ref().or(server.limit_req.as_ref())?;
+    let zone = snapshot.rate_zones.get(limit.zone)?;
+    let key: Vec<u8> = match &snapshot.config.rate_zones.get(limit.zone)?.key {
+        LimitKey::ClientIp => match ctx.conn.client.ip() {
+            std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+            std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+        },
+        // Like nginx, a request without the key's value is not limited.
+        LimitKey::Header(name) => request.headers().get(name)?.as_bytes().to_vec(),
+        LimitKey::Route => {
+            let server_index = ctx.matched.map_or(0, |m| m.server);
+            format!("{server_index} {}", route.path).into_bytes()
+        }
+    };
+    match zone.check(&key, limit.burst, tokio::time::Instant::now()) {
+        Decision::Accept => None,
+        Decision::Delay(wait) => {
+            tokio::time::sleep(wait).await;
+            None
+        }
+        Decision::Reject { retry_after } => {
+            ctx.limited = Some(zone.name.clone());
+            let mut response = plain_response(limit.status, "");
+            *response.body_mut() = body::full(format!(
+                "{} {}: too many requests (rate limit zone `{}`)\n",
+                limit.status.as_u16(),
+                limit.status.canonical_reason().unwrap_or(""),
+                zone.name
+            ));
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Some(response)
+        }
+    }
+}
+
+/// Step 4: the pool's balancer chooses the server for this request.
 pub fn pick_upstream<'p>(
     pool: &'p UpstreamPool,
     ctx: &mut RequestCtx,
@@ -276,7 +345,7 @@ pub fn pick_upstream<'p>(
     Ok(server)
 }
 
-/// Step 4: turns the client's request into the request the upstream receives.
+/// Step 5: turns the client's request into the request the upstream receives.
 pub fn rewrite_request(
     request: Request<Incoming>,
     route: &Route,
@@ -348,7 +417,7 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-/// Step 5: sends the request upstream and waits for the response head.
+/// Step 6: sends the request upstream and waits for the response head.
 pub async fn forward(
     pool: &UpstreamPool,
     server: &UpstreamServer,
@@ -357,7 +426,7 @@ pub async fn forward(
     pool.send(server, request).await
 }
 
-/// Step 6: prepares the upstream's response for the client. The body is not
+/// Step 7: prepares the upstream's response for the client. The body is not
 /// read here: hyper streams it to the client frame by frame, and if the
 /// upstream breaks off mid-body the client connection is aborted too, so a
 /// truncated body is never passed off as complete.
@@ -417,7 +486,7 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<P
     }
 }
 
-/// Step 7: one access-log line per request, when the response head is ready:
+/// Step 8: one access-log line per request, when the response head is ready:
 ///
 /// ```text
 /// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms
@@ -428,7 +497,7 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<P
 pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
     tracing::info!(
         target: "proxy::access",
-        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms",
+        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms{}{}",
         ctx.conn.client,
         ctx.method,
         ctx.uri,
@@ -436,6 +505,8 @@ pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
         response.status().as_u16(),
         ctx.upstream.as_deref().unwrap_or("-"),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
+        if ctx.limited.is_some() { " limited=" } else { "" },
+        ctx.limited.as_deref().unwrap_or(""),
     );
 }
 
@@ -447,6 +518,7 @@ mod tests {
         Route {
             path: path.into(),
             exact,
+            limit_req: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

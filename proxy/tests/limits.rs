@@ -1,0 +1,172 @@
+//! Request-rate limits through the proxy, on a clock the test controls:
+//! tokio's paused clock moves only when every task waits, so a burst queued
+//! for seconds finishes at once, and the timeline is exact on any machine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+
+fn config(up: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[limit_req_zones.one]
+key = "client_ip"
+rate = "1r/s"
+size = "1m"
+
+[limit_req_zones.by_token]
+key = "header:x-api-token"
+rate = "1r/s"
+
+[[servers]]
+server_names = ["app.localhost"]
+limit_req = {{ zone = "one", burst = 2 }}
+routes = [
+  {{ path = "/", upstream = "app" }},
+  {{ path = "/strict/", upstream = "app", limit_req = {{ zone = "one", status = 429 }} }},
+  {{ path = "/token/", upstream = "app", limit_req = {{ zone = "by_token" }} }},
+  {{ path = "/welcome", exact = true, return = {{ status = 200, body = "hi" }} }},
+]
+
+[upstreams.app]
+servers = ["{up}"]
+"#
+    )
+}
+
+/// Sends `n` requests for `path` at the same instant; returns, in the order
+/// sent, each status, its Retry-After, and when it was answered.
+async fn burst(
+    proxy: std::net::SocketAddr,
+    path: &str,
+    n: usize,
+) -> Vec<(u16, Option<String>, Duration)> {
+    let start = Instant::now();
+    let client = client();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = client.clone();
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (response, _) = get(&client, proxy, "app.localhost", &path).await;
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            (response.status().as_u16(), retry, start.elapsed())
+        }));
+        // Let each request reach the limiter before the next, so "in the
+        // order sent" is the order counted. No time passes.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("request task"));
+    }
+    results
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_queued_at_the_rate_and_the_excess_gets_503_with_retry_after() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&config(up.addr)).await;
+    let results = burst(proxy.addr, "/page", 4).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    // The burst of two was spaced at 1r/s: answered after about 1 s and 2 s.
+    let secs = |i: usize| results[i].2.as_secs();
+    assert_eq!((secs(0), secs(1), secs(2)), (0, 1, 2), "{results:?}");
+    assert_eq!(results[3].1.as_deref(), Some("1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_limit_replaces_the_servers_and_can_answer_429() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&config(up.addr)).await;
+    let results = burst(proxy.addr, "/strict/x", 2).await;
+    assert_eq!(results[0].0, 200);
+    assert_eq!(results[1].0, 429);
+    // A second later the bucket has drained.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/strict/x").await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn return_routes_are_answered_before_limits_as_in_nginx() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&config(up.addr)).await;
+    let statuses: Vec<u16> = burst(proxy.addr, "/welcome", 5)
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(statuses, [200; 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_keyed_zone_counts_each_token_and_ignores_requests_without_one() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&config(up.addr)).await;
+    let client = client();
+    let with = |token: &'static str| {
+        http::Request::get(format!("http://{}/token/", proxy.addr))
+            .header("host", "app.localhost")
+            .header("x-api-token", token)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    assert_eq!(send(&client, with("alice")).await.0.status(), 200);
+    assert_eq!(send(&client, with("alice")).await.0.status(), 503);
+    assert_eq!(send(&client, with("bob")).await.0.status(), 200);
+    for _ in 0..3 {
+        let (response, _) = get(&client, proxy.addr, "app.localhost", "/token/").await;
+        assert_eq!(response.status(), 200, "no token, no limit");
+    }
+}
+
+#[test]
+fn limit_settings_are_checked() {
+    let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[limit_req_zones.one]\nrate = \"RATE\"\nsize = \"SIZE\"\n[[servers]]\nlimit_req = LIMIT\nroutes = [{ path = \"/\", return = { status = 200 } }]\n";
+    let errors = |rate: &str, size: &str, limit: &str| {
+        let text = base
+            .replace("RATE", rate)
+            .replace("SIZE", size)
+            .replace("LIMIT", limit);
+        match proxy::Config::parse(&text, "proxy.toml") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(
+        errors(
+            "1r/s",
+            "10m",
+            "{ zone = \"one\", burst = 5, nodelay = true }"
+        ),
+        ""
+    );
+    assert!(errors("1r/s", "10m", "{ zone = \"two\" }").contains("rate zone `two` is not defined"));
+    assert!(errors("fast", "10m", "{ zone = \"one\" }").contains("`fast` is not a rate"));
+    assert!(errors("1r/s", "ten", "{ zone = \"one\" }").contains("is not a zone size"));
+    assert!(
+        errors(
+            "1r/s",
+            "10m",
+            "{ zone = \"one\", burst = 5, nodelay = true, delay = 2 }"
+        )
+        .contains("`nodelay` and `delay` cannot be used together")
+    );
+    assert!(
+        errors("1r/s", "10m", "{ zone = \"one\", status = 200 }")
+            .contains("not a status for a rejected request")
+    );
+}
