@@ -26,6 +26,8 @@ pub enum Tour {
     ReplicaDown,
     /// HTTPS: plain HTTP redirected, TLS with a certificate from the local CA, HSTS.
     HttpsRedirect,
+    /// A burst against a rate limit: accepted, then refused with 429 and Retry-After.
+    RateLimit,
 }
 
 /// A tour stop failed to run (not: a request got an error status, which is
@@ -42,13 +44,14 @@ pub enum TourError {
 
 impl Tour {
     /// Every stop, in the order `lab tour` runs them.
-    pub const ALL: [Tour; 6] = [
+    pub const ALL: [Tour; 7] = [
         Tour::Routing,
         Tour::HostRouting,
         Tour::Headers,
         Tour::RoundRobin,
         Tour::ReplicaDown,
         Tour::HttpsRedirect,
+        Tour::RateLimit,
     ];
 
     /// The stop's name, as `lab tour NAME` takes it.
@@ -60,6 +63,7 @@ impl Tour {
             Tour::RoundRobin => "round-robin",
             Tour::ReplicaDown => "replica-down",
             Tour::HttpsRedirect => "https-redirect",
+            Tour::RateLimit => "rate-limit",
         }
     }
 
@@ -78,6 +82,7 @@ impl Tour {
             Tour::RoundRobin => round_robin(stack).await,
             Tour::ReplicaDown => replica_down(stack).await,
             Tour::HttpsRedirect => https_redirect(stack).await,
+            Tour::RateLimit => rate_limit(stack).await,
         }
     }
 }
@@ -311,6 +316,31 @@ async fn https_redirect(stack: &mut Stack) -> Result<Transcript, TourError> {
     let local = client.get("localhost", "/api/").await?;
     t.exchange(&local);
     detail_header(&mut t, &local, "strict-transport-security");
+    Ok(t)
+}
+
+async fn rate_limit(stack: &mut Stack) -> Result<Transcript, TourError> {
+    let client = LabClient::new(stack.proxy_addr);
+    let mut t = Transcript::new("rate-limit: 1 request per second, and a burst of 2", stack);
+    t.note("/limited/ has limit_req { zone = \"one\", burst = 2, nodelay = true, status = 429 };");
+    t.note("zone one allows 1r/s per client address. Five requests, as fast as the client can:");
+    for _ in 0..5 {
+        let answer = client.get("localhost", "/limited/").await?;
+        t.exchange(&answer);
+        if answer.status.is_success() {
+            served_by(&mut t, &answer);
+        } else {
+            detail_header(&mut t, &answer, "retry-after");
+            t.detail("body", answer.text().trim());
+        }
+    }
+    t.note("The first request is within the rate; the burst lets two more through at once");
+    t.note("(nodelay; without it they would wait 1 s and 2 s). The rest are refused until the");
+    t.note("bucket drains at 1 per second: Retry-After says when.");
+    t.gap();
+    t.note("Other routes have no limit: /api/ still answers.");
+    let other = client.get("localhost", "/api/").await?;
+    t.exchange(&other);
     Ok(t)
 }
 

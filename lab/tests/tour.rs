@@ -44,3 +44,8 @@ async fn a_stopped_replica_gets_502_with_proxy_status_on_its_turns() {
 async fn plain_http_is_redirected_and_https_uses_the_local_ca() {
     insta::assert_snapshot!("https-redirect", run(Tour::HttpsRedirect).await);
 }
+
+#[tokio::test]
+async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
+    insta::assert_snapshot!("rate-limit", run(Tour::RateLimit).await);
+}
