@@ -8,8 +8,17 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
+/// Any error a body can end with: the network (`hyper::Error`), or the proxy
+/// cutting an upload off at `max_body_size` (`LengthLimitError`).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request or response body flowing through the proxy.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
+
+/// A body hyper received, as a [`ProxyBody`].
+pub fn streamed(incoming: hyper::body::Incoming) -> ProxyBody {
+    incoming.map_err(BodyError::from).boxed()
+}
 
 /// A body the proxy makes itself, sent in one piece.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {

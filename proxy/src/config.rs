@@ -103,6 +103,8 @@ pub struct Server {
     pub hsts: Option<HeaderValue>,
     /// The request-rate limit for its routes that set none of their own.
     pub limit_req: Option<LimitReq>,
+    /// The largest request body its routes accept, unless they set their own.
+    pub max_body_size: Option<u64>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -186,6 +188,9 @@ pub struct Route {
     pub action: Action,
     /// Its request-rate limit, replacing the server's.
     pub limit_req: Option<LimitReq>,
+    /// The largest request body it accepts (nginx `client_max_body_size`),
+    /// replacing the server's; `None` means no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// What a route does with a request.
@@ -536,6 +541,7 @@ struct RawServer {
     redirect_status: Option<Spanned<i64>>,
     hsts: Option<Spanned<String>>,
     limit_req: Option<Spanned<RawLimitReq>>,
+    max_body_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -560,6 +566,7 @@ struct RawRoute {
     #[serde(rename = "return")]
     fixed: Option<Spanned<RawReturn>>,
     limit_req: Option<Spanned<RawLimitReq>>,
+    max_body_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -975,6 +982,7 @@ impl Validator<'_> {
             redirect_https: https.0,
             hsts: https.1,
             limit_req,
+            max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
         }
     }
 
@@ -1021,38 +1029,57 @@ impl Validator<'_> {
         });
         let size = match &raw.size {
             None => 10 * 1024 * 1024,
-            Some(size) => {
-                let text = size.get_ref().trim().to_ascii_lowercase();
-                let (digits, unit) = match text.strip_suffix('m') {
-                    Some(d) => (d, 1024 * 1024),
-                    None => match text.strip_suffix('k') {
-                        Some(d) => (d, 1024),
-                        None => (text.as_str(), 1),
-                    },
-                };
-                match digits
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .map(|n| n.saturating_mul(unit))
-                {
-                    Some(bytes) if bytes >= crate::limit::rate::BYTES_PER_KEY => bytes,
-                    _ => {
-                        self.error(
-                            size.span(),
-                            format!("`{}` is not a zone size", size.get_ref()),
-                            "write bytes with k or m, e.g. \"10m\" (about 160,000 client addresses) or \"64k\"",
-                        );
-                        10 * 1024 * 1024
-                    }
-                }
-            }
+            Some(size) => self
+                .size(size)
+                .filter(|bytes| *bytes >= crate::limit::rate::BYTES_PER_KEY)
+                .unwrap_or_else(|| {
+                    self.error(
+                        size.span(),
+                        format!("`{}` is not a zone size", size.get_ref()),
+                        "write bytes with k or m, e.g. \"10m\" (about 160,000 client addresses) or \"64k\"",
+                    );
+                    10 * 1024 * 1024
+                }),
         };
         RateZone {
             name: name.get_ref().clone(),
             key,
             rate_milli,
             capacity: size / crate::limit::rate::BYTES_PER_KEY,
+        }
+    }
+
+    /// A size in bytes: `"10m"`, `"64k"`, `"512"` (k and m are 1024 and
+    /// 1024 x 1024, as in nginx). `None` when it is not one.
+    fn size(&self, raw: &Spanned<String>) -> Option<usize> {
+        let text = raw.get_ref().trim().to_ascii_lowercase();
+        let (digits, unit) = if let Some(d) = text.strip_suffix('m') {
+            (d, 1024 * 1024)
+        } else if let Some(d) = text.strip_suffix('k') {
+            (d, 1024)
+        } else {
+            (text.as_str(), 1)
+        };
+        digits
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .map(|n| n.saturating_mul(unit))
+    }
+
+    /// `max_body_size = "1m"` on a server or route.
+    fn max_body_size(&mut self, raw: Option<&Spanned<String>>) -> Option<u64> {
+        let raw = raw?;
+        match self.size(raw) {
+            Some(bytes) => Some(bytes as u64),
+            None => {
+                self.error(
+                    raw.span(),
+                    format!("`{}` is not a size", raw.get_ref()),
+                    "write bytes with k or m, e.g. \"1m\" (nginx's client_max_body_size default) or \"100k\"",
+                );
+                None
+            }
         }
     }
 
@@ -1337,6 +1364,7 @@ impl Validator<'_> {
                 exact: r.exact,
                 action,
                 limit_req: r.limit_req.as_ref().and_then(|l| self.limit_req(l)),
+                max_body_size: self.max_body_size(r.max_body_size.as_ref()),
             }),
             _ => None,
         }

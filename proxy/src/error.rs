@@ -48,6 +48,10 @@ pub enum ErrorKind {
     /// The upstream's bytes are not valid HTTP.
     ProtocolError,
 
+    // --- The client's request ---
+    /// The request body is larger than the route's `max_body_size`.
+    BodyTooLarge,
+
     // --- The proxy itself ---
     /// A bug or resource problem inside the proxy.
     Internal,
@@ -68,6 +72,7 @@ impl ErrorKind {
             | ErrorKind::TlsProtocolError
             | ErrorKind::ConnectionTerminated
             | ErrorKind::ProtocolError => StatusCode::BAD_GATEWAY,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +89,7 @@ impl ErrorKind {
             ErrorKind::ResponseTimeout => "http_response_timeout",
             ErrorKind::ConnectionTerminated => "connection_terminated",
             ErrorKind::ProtocolError => "http_protocol_error",
+            ErrorKind::BodyTooLarge => "http_request_denied",
             ErrorKind::Internal => "proxy_internal_error",
         }
     }
@@ -102,6 +108,7 @@ impl ErrorKind {
                 "the upstream closed the connection before answering"
             }
             ErrorKind::ProtocolError => "the upstream's answer was not valid HTTP",
+            ErrorKind::BodyTooLarge => "the request body is larger than this route accepts",
             ErrorKind::Internal => "the proxy failed internally",
         }
     }
@@ -167,6 +174,14 @@ impl ProxyError {
 /// the outermost layers say "connect failed" or "message incomplete", the
 /// innermost `io::Error` says refused or timed out.
 pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ErrorKind {
+    // The request body went over max_body_size while it streamed upstream.
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ErrorKind::BodyTooLarge;
+        }
+        source = e.source();
+    }
     if err.is_connect() {
         return classify_connect_error(err);
     }

@@ -9,6 +9,7 @@
 //!    ([`fixed_response`]); no route is a 404;
 //! 3. [`limit_request`]: the request-rate limit may delay or refuse it;
 //! 4. [`pick_upstream`]: the balancer chooses a server from the route's pool;
+//!    [`check_body_size`]: a body over `max_body_size` gets 413;
 //! 5. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
 //!    forwarding headers (`X-Forwarded-For`, ...) added;
 //! 6. [`forward`]: the request goes upstream on a pooled keep-alive connection;
@@ -181,6 +182,7 @@ async fn proxy_request(
     if let Some(refusal) = limit_request(snapshot, ctx, server, route, &request).await {
         return Ok(refusal);
     }
+    let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
     let upstream = pick_upstream(pool, ctx)?;
     let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
@@ -331,6 +333,39 @@ pub async fn limit_request<B>(
     }
 }
 
+/// Step 3b: the largest body the route accepts (nginx `client_max_body_size`).
+/// A `Content-Length` over it is refused at once with 413, before anything
+/// goes upstream. A body without a length (chunked) is counted as it streams;
+/// if it goes over, the stream is cut off with an error, so the upstream sees
+/// an aborted request, never a complete-looking truncated one, and the client
+/// gets 413 (see [`fail_to_proxy`]).
+pub fn check_body_size(
+    request: Request<Incoming>,
+    max: Option<u64>,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    let Some(max) = max else {
+        return Ok(request.map(body::streamed));
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max) {
+        return Err(ProxyError {
+            kind: ErrorKind::BodyTooLarge,
+            upstream: None,
+            cause: Some(format!("Content-Length over max_body_size ({max} bytes)").into()),
+        });
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    Ok(request.map(|incoming| {
+        http_body_util::Limited::new(incoming, limit)
+            .map_err(body::BodyError::from)
+            .boxed()
+    }))
+}
+
 /// Step 4: the pool's balancer chooses the server for this request.
 pub fn pick_upstream<'p>(
     pool: &'p UpstreamPool,
@@ -347,7 +382,7 @@ pub fn pick_upstream<'p>(
 
 /// Step 5: turns the client's request into the request the upstream receives.
 pub fn rewrite_request(
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     route: &Route,
     pass: &ProxyPass,
     server: &UpstreamServer,
@@ -376,7 +411,7 @@ pub fn rewrite_request(
     };
     parts.headers.insert(header::HOST, host);
 
-    Request::from_parts(parts, incoming.boxed())
+    Request::from_parts(parts, incoming)
 }
 
 fn request_host_value(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
@@ -433,7 +468,7 @@ pub async fn forward(
 pub fn respond(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, incoming) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, incoming.boxed())
+    Response::from_parts(parts, body::streamed(incoming))
 }
 
 /// The one place where a failure becomes a response: the status for its kind,
@@ -519,6 +554,7 @@ mod tests {
             path: path.into(),
             exact,
             limit_req: None,
+            max_body_size: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

@@ -170,3 +170,86 @@ fn limit_settings_are_checked() {
             .contains("not a status for a rejected request")
     );
 }
+
+fn body_limit_config(up: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+max_body_size = "1m"
+routes = [
+  {{ path = "/", upstream = "app" }},
+  {{ path = "/small/", upstream = "app", max_body_size = "10" }},
+]
+
+[upstreams.app]
+servers = ["{up}"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_content_length_over_the_limit_is_413_before_anything_goes_upstream() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&body_limit_config(up.addr)).await;
+    let request = http::Request::post(format!("http://{}/small/upload", proxy.addr))
+        .header("host", "app.localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"eleven bytes",
+        )))
+        .expect("request");
+    let (response, body) = send(&client(), request).await;
+    assert_eq!(response.status(), 413);
+    assert!(String::from_utf8_lossy(&body).contains("larger than this route accepts"));
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // At the limit is fine: the route's 10 bytes replace the server's 1m.
+    let request = http::Request::post(format!("http://{}/small/upload", proxy.addr))
+        .header("host", "app.localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"ten bytes!",
+        )))
+        .expect("request");
+    let (response, body) = send(&client(), request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(&body)["body_bytes"], 10);
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_cut_off_and_never_reaches_the_upstream_complete() {
+    let up = echo_upstream("app").await;
+    let proxy = start_proxy(&body_limit_config(up.addr)).await;
+    let streamed = |total| {
+        http::Request::post(format!("http://{}/upload", proxy.addr))
+            .header("host", "app.localhost")
+            .body(PatternBody { sent: 0, total })
+            .expect("request")
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<PatternBody>();
+
+    // 2 MiB, chunked (no Content-Length): passes the head check, then goes over.
+    let response = client
+        .request(streamed(2 * 1024 * 1024))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        up.completed.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the upstream must not have seen the truncated body as a complete request"
+    );
+
+    // Under the limit, the same kind of upload streams through intact.
+    let total = 1024 * 1024 - 1;
+    let response = client.request(streamed(total)).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(json(&body)["body_fnv"], Fnv::of_pattern(total));
+    assert_eq!(up.completed.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

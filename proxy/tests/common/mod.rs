@@ -79,25 +79,34 @@ servers = [{}]
 pub struct EchoUpstream {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
+    /// Requests whose body arrived complete and were answered.
+    pub completed: Arc<AtomicUsize>,
 }
 
 pub async fn echo_upstream(name: &'static str) -> EchoUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
     let counter = connections.clone();
+    let done = completed.clone();
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            let done = done.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| echo(name, peer, req));
+                let service = service_fn(move |req| echo(name, peer, req, done.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
     });
-    EchoUpstream { addr, connections }
+    EchoUpstream {
+        addr,
+        connections,
+        completed,
+    }
 }
 
 type TestBody = BoxBody<Bytes, Infallible>;
@@ -106,6 +115,7 @@ async fn echo(
     name: &'static str,
     peer: SocketAddr,
     req: Request<Incoming>,
+    completed: Arc<AtomicUsize>,
 ) -> Result<Response<TestBody>, hyper::Error> {
     if req.uri().path() == "/pattern" {
         let bytes = req
@@ -141,6 +151,7 @@ async fn echo(
             hash.write(&data);
         }
     }
+    completed.fetch_add(1, Ordering::SeqCst);
     let json = serde_json::json!({
         "upstream": name,
         "peer": peer.to_string(),
