@@ -31,3 +31,38 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
+
+/// A body that holds `guard` until the body is finished or dropped: how a
+/// connection-limit slot stays taken while a response streams.
+pub fn holding<G: Send + Sync + Unpin + 'static>(body: ProxyBody, guard: G) -> ProxyBody {
+    Holding {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Holding<G> {
+    body: ProxyBody,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Holding<G> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -73,6 +73,9 @@ pub struct Config {
     /// Request-rate limit zones (nginx `limit_req_zone`); `limit_req` settings
     /// refer to them by index.
     pub rate_zones: Vec<RateZone>,
+    /// Concurrency limit zones (nginx `limit_conn_zone`); `limit_conn`
+    /// settings refer to them by index.
+    pub conn_zones: Vec<ConnZone>,
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
@@ -105,6 +108,8 @@ pub struct Server {
     pub limit_req: Option<LimitReq>,
     /// The largest request body its routes accept, unless they set their own.
     pub max_body_size: Option<u64>,
+    /// The concurrency limit for its routes that set none of their own.
+    pub limit_conn: Option<LimitConn>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -129,6 +134,26 @@ pub enum LimitKey {
     Header(http::HeaderName),
     /// The route: all clients of a route share one bucket.
     Route,
+}
+
+/// A concurrency limit zone (nginx `limit_conn_zone KEY zone=NAME:SIZE`).
+#[derive(Debug, Clone)]
+pub struct ConnZone {
+    /// The name `limit_conn` uses.
+    pub name: String,
+    /// What requests are counted by.
+    pub key: LimitKey,
+}
+
+/// A route's or server's use of a concurrency zone (nginx `limit_conn NAME N`).
+#[derive(Debug, Clone)]
+pub struct LimitConn {
+    /// Index into [`Config::conn_zones`].
+    pub zone: usize,
+    /// Requests of one key allowed in progress at once.
+    pub max: u32,
+    /// The status of a refused request (nginx `limit_conn_status`, 503 by default).
+    pub status: StatusCode,
 }
 
 /// A route's or server's use of a rate zone (nginx `limit_req zone=... burst=...`).
@@ -191,6 +216,8 @@ pub struct Route {
     /// The largest request body it accepts (nginx `client_max_body_size`),
     /// replacing the server's; `None` means no limit.
     pub max_body_size: Option<u64>,
+    /// Its concurrency limit, replacing the server's.
+    pub limit_conn: Option<LimitConn>,
 }
 
 /// What a route does with a request.
@@ -321,6 +348,7 @@ impl Config {
             text,
             base,
             zone_names: Vec::new(),
+            conn_zone_names: Vec::new(),
             diagnostics: Vec::new(),
         };
         let config = check.config(raw);
@@ -498,6 +526,22 @@ struct RawConfig {
     local_ca_dir: Option<String>,
     #[serde(default)]
     limit_req_zones: BTreeMap<Spanned<String>, RawRateZone>,
+    #[serde(default)]
+    limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnZone {
+    key: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimitConn {
+    zone: Spanned<String>,
+    max: Spanned<i64>,
+    status: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -542,6 +586,7 @@ struct RawServer {
     hsts: Option<Spanned<String>>,
     limit_req: Option<Spanned<RawLimitReq>>,
     max_body_size: Option<Spanned<String>>,
+    limit_conn: Option<Spanned<RawLimitConn>>,
 }
 
 #[derive(Deserialize)]
@@ -567,6 +612,7 @@ struct RawRoute {
     fixed: Option<Spanned<RawReturn>>,
     limit_req: Option<Spanned<RawLimitReq>>,
     max_body_size: Option<Spanned<String>>,
+    limit_conn: Option<Spanned<RawLimitConn>>,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +645,8 @@ struct Validator<'a> {
     base: &'a Path,
     /// The `limit_req_zones` names, for `limit_req` to refer to.
     zone_names: Vec<String>,
+    /// The `limit_conn_zones` names, for `limit_conn` to refer to.
+    conn_zone_names: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -641,6 +689,15 @@ impl Validator<'_> {
             .map(|(name, zone)| self.rate_zone(name, zone))
             .collect();
         self.zone_names = rate_zones.iter().map(|z| z.name.clone()).collect();
+        let conn_zones: Vec<ConnZone> = raw
+            .limit_conn_zones
+            .iter()
+            .map(|(name, zone)| ConnZone {
+                name: name.get_ref().clone(),
+                key: self.limit_key(zone.key.as_ref()),
+            })
+            .collect();
+        self.conn_zone_names = conn_zones.iter().map(|z| z.name.clone()).collect();
         let tls_listener = raw.listen.iter().find(|l| l.tls).map(|l| l.addr.span());
 
         // Upstreams first: routes refer to them.
@@ -695,6 +752,7 @@ impl Validator<'_> {
             upstreams,
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
             rate_zones,
+            conn_zones,
         }
     }
 
@@ -983,30 +1041,18 @@ impl Validator<'_> {
             hsts: https.1,
             limit_req,
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
+            limit_conn: raw
+                .get_ref()
+                .limit_conn
+                .as_ref()
+                .and_then(|l| self.limit_conn(l)),
         }
     }
 
     /// `[limit_req_zones.NAME]`: key, rate (`"10r/s"`, `"30r/m"`) and size
     /// (`"10m"`: bytes, with k or m).
     fn rate_zone(&mut self, name: &Spanned<String>, raw: &RawRateZone) -> RateZone {
-        let key = match raw.key.as_ref().map(|k| (k, k.get_ref().trim())) {
-            None | Some((_, "client_ip")) => LimitKey::ClientIp,
-            Some((_, "route")) => LimitKey::Route,
-            Some((spanned, text)) => match text
-                .strip_prefix("header:")
-                .and_then(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).ok())
-            {
-                Some(header) => LimitKey::Header(header),
-                None => {
-                    self.error(
-                        spanned.span(),
-                        format!("`{text}` is not a limit key"),
-                        "use \"client_ip\" (nginx $binary_remote_addr), \"header:NAME\" or \"route\"",
-                    );
-                    LimitKey::ClientIp
-                }
-            },
-        };
+        let key = self.limit_key(raw.key.as_ref());
         let rate_text = raw.rate.get_ref().trim();
         let rate_milli = rate_text
             .strip_suffix("r/s")
@@ -1046,6 +1092,81 @@ impl Validator<'_> {
             key,
             rate_milli,
             capacity: size / crate::limit::rate::BYTES_PER_KEY,
+        }
+    }
+
+    /// A zone's `key`: `"client_ip"` (the default), `"header:NAME"` or `"route"`.
+    fn limit_key(&mut self, raw: Option<&Spanned<String>>) -> LimitKey {
+        match raw.map(|k| (k, k.get_ref().trim())) {
+            None | Some((_, "client_ip")) => LimitKey::ClientIp,
+            Some((_, "route")) => LimitKey::Route,
+            Some((spanned, text)) => match text
+                .strip_prefix("header:")
+                .and_then(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).ok())
+            {
+                Some(header) => LimitKey::Header(header),
+                None => {
+                    self.error(
+                        spanned.span(),
+                        format!("`{text}` is not a limit key"),
+                        "use \"client_ip\" (nginx $binary_remote_addr), \"header:NAME\" or \"route\"",
+                    );
+                    LimitKey::ClientIp
+                }
+            },
+        }
+    }
+
+    /// `limit_conn = { zone, max, status }` on a server or route.
+    fn limit_conn(&mut self, raw: &Spanned<RawLimitConn>) -> Option<LimitConn> {
+        let r = raw.get_ref();
+        let Some(zone) = self
+            .conn_zone_names
+            .iter()
+            .position(|z| z == r.zone.get_ref())
+        else {
+            let help = format!(
+                "define it:\n      [limit_conn_zones.{}]\n      key = \"client_ip\"",
+                r.zone.get_ref()
+            );
+            self.error(
+                r.zone.span(),
+                format!("connection zone `{}` is not defined", r.zone.get_ref()),
+                help,
+            );
+            return None;
+        };
+        let Some(max) = u32::try_from(*r.max.get_ref()).ok().filter(|m| *m >= 1) else {
+            self.error(
+                r.max.span(),
+                "`max` must be at least 1",
+                "the number of requests of one key allowed in progress at once",
+            );
+            return None;
+        };
+        let status = self.refusal_status(r.status.as_ref());
+        Some(LimitConn { zone, max, status })
+    }
+
+    /// `status` of a limit: 400 to 599, 503 (nginx's default) when unset.
+    fn refusal_status(&mut self, raw: Option<&Spanned<i64>>) -> StatusCode {
+        let Some(s) = raw else {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        };
+        match u16::try_from(*s.get_ref())
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+        {
+            Some(code) => code,
+            None => {
+                self.error(
+                    s.span(),
+                    format!("`{}` is not a status for a rejected request", s.get_ref()),
+                    "use 503 (nginx's default) or 429 Too Many Requests",
+                );
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -1128,24 +1249,7 @@ impl Validator<'_> {
                 "nodelay serves the whole burst at once; delay = N serves only the first N at once",
             );
         }
-        let status = match &r.status {
-            None => StatusCode::SERVICE_UNAVAILABLE,
-            Some(s) => match u16::try_from(*s.get_ref())
-                .ok()
-                .filter(|c| (400..=599).contains(c))
-                .and_then(|c| StatusCode::from_u16(c).ok())
-            {
-                Some(code) => code,
-                None => {
-                    self.error(
-                        s.span(),
-                        format!("`{}` is not a status for a rejected request", s.get_ref()),
-                        "use 503 (nginx's default) or 429 Too Many Requests",
-                    );
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            },
-        };
+        let status = self.refusal_status(r.status.as_ref());
         Some(LimitReq {
             zone,
             burst: crate::limit::rate::Burst {
@@ -1365,6 +1469,7 @@ impl Validator<'_> {
                 action,
                 limit_req: r.limit_req.as_ref().and_then(|l| self.limit_req(l)),
                 max_body_size: self.max_body_size(r.max_body_size.as_ref()),
+                limit_conn: r.limit_conn.as_ref().and_then(|l| self.limit_conn(l)),
             }),
             _ => None,
         }

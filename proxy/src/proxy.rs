@@ -36,7 +36,7 @@ use crate::config::{
 };
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
-use crate::limit::{Decision, RateLimitZone};
+use crate::limit::{ConnLimitZone, ConnPermit, Decision, RateLimitZone};
 use crate::router::{RouteMatch, Router};
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamPool>,
     /// One zone per `[limit_req_zones.NAME]`, in the order of `config.rate_zones`.
     pub rate_zones: Vec<RateLimitZone>,
+    /// One zone per `[limit_conn_zones.NAME]`, in the order of `config.conn_zones`.
+    pub conn_zones: Vec<ConnLimitZone>,
 }
 
 /// What the proxy knows about the connection a request came on.
@@ -106,6 +108,11 @@ impl Snapshot {
                 .rate_zones
                 .iter()
                 .map(|z| RateLimitZone::new(&z.name, z.rate_milli, z.capacity))
+                .collect(),
+            conn_zones: config
+                .conn_zones
+                .iter()
+                .map(|z| ConnLimitZone::new(&z.name))
                 .collect(),
             config,
         }
@@ -179,15 +186,21 @@ async fn proxy_request(
         Action::Return(fixed) => return Ok(fixed_response(fixed)),
         Action::Proxy(pass) => pass,
     };
-    if let Some(refusal) = limit_request(snapshot, ctx, server, route, &request).await {
-        return Ok(refusal);
-    }
+    let permit = match limit_request(snapshot, ctx, server, route, &request).await {
+        Ok(permit) => permit,
+        Err(refusal) => return Ok(refusal),
+    };
     let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
     let upstream = pick_upstream(pool, ctx)?;
     let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
     let upstream_response = forward(pool, upstream, upstream_request).await?;
-    Ok(respond(upstream_response))
+    let response = respond(upstream_response);
+    // A connection-limit slot stays taken until the body has been sent.
+    Ok(match permit {
+        Some(permit) => response.map(|body| body::holding(body, permit)),
+        None => response,
+    })
 }
 
 /// Step 1: picks the virtual server by host and the route by path (`None`
@@ -281,56 +294,103 @@ fn not_found() -> Response<ProxyBody> {
     )
 }
 
-/// Step 3: the request-rate limit of the route (else of the server), like
-/// nginx's `limit_req`: the request goes on at once, goes on after a delay
-/// (it is part of an allowed burst), or is refused with the zone's status and
-/// a `Retry-After` header. `None` means go on.
+/// Step 3: the limits of the route (else of its server), like nginx's
+/// `limit_conn` and `limit_req`:
+/// - concurrency: if the key already has `max` requests in progress, refuse;
+///   else take a slot, returned here, which the response body holds until it
+///   has been sent;
+/// - rate: the request goes on at once, goes on after a delay (it is part of
+///   an allowed burst), or is refused with `Retry-After`.
 ///
-/// As in nginx, `return` routes and HTTPS redirects are answered before
-/// limits apply (nginx's rewrite phase comes before its preaccess phase).
+/// Refusals use the limit's status (503 by default, or 429). As in nginx,
+/// `return` routes and HTTPS redirects are answered before limits apply
+/// (nginx's rewrite phase comes before its preaccess phase).
 pub async fn limit_request<B>(
     snapshot: &Snapshot,
     ctx: &mut RequestCtx,
     server: &Server,
     route: &Route,
     request: &Request<B>,
-) -> Option<Response<ProxyBody>> {
-    let limit = route.limit_req.as_ref().or(server.limit_req.as_ref())?;
-    let zone = snapshot.rate_zones.get(limit.zone)?;
-    let key: Vec<u8> = match &snapshot.config.rate_zones.get(limit.zone)?.key {
+) -> Result<Option<ConnPermit>, Response<ProxyBody>> {
+    let mut permit = None;
+    if let Some(limit) = route.limit_conn.as_ref().or(server.limit_conn.as_ref())
+        && let (Some(zone), Some(config)) = (
+            snapshot.conn_zones.get(limit.zone),
+            snapshot.config.conn_zones.get(limit.zone),
+        )
+        && let Some(key) = limit_key(&config.key, ctx, route, request)
+    {
+        match zone.try_acquire(&key, limit.max) {
+            Some(slot) => permit = Some(slot),
+            None => {
+                ctx.limited = Some(zone.name.clone());
+                return Err(refusal(
+                    limit.status,
+                    "too many requests in progress",
+                    &zone.name,
+                ));
+            }
+        }
+    }
+    if let Some(limit) = route.limit_req.as_ref().or(server.limit_req.as_ref())
+        && let (Some(zone), Some(config)) = (
+            snapshot.rate_zones.get(limit.zone),
+            snapshot.config.rate_zones.get(limit.zone),
+        )
+        && let Some(key) = limit_key(&config.key, ctx, route, request)
+    {
+        match zone.check(&key, limit.burst, tokio::time::Instant::now()) {
+            Decision::Accept => {}
+            Decision::Delay(wait) => tokio::time::sleep(wait).await,
+            Decision::Reject { retry_after } => {
+                ctx.limited = Some(zone.name.clone());
+                let mut response =
+                    refusal(limit.status, "too many requests (rate limit", &zone.name);
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return Err(response);
+            }
+        }
+    }
+    Ok(permit)
+}
+
+/// What a limit counts this request by; `None` (not limited) when the key is
+/// a header the request does not have, as in nginx.
+fn limit_key<B>(
+    key: &LimitKey,
+    ctx: &RequestCtx,
+    route: &Route,
+    request: &Request<B>,
+) -> Option<Vec<u8>> {
+    Some(match key {
         LimitKey::ClientIp => match ctx.conn.client.ip() {
             std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
             std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
         },
-        // Like nginx, a request without the key's value is not limited.
         LimitKey::Header(name) => request.headers().get(name)?.as_bytes().to_vec(),
         LimitKey::Route => {
             let server_index = ctx.matched.map_or(0, |m| m.server);
             format!("{server_index} {}", route.path).into_bytes()
         }
-    };
-    match zone.check(&key, limit.burst, tokio::time::Instant::now()) {
-        Decision::Accept => None,
-        Decision::Delay(wait) => {
-            tokio::time::sleep(wait).await;
-            None
-        }
-        Decision::Reject { retry_after } => {
-            ctx.limited = Some(zone.name.clone());
-            let mut response = plain_response(limit.status, "");
-            *response.body_mut() = body::full(format!(
-                "{} {}: too many requests (rate limit zone `{}`)\n",
-                limit.status.as_u16(),
-                limit.status.canonical_reason().unwrap_or(""),
-                zone.name
-            ));
-            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            Some(response)
-        }
-    }
+    })
+}
+
+/// A limit's refusal: `429 Too Many Requests: too many requests (rate limit zone `one`)`.
+fn refusal(status: StatusCode, what: &str, zone: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(format!(
+        "{} {}: {what} zone `{zone}`)\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Step 3b: the largest body the route accepts (nginx `client_max_body_size`).
@@ -555,6 +615,7 @@ mod tests {
             exact,
             limit_req: None,
             max_body_size: None,
+            limit_conn: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

@@ -253,3 +253,63 @@ async fn a_chunked_body_over_the_limit_is_cut_off_and_never_reaches_the_upstream
     assert_eq!(json(&body)["body_fnv"], Fnv::of_pattern(total));
     assert_eq!(up.completed.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_concurrency_slot_is_held_until_the_response_body_is_sent() {
+    // The upstream sends the head and half the body, then waits for `release`.
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let gated = raw_upstream(move |mut stream| {
+        let mut release = release_rx.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            read_head(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst")
+                .await;
+            let _ = release.wait_for(|released| *released).await;
+            let _ = stream.write_all(b"-half").await;
+        }
+    })
+    .await;
+    let config = format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[limit_conn_zones.addr]
+key = "client_ip"
+
+[[servers]]
+limit_conn = {{ zone = "addr", max = 1 }}
+routes = [{{ path = "/", upstream = "app" }}]
+
+[upstreams.app]
+servers = ["{gated}"]
+"#
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+
+    // A: its head arrives, its body is still streaming.
+    let request = http::Request::get(format!("http://{}/download", proxy.addr))
+        .header("host", "app.localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let a = client.request(request).await.expect("A's head");
+    assert_eq!(a.status(), 200);
+
+    // B, meanwhile, finds the only slot taken.
+    let (b, body) = get(&client, proxy.addr, "app.localhost", "/other").await;
+    assert_eq!(b.status(), 503);
+    assert!(String::from_utf8_lossy(&body).contains("too many requests in progress"));
+
+    // A finishes; its slot comes back.
+    let _ = release_tx.send(true);
+    let a_body = http_body_util::BodyExt::collect(a.into_body())
+        .await
+        .expect("A's body")
+        .to_bytes();
+    assert_eq!(a_body, "first-half");
+    let (c, _) = get(&client, proxy.addr, "app.localhost", "/again").await;
+    assert_eq!(c.status(), 200);
+}
