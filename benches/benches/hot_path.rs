@@ -50,6 +50,7 @@ fn headers(c: &mut Criterion) {
     let host = HeaderValue::from_static("app.localhost");
     let client = ClientInfo {
         ip: "127.0.0.1".parse().expect("ip"),
+        peer: "127.0.0.1".parse().expect("ip"),
         proto: "http",
         host: Some(&host),
     };

@@ -76,6 +76,9 @@ pub struct Config {
     /// Concurrency limit zones (nginx `limit_conn_zone`); `limit_conn`
     /// settings refer to them by index.
     pub conn_zones: Vec<ConnZone>,
+    /// Peers whose `X-Forwarded-For` is believed for the client's address
+    /// (none by default: a client could write anything there).
+    pub trusted_proxies: crate::access::Networks,
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
@@ -110,6 +113,8 @@ pub struct Server {
     pub max_body_size: Option<u64>,
     /// The concurrency limit for its routes that set none of their own.
     pub limit_conn: Option<LimitConn>,
+    /// Its access rules, for routes that set none of their own.
+    pub access: Vec<crate::access::AccessRule>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -218,6 +223,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// Its concurrency limit, replacing the server's.
     pub limit_conn: Option<LimitConn>,
+    /// Its access rules (nginx `allow`/`deny`), replacing the server's when set.
+    pub access: Option<Vec<crate::access::AccessRule>>,
 }
 
 /// What a route does with a request.
@@ -528,6 +535,7 @@ struct RawConfig {
     limit_req_zones: BTreeMap<Spanned<String>, RawRateZone>,
     #[serde(default)]
     limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -587,6 +595,7 @@ struct RawServer {
     limit_req: Option<Spanned<RawLimitReq>>,
     max_body_size: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
+    access: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -613,6 +622,7 @@ struct RawRoute {
     limit_req: Option<Spanned<RawLimitReq>>,
     max_body_size: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
+    access: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -753,6 +763,17 @@ impl Validator<'_> {
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
             rate_zones,
             conn_zones,
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .filter_map(|net| {
+                    self.parsed(
+                        net,
+                        "list addresses or CIDR blocks, e.g. \"10.0.0.0/8\" or \"127.0.0.1\"",
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -1040,6 +1061,9 @@ impl Validator<'_> {
             redirect_https: https.0,
             hsts: https.1,
             limit_req,
+            access: self
+                .access(raw.get_ref().access.as_ref())
+                .unwrap_or_default(),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1093,6 +1117,31 @@ impl Validator<'_> {
             rate_milli,
             capacity: size / crate::limit::rate::BYTES_PER_KEY,
         }
+    }
+
+    /// A value parsed with `FromStr`, or an error at its place with `help`.
+    fn parsed<T: FromStr<Err = String>>(&mut self, raw: &Spanned<String>, help: &str) -> Option<T> {
+        match raw.get_ref().parse::<T>() {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.error(raw.span(), message, help);
+                None
+            }
+        }
+    }
+
+    /// `access = ["allow 10.0.0.0/8", "deny all"]`.
+    fn access(
+        &mut self,
+        raw: Option<&Vec<Spanned<String>>>,
+    ) -> Option<Vec<crate::access::AccessRule>> {
+        let rules = raw?
+            .iter()
+            .filter_map(|rule| {
+                self.parsed(rule, "write \"allow NETWORK\" or \"deny NETWORK\"; NETWORK is an address, a CIDR block or all")
+            })
+            .collect();
+        Some(rules)
     }
 
     /// A zone's `key`: `"client_ip"` (the default), `"header:NAME"` or `"route"`.
@@ -1470,6 +1519,7 @@ impl Validator<'_> {
                 limit_req: r.limit_req.as_ref().and_then(|l| self.limit_req(l)),
                 max_body_size: self.max_body_size(r.max_body_size.as_ref()),
                 limit_conn: r.limit_conn.as_ref().and_then(|l| self.limit_conn(l)),
+                access: self.access(r.access.as_ref()),
             }),
             _ => None,
         }

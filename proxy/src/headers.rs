@@ -43,8 +43,11 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// What the proxy tells the upstream about the client.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo<'a> {
-    /// The client's IP address (the TCP peer of the proxy).
+    /// The client's IP address: the TCP peer, or the address a trusted proxy
+    /// in front reported (see [`crate::access::client_ip`]).
     pub ip: IpAddr,
+    /// The TCP peer of the proxy: what this hop appends to `X-Forwarded-For`.
+    pub peer: IpAddr,
     /// `"http"` or `"https"`.
     pub proto: &'static str,
     /// The `Host` the client sent, if any.
@@ -81,6 +84,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// are joined into one list first).
 pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) {
     let ip = client.ip.to_string();
+    let peer = client.peer.to_string();
 
     let mut forwarded_for = String::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -92,7 +96,7 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) 
             }
         }
     }
-    forwarded_for.push_str(&ip);
+    forwarded_for.push_str(&peer);
 
     // Both strings are an IP address and printable header text: always valid.
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
@@ -150,6 +154,7 @@ mod tests {
         let host = HeaderValue::from_static("app.localhost");
         let client = ClientInfo {
             ip: "10.0.0.7".parse().expect("ip"),
+            peer: "10.0.0.7".parse().expect("ip"),
             proto: "http",
             host: Some(&host),
         };
@@ -175,6 +180,7 @@ mod tests {
     fn without_an_incoming_list_x_forwarded_for_is_the_client_alone() {
         let client = ClientInfo {
             ip: "::1".parse().expect("ip"),
+            peer: "::1".parse().expect("ip"),
             proto: "https",
             host: None,
         };

@@ -20,6 +20,7 @@
 //! - [`proxy`]: the request path, step by step.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
+//! - [`access`]: the client's address (trusted proxies) and allow/deny lists.
 //! - [`limit`]: request-rate limits (nginx `limit_req`), a leaky bucket per key.
 //! - [`upstream`]: upstream pools and their pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
@@ -28,6 +29,7 @@
 //! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
 //! - [`body`]: the streamed body type.
 
+pub mod access;
 pub mod balance;
 pub mod body;
 pub mod config;

@@ -82,6 +82,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The connection it came on.
     pub conn: ConnInfo,
+    /// The client's address: the TCP peer, or what a trusted proxy reported.
+    pub client_ip: std::net::IpAddr,
     /// The method, as the client sent it.
     pub method: Method,
     /// The URI, as the client sent it (before any rewrite).
@@ -143,6 +145,11 @@ impl Proxy {
         let mut ctx = RequestCtx {
             started: Instant::now(),
             conn,
+            client_ip: crate::access::client_ip(
+                &snapshot.config.trusted_proxies,
+                conn.client.ip(),
+                request.headers(),
+            ),
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
@@ -190,6 +197,9 @@ async fn proxy_request(
         Ok(permit) => permit,
         Err(refusal) => return Ok(refusal),
     };
+    if let Some(denied) = check_access(ctx, server, route) {
+        return Ok(denied);
+    }
     let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
     let upstream = pick_upstream(pool, ctx)?;
@@ -366,7 +376,7 @@ fn limit_key<B>(
     request: &Request<B>,
 ) -> Option<Vec<u8>> {
     Some(match key {
-        LimitKey::ClientIp => match ctx.conn.client.ip() {
+        LimitKey::ClientIp => match ctx.client_ip {
             std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
             std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
         },
@@ -393,7 +403,26 @@ fn refusal(status: StatusCode, what: &str, zone: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Step 3b: the largest body the route accepts (nginx `client_max_body_size`).
+/// Step 3b: the route's access rules (else its server's), nginx `allow` and
+/// `deny`: the first rule matching the client's address decides, no match
+/// lets it in. A denied client gets 403. (As in nginx, limits are counted
+/// first: a denied request still uses up its share of the rate.)
+pub fn check_access(
+    ctx: &RequestCtx,
+    server: &Server,
+    route: &Route,
+) -> Option<Response<ProxyBody>> {
+    let rules = route.access.as_deref().unwrap_or(&server.access);
+    if crate::access::is_allowed(rules, ctx.client_ip) {
+        return None;
+    }
+    Some(plain_response(
+        StatusCode::FORBIDDEN,
+        "403 Forbidden: your address is not allowed here\n",
+    ))
+}
+
+/// Step 3c: the largest body the route accepts (nginx `client_max_body_size`).
 /// A `Content-Length` over it is refused at once with 413, before anything
 /// goes upstream. A body without a length (chunked) is counted as it streams;
 /// if it goes over, the stream is cut off with an error, so the upstream sees
@@ -458,7 +487,8 @@ pub fn rewrite_request(
     headers::add_forwarding_headers(
         &mut parts.headers,
         &ClientInfo {
-            ip: ctx.conn.client.ip(),
+            ip: ctx.client_ip,
+            peer: ctx.conn.client.ip(),
             proto: ctx.conn.proto,
             host: client_host.as_ref(),
         },
@@ -616,6 +646,7 @@ mod tests {
             limit_req: None,
             max_body_size: None,
             limit_conn: None,
+            access: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),
