@@ -12,6 +12,13 @@
 //! **Access lists** (nginx `allow` / `deny`): rules checked in order, the first
 //! that matches the client's address decides; an address no rule matches is
 //! let in. A denied request gets 403.
+//!
+//! **Basic authentication** (nginx `auth_basic`): the client sends
+//! `Authorization: Basic base64(user:password)`; the proxy checks the password
+//! against a bcrypt hash from the config (never the password itself: a leaked
+//! config must not leak passwords, and bcrypt is slow on purpose so guessing
+//! is slow too). A missing or wrong password gets 401 with
+//! `WWW-Authenticate: Basic realm="..."`, which makes a browser ask for it.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -111,6 +118,47 @@ pub fn is_allowed(rules: &[AccessRule], client: IpAddr) -> bool {
         .is_none_or(|rule| rule.allow)
 }
 
+/// Users and their bcrypt password hashes, for one server or route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// Shown by the browser when it asks for a password.
+    pub realm: String,
+    /// `(user, bcrypt hash)`.
+    pub users: Vec<(String, String)>,
+}
+
+impl BasicAuth {
+    /// Whether the `Authorization` header value carries a known user and
+    /// the right password. Runs bcrypt: call it off the async threads.
+    pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
+        use base64::Engine as _;
+        let Some(encoded) = authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().strip_prefix("Basic "))
+        else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(credentials) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = credentials.split_once(':') else {
+            return false;
+        };
+        self.users
+            .iter()
+            .find(|(name, _)| name == user)
+            .is_some_and(|(_, hash)| bcrypt::verify(password, hash).unwrap_or(false))
+    }
+}
+
+/// Whether `hash` looks like a bcrypt hash (`$2b$12$...`, 60 characters).
+pub fn is_bcrypt_hash(hash: &str) -> bool {
+    hash.len() == 60 && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
 /// The client's address: `peer`, or, when `peer` is a trusted proxy, the
 /// right-most `X-Forwarded-For` entry that is not a trusted proxy.
 pub fn client_ip(trusted: &Networks, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -170,6 +218,29 @@ mod tests {
             "IPv4-mapped is IPv4"
         );
         assert!(!is_allowed(&closed, ip("::1")));
+    }
+
+    #[test]
+    fn basic_auth_checks_the_password_against_the_bcrypt_hash() {
+        use base64::Engine as _;
+        let hash = bcrypt::hash("s3cret", 4).expect("hash");
+        assert!(is_bcrypt_hash(&hash));
+        let auth = BasicAuth {
+            realm: "lab".into(),
+            users: vec![("alice".into(), hash)],
+        };
+        let header = |creds: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(creds)
+            )
+        };
+        assert!(auth.verify(Some(header("alice:s3cret").as_bytes())));
+        assert!(!auth.verify(Some(header("alice:wrong").as_bytes())));
+        assert!(!auth.verify(Some(header("bob:s3cret").as_bytes())));
+        assert!(!auth.verify(Some(b"Basic !!!not base64")));
+        assert!(!auth.verify(Some(b"Bearer token")));
+        assert!(!auth.verify(None));
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct Server {
     pub limit_conn: Option<LimitConn>,
     /// Its access rules, for routes that set none of their own.
     pub access: Vec<crate::access::AccessRule>,
+    /// Its password protection, for routes that set none of their own.
+    pub basic_auth: Option<crate::access::BasicAuth>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -225,6 +227,8 @@ pub struct Route {
     pub limit_conn: Option<LimitConn>,
     /// Its access rules (nginx `allow`/`deny`), replacing the server's when set.
     pub access: Option<Vec<crate::access::AccessRule>>,
+    /// Its password protection (nginx `auth_basic`), replacing the server's.
+    pub basic_auth: Option<crate::access::BasicAuth>,
 }
 
 /// What a route does with a request.
@@ -596,6 +600,15 @@ struct RawServer {
     max_body_size: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
     access: Option<Vec<Spanned<String>>>,
+    basic_auth: Option<Spanned<RawBasicAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    #[serde(default)]
+    realm: Option<String>,
+    users: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -623,6 +636,7 @@ struct RawRoute {
     max_body_size: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
     access: Option<Vec<Spanned<String>>>,
+    basic_auth: Option<Spanned<RawBasicAuth>>,
 }
 
 #[derive(Deserialize)]
@@ -1064,6 +1078,11 @@ impl Validator<'_> {
             access: self
                 .access(raw.get_ref().access.as_ref())
                 .unwrap_or_default(),
+            basic_auth: raw
+                .get_ref()
+                .basic_auth
+                .as_ref()
+                .and_then(|a| self.basic_auth(a)),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1128,6 +1147,35 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `basic_auth = { realm = "...", users = { alice = "$2b$12$..." } }`.
+    fn basic_auth(&mut self, raw: &Spanned<RawBasicAuth>) -> Option<crate::access::BasicAuth> {
+        let r = raw.get_ref();
+        if r.users.is_empty() {
+            self.error(
+                raw.span(),
+                "`basic_auth` lists no users: nobody could get in",
+                "add users = { NAME = \"BCRYPT HASH\" }; `proxy hash-password` makes a hash",
+            );
+            return None;
+        }
+        let mut users = Vec::new();
+        for (name, hash) in &r.users {
+            if crate::access::is_bcrypt_hash(hash.get_ref()) {
+                users.push((name.clone(), hash.get_ref().clone()));
+            } else {
+                self.error(
+                    hash.span(),
+                    format!("the password of `{name}` is not a bcrypt hash"),
+                    "never write a password in the config: `proxy hash-password` prints a hash to put here",
+                );
+            }
+        }
+        Some(crate::access::BasicAuth {
+            realm: r.realm.clone().unwrap_or_else(|| "restricted".into()),
+            users,
+        })
     }
 
     /// `access = ["allow 10.0.0.0/8", "deny all"]`.
@@ -1520,6 +1568,7 @@ impl Validator<'_> {
                 max_body_size: self.max_body_size(r.max_body_size.as_ref()),
                 limit_conn: r.limit_conn.as_ref().and_then(|l| self.limit_conn(l)),
                 access: self.access(r.access.as_ref()),
+                basic_auth: r.basic_auth.as_ref().and_then(|a| self.basic_auth(a)),
             }),
             _ => None,
         }

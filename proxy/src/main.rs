@@ -42,6 +42,13 @@ enum Command {
     /// The local certificate authority, for HTTPS on your machine.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Read a password from standard input and print its bcrypt hash, for
+    /// `basic_auth = { users = { NAME = "HASH" } }`.
+    HashPassword {
+        /// bcrypt cost: each step doubles the work of checking (and of guessing).
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Cert(command)), _) => cert(command),
+        (Some(Command::HashPassword { cost }), _) => hash_password(cost),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!(
@@ -193,6 +201,34 @@ fn cert(command: CertCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("proxy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password(cost: u32) -> ExitCode {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (then Enter):");
+    }
+    let mut line = String::new();
+    if let Err(err) = std::io::stdin().read_line(&mut line) {
+        eprintln!("proxy: cannot read the password: {err}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!(
+            "proxy: the password is empty\n  = help: echo 'my password' | proxy hash-password"
+        );
+        return ExitCode::FAILURE;
+    }
+    match bcrypt::hash(password, cost) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("proxy: cannot hash the password: {err}");
             ExitCode::FAILURE
         }
     }

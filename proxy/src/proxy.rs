@@ -197,7 +197,7 @@ async fn proxy_request(
         Ok(permit) => permit,
         Err(refusal) => return Ok(refusal),
     };
-    if let Some(denied) = check_access(ctx, server, route) {
+    if let Some(denied) = check_access(ctx, server, route, &request).await {
         return Ok(denied);
     }
     let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
@@ -405,21 +405,48 @@ fn refusal(status: StatusCode, what: &str, zone: &str) -> Response<ProxyBody> {
 
 /// Step 3b: the route's access rules (else its server's), nginx `allow` and
 /// `deny`: the first rule matching the client's address decides, no match
-/// lets it in. A denied client gets 403. (As in nginx, limits are counted
-/// first: a denied request still uses up its share of the rate.)
-pub fn check_access(
+/// lets it in; a denied client gets 403. Then its password protection (nginx
+/// `auth_basic`): without the right user and password, 401 and a
+/// `WWW-Authenticate` header that makes a browser ask. (As in nginx, limits
+/// are counted first: a refused request still uses up its share of the rate.)
+pub async fn check_access<B>(
     ctx: &RequestCtx,
     server: &Server,
     route: &Route,
+    request: &Request<B>,
 ) -> Option<Response<ProxyBody>> {
     let rules = route.access.as_deref().unwrap_or(&server.access);
-    if crate::access::is_allowed(rules, ctx.client_ip) {
+    if !crate::access::is_allowed(rules, ctx.client_ip) {
+        return Some(plain_response(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: your address is not allowed here\n",
+        ));
+    }
+    let auth = route.basic_auth.as_ref().or(server.basic_auth.as_ref())?;
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    // bcrypt takes milliseconds of CPU on purpose: keep it off the threads
+    // that move everyone else's traffic.
+    let checker = auth.clone();
+    let verified = tokio::task::spawn_blocking(move || checker.verify(given.as_deref()))
+        .await
+        .unwrap_or(false);
+    if verified {
         return None;
     }
-    Some(plain_response(
-        StatusCode::FORBIDDEN,
-        "403 Forbidden: your address is not allowed here\n",
-    ))
+    let mut response = plain_response(
+        StatusCode::UNAUTHORIZED,
+        "401 Unauthorized: this route needs a user name and password\n",
+    );
+    let realm = auth.realm.replace(['"', '\\'], "");
+    if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    Some(response)
 }
 
 /// Step 3c: the largest body the route accepts (nginx `client_max_body_size`).
@@ -647,6 +674,7 @@ mod tests {
             max_body_size: None,
             limit_conn: None,
             access: None,
+            basic_auth: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

@@ -98,3 +98,103 @@ fn bad_access_rules_and_networks_are_config_errors() {
         "{errors}"
     );
 }
+
+#[tokio::test]
+async fn basic_auth_asks_for_a_password_and_lets_the_right_one_in() {
+    use base64::Engine as _;
+    let up = echo_upstream("app").await;
+    let hash = bcrypt::hash("s3cret", 4).expect("hash");
+    let config = format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+routes = [
+  {{ path = "/", upstream = "app" }},
+  {{ path = "/private/", upstream = "app", basic_auth = {{ realm = "lab admin", users = {{ alice = "{hash}" }} }} }},
+]
+
+[upstreams.app]
+servers = ["{}"]
+"#,
+        up.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let with_auth = |creds: Option<&str>| {
+        let mut request = http::Request::get(format!("http://{}/private/x", proxy.addr))
+            .header("host", "app.localhost");
+        if let Some(creds) = creds {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(creds);
+            request = request.header("authorization", format!("Basic {encoded}"));
+        }
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    let client = client();
+    let (response, _) = send(&client, with_auth(None)).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Basic realm=\"lab admin\""
+    );
+    assert_eq!(
+        send(&client, with_auth(Some("alice:wrong")))
+            .await
+            .0
+            .status(),
+        401
+    );
+    assert_eq!(
+        send(&client, with_auth(Some("alice:s3cret")))
+            .await
+            .0
+            .status(),
+        200
+    );
+    // Other routes are open.
+    assert_eq!(
+        get(&client, proxy.addr, "app.localhost", "/open")
+            .await
+            .0
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn a_plain_text_password_in_the_config_is_refused() {
+    let text = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[servers]]\nbasic_auth = { users = { alice = \"hunter2\" } }\nroutes = [{ path = \"/\", return = { status = 200 } }]\n";
+    let errors = match proxy::Config::parse(text, "proxy.toml") {
+        Ok(_) => panic!("should be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        errors.contains("the password of `alice` is not a bcrypt hash"),
+        "{errors}"
+    );
+    assert!(errors.contains("proxy hash-password"), "{errors}");
+}
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["hash-password", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run proxy hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(proxy::access::is_bcrypt_hash(&hash), "{hash}");
+    assert!(bcrypt::verify("correct horse", &hash).expect("verify"));
+}
