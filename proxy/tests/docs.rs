@@ -53,3 +53,20 @@ fn every_step_the_page_names_exists_in_proxy_rs() {
         );
     }
 }
+
+#[test]
+fn the_annotated_config_in_the_readme_is_valid() {
+    let readme = read("README.md");
+    let block = readme
+        .split("A configuration, annotated")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has an annotated config");
+    // The README abbreviates the hash; put a real one in its place.
+    let hash = bcrypt::hash("example", 4).expect("hash");
+    let config = block.replace("$2b$12$...", &hash);
+    if let Err(errors) = proxy::Config::parse(&config, "README.md") {
+        panic!("the README's config is invalid:\n{errors}");
+    }
+}
