@@ -159,3 +159,43 @@ async fn a_connect_that_never_completes_is_a_504_after_the_connect_timeout() {
     );
     drop((full, fillers));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    // slowloris: a few header bytes, then silence. client_header_timeout
+    // (here 5 s on the test's clock) closes the connection; the proxy keeps
+    // serving everyone else.
+    let up = echo_upstream("app").await;
+    let config = format!(
+        "client_header_timeout = \"5s\"\n{}",
+        single_upstream_config(&[up.addr], "")
+    );
+    let proxy = start_proxy(&config).await;
+    let started = tokio::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.loc")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut rest),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    // Cut off by the configured 5 s, not by hyper's own 30 s default.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    assert!(
+        rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 200);
+}

@@ -1,0 +1,46 @@
+//! How much memory a rate-limit zone takes under a flood of distinct client
+//! addresses: the zone's size bounds it, whatever the number of clients.
+//!
+//! Run with `cargo run --release -p lab-benches --bin zone-memory` (Linux: it
+//! reads the process's resident memory from /proc/self/statm).
+
+use proxy::limit::rate::{BYTES_PER_KEY, Burst, RateLimitZone};
+
+const CLIENTS: u32 = 1_000_000;
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn flood(size_bytes: usize) {
+    let before = resident_bytes();
+    let zone = RateLimitZone::new("flood", 1000, size_bytes / BYTES_PER_KEY);
+    let burst = Burst {
+        burst: 0,
+        no_delay: 0,
+    };
+    let now = tokio::time::Instant::now();
+    for i in 0..CLIENTS {
+        // 1,000,000 distinct IPv4 addresses: 10.0.0.0 upwards.
+        let ip = (0x0a00_0000u32 + i).to_be_bytes();
+        zone.check(&ip, burst, now);
+    }
+    let after = resident_bytes();
+    let grown = match (before, after) {
+        (Some(b), Some(a)) => format!("{:.1} MiB", a.saturating_sub(b) as f64 / 1048576.0),
+        _ => "unknown (no /proc/self/statm)".into(),
+    };
+    println!(
+        "zone size {:>5} MiB: {CLIENTS} distinct clients -> {} keys kept, resident memory grew by {grown}",
+        size_bytes / 1048576,
+        zone.len(),
+    );
+}
+
+fn main() {
+    // The tutorial's zone=one:10m, then a zone big enough to keep everyone.
+    flood(10 * 1024 * 1024);
+    flood(64 * 1024 * 1024);
+}
