@@ -199,3 +199,46 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let (response, _) = get(&client(), proxy.addr, "app.localhost", "/").await;
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
+    // After a response, a keep-alive connection waits for the next request
+    // head; the same timeout bounds that wait, so idle clients cannot hold
+    // connections open forever.
+    let up = echo_upstream("app").await;
+    let config = format!(
+        "client_header_timeout = \"5s\"\n{}",
+        single_upstream_config(&[up.addr], "")
+    );
+    let proxy = start_proxy(&config).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    // Read the whole first response (a JSON body with a content-length).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"upstream\":\"app\"") {
+        let n = tokio::io::AsyncReadExt::read(&mut conn, &mut buf)
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before the first response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let idle_since = tokio::time::Instant::now();
+    let n = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+    )
+    .await
+    .expect("the idle connection was not closed")
+    .unwrap_or(0);
+    assert_eq!(n, 0, "expected the proxy to close the connection");
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_secs(5) && idle < Duration::from_secs(6),
+        "{idle:?}"
+    );
+}
