@@ -66,3 +66,59 @@ impl<G: Unpin> http_body::Body for Holding<G> {
         self.body.size_hint()
     }
 }
+
+/// A body that fails if no frame arrives for `idle`: nginx's
+/// `proxy_read_timeout`, which limits the time *between two reads*, not the
+/// whole transfer. A slow download that keeps moving is fine; an upstream that
+/// goes silent mid-body is cut off, and the client's connection is aborted
+/// rather than handed a body that looks complete.
+pub fn with_read_timeout(body: ProxyBody, idle: std::time::Duration) -> ProxyBody {
+    ReadTimeout {
+        body,
+        idle,
+        deadline: Box::pin(tokio::time::sleep(idle)),
+    }
+    .boxed()
+}
+
+/// The upstream sent nothing for longer than `read_timeout` mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?} in the middle of the body (read_timeout)")]
+pub struct ReadTimedOut(pub std::time::Duration);
+
+struct ReadTimeout {
+    body: ProxyBody,
+    idle: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for ReadTimeout {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimedOut(self.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -205,7 +205,7 @@ async fn proxy_request(
     let upstream = pick_upstream(pool, ctx)?;
     let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
     let upstream_response = forward(pool, upstream, upstream_request).await?;
-    let response = respond(upstream_response);
+    let response = respond(upstream_response, pool.read_timeout());
     // A connection-limit slot stays taken until the body has been sent.
     Ok(match permit {
         Some(permit) => response.map(|body| body::holding(body, permit)),
@@ -580,12 +580,17 @@ pub async fn forward(
 
 /// Step 7: prepares the upstream's response for the client. The body is not
 /// read here: hyper streams it to the client frame by frame, and if the
-/// upstream breaks off mid-body the client connection is aborted too, so a
-/// truncated body is never passed off as complete.
-pub fn respond(response: Response<Incoming>) -> Response<ProxyBody> {
+/// upstream breaks off mid-body, or stays silent for longer than
+/// `read_timeout` between two reads, the client connection is aborted too, so
+/// a truncated body is never passed off as complete.
+pub fn respond(
+    response: Response<Incoming>,
+    read_timeout: std::time::Duration,
+) -> Response<ProxyBody> {
     let (mut parts, incoming) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body::streamed(incoming))
+    let body = body::with_read_timeout(body::streamed(incoming), read_timeout);
+    Response::from_parts(parts, body)
 }
 
 /// The one place where a failure becomes a response: the status for its kind,

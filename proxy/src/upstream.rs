@@ -96,6 +96,12 @@ impl UpstreamPool {
         }
     }
 
+    /// How long the upstream may stay silent: for the response head, then
+    /// between two reads of the body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
     /// The servers, in config order.
     pub fn servers(&self) -> &[UpstreamServer] {
         &self.servers

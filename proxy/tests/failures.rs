@@ -242,3 +242,62 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
         "{idle:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_silent_mid_body_is_cut_off_after_the_read_timeout() {
+    let stalling = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst")
+            .await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(
+        &[stalling],
+        "read_timeout = \"30s\"",
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let request = http::Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "app.localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let response = client().request(request).await.expect("the head arrives");
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(
+        Duration::from_secs(60),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("the client was left hanging");
+    assert!(body.is_err(), "a cut-off body must not look complete");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_steady_body_is_not_cut_off_because_the_timeout_is_between_reads() {
+    // Five chunks, 20 s apart: 100 s in all, but never 30 s of silence.
+    let steady = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let _ = stream.write_all(b"1\r\na\r\n").await;
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(&[steady], "read_timeout = \"30s\"")).await;
+    let started = tokio::time::Instant::now();
+    let (response, body) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body, "aaaaa");
+    assert!(started.elapsed() >= Duration::from_secs(100));
+}
