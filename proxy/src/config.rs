@@ -1125,7 +1125,7 @@ impl Validator<'_> {
                     self.error(
                         size.span(),
                         format!("`{}` is not a zone size", size.get_ref()),
-                        "write bytes with k or m, e.g. \"10m\" (about 160,000 client addresses) or \"64k\"",
+                        "write bytes with k or m, e.g. \"10m\" (about 80,000 client addresses) or \"64k\"",
                     );
                     10 * 1024 * 1024
                 }),

@@ -36,7 +36,7 @@ use crate::config::{
 };
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
-use crate::limit::{ConnLimitZone, ConnPermit, Decision, RateLimitZone};
+use crate::limit::{self, ConnLimitZone, ConnPermit, Decision, RateLimitZone};
 use crate::router::{RouteMatch, Router};
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
@@ -330,7 +330,7 @@ pub async fn limit_request<B>(
         )
         && let Some(key) = limit_key(&config.key, ctx, route, request)
     {
-        match zone.try_acquire(&key, limit.max) {
+        match zone.try_acquire(key, limit.max) {
             Some(slot) => permit = Some(slot),
             None => {
                 ctx.limited = Some(zone.name.clone());
@@ -349,7 +349,7 @@ pub async fn limit_request<B>(
         )
         && let Some(key) = limit_key(&config.key, ctx, route, request)
     {
-        match zone.check(&key, limit.burst, tokio::time::Instant::now()) {
+        match zone.check(key, limit.burst, tokio::time::Instant::now()) {
             Decision::Accept => {}
             Decision::Delay(wait) => tokio::time::sleep(wait).await,
             Decision::Reject { retry_after } => {
@@ -374,16 +374,13 @@ fn limit_key<B>(
     ctx: &RequestCtx,
     route: &Route,
     request: &Request<B>,
-) -> Option<Vec<u8>> {
+) -> Option<limit::LimitKey> {
     Some(match key {
-        LimitKey::ClientIp => match ctx.client_ip {
-            std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
-            std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
-        },
-        LimitKey::Header(name) => request.headers().get(name)?.as_bytes().to_vec(),
+        LimitKey::ClientIp => limit::LimitKey::ip(ctx.client_ip),
+        LimitKey::Header(name) => limit::LimitKey::hashed(request.headers().get(name)?.as_bytes()),
         LimitKey::Route => {
             let server_index = ctx.matched.map_or(0, |m| m.server);
-            format!("{server_index} {}", route.path).into_bytes()
+            limit::LimitKey::hashed(format!("{server_index} {}", route.path).as_bytes())
         }
     })
 }

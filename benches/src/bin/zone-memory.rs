@@ -4,6 +4,7 @@
 //! Run with `cargo run --release -p lab-benches --bin zone-memory` (Linux: it
 //! reads the process's resident memory from /proc/self/statm).
 
+use proxy::limit::LimitKey;
 use proxy::limit::rate::{BYTES_PER_KEY, Burst, RateLimitZone};
 
 const CLIENTS: u32 = 1_000_000;
@@ -24,18 +25,30 @@ fn flood(size_bytes: usize) {
     let now = tokio::time::Instant::now();
     for i in 0..CLIENTS {
         // 1,000,000 distinct IPv4 addresses: 10.0.0.0 upwards.
-        let ip = (0x0a00_0000u32 + i).to_be_bytes();
-        zone.check(&ip, burst, now);
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + i);
+        zone.check(LimitKey::ip(ip.into()), burst, now);
     }
     let after = resident_bytes();
+    let keys = zone.len();
     let grown = match (before, after) {
-        (Some(b), Some(a)) => format!("{:.1} MiB", a.saturating_sub(b) as f64 / 1048576.0),
-        _ => "unknown (no /proc/self/statm)".into(),
+        (Some(b), Some(a)) => {
+            let grown = a.saturating_sub(b);
+            format!(
+                "resident memory grew by {:.1} MiB ({} bytes per key), {} the zone's size",
+                grown as f64 / 1048576.0,
+                grown / keys.max(1) as u64,
+                if grown <= size_bytes as u64 {
+                    "within"
+                } else {
+                    "OVER"
+                }
+            )
+        }
+        _ => "resident memory unknown (no /proc/self/statm)".into(),
     };
     println!(
-        "zone size {:>5} MiB: {CLIENTS} distinct clients -> {} keys kept, resident memory grew by {grown}",
+        "zone size {:>3} MiB: {CLIENTS} distinct clients -> {keys} keys kept; {grown}",
         size_bytes / 1048576,
-        zone.len(),
     );
 }
 

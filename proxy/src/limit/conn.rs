@@ -12,19 +12,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::LimitKey;
+
 /// A named set of counters, one per key.
 #[derive(Debug)]
 pub struct ConnLimitZone {
     /// The zone's name from the config.
     pub name: String,
-    counts: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
+    counts: Arc<Mutex<HashMap<LimitKey, u32>>>,
 }
 
 /// A slot taken in a [`ConnLimitZone`]; dropping it gives the slot back.
 #[derive(Debug)]
 pub struct ConnPermit {
-    counts: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
-    key: Vec<u8>,
+    counts: Arc<Mutex<HashMap<LimitKey, u32>>>,
+    key: LimitKey,
 }
 
 impl ConnLimitZone {
@@ -37,33 +39,33 @@ impl ConnLimitZone {
     }
 
     /// Takes a slot for `key` if fewer than `max` are taken.
-    pub fn try_acquire(&self, key: &[u8], max: u32) -> Option<ConnPermit> {
+    pub fn try_acquire(&self, key: LimitKey, max: u32) -> Option<ConnPermit> {
         // A poisoned lock means a panic elsewhere: fail open.
         let Ok(mut counts) = self.counts.lock() else {
             return Some(ConnPermit {
                 counts: Arc::default(),
-                key: Vec::new(),
+                key,
             });
         };
-        let count = counts.entry(key.to_vec()).or_insert(0);
+        let count = counts.entry(key).or_insert(0);
         if *count >= max {
             if *count == 0 {
-                counts.remove(key);
+                counts.remove(&key);
             }
             return None;
         }
         *count += 1;
         Some(ConnPermit {
             counts: self.counts.clone(),
-            key: key.to_vec(),
+            key,
         })
     }
 
     /// How many requests of `key` are in progress.
-    pub fn in_progress(&self, key: &[u8]) -> u32 {
+    pub fn in_progress(&self, key: LimitKey) -> u32 {
         self.counts
             .lock()
-            .map_or(0, |c| c.get(key).copied().unwrap_or(0))
+            .map_or(0, |c| c.get(&key).copied().unwrap_or(0))
     }
 
     /// How many keys have requests in progress.
@@ -89,22 +91,28 @@ impl Drop for ConnPermit {
 mod tests {
     use super::*;
 
+    fn key(ip: &str) -> LimitKey {
+        LimitKey::ip(ip.parse().expect("an IP address"))
+    }
+
     #[test]
     fn slots_are_taken_up_to_the_limit_and_given_back_on_drop() {
         let zone = ConnLimitZone::new("addr");
-        let a = zone.try_acquire(b"10.0.0.1", 2).expect("first");
-        let b = zone.try_acquire(b"10.0.0.1", 2).expect("second");
+        let a = zone.try_acquire(key("10.0.0.1"), 2).expect("first");
+        let b = zone.try_acquire(key("10.0.0.1"), 2).expect("second");
         assert!(
-            zone.try_acquire(b"10.0.0.1", 2).is_none(),
+            zone.try_acquire(key("10.0.0.1"), 2).is_none(),
             "third is refused"
         );
         assert!(
-            zone.try_acquire(b"10.0.0.2", 2).is_some(),
+            zone.try_acquire(key("10.0.0.2"), 2).is_some(),
             "another key has its own slots"
         );
         drop(a);
-        assert_eq!(zone.in_progress(b"10.0.0.1"), 1);
-        let _c = zone.try_acquire(b"10.0.0.1", 2).expect("a slot came back");
+        assert_eq!(zone.in_progress(key("10.0.0.1")), 1);
+        let _c = zone
+            .try_acquire(key("10.0.0.1"), 2)
+            .expect("a slot came back");
         drop(b);
     }
 
@@ -112,10 +120,10 @@ mod tests {
     fn keys_without_requests_in_progress_are_forgotten() {
         let zone = ConnLimitZone::new("addr");
         for i in 0u32..10_000 {
-            drop(zone.try_acquire(&i.to_be_bytes(), 1));
+            drop(zone.try_acquire(LimitKey::ip(std::net::Ipv4Addr::from(i).into()), 1));
         }
         assert_eq!(zone.keys(), 0);
-        assert!(zone.try_acquire(b"x", 0).is_none());
+        assert!(zone.try_acquire(LimitKey::hashed(b"x"), 0).is_none());
         assert_eq!(zone.keys(), 0);
     }
 }
