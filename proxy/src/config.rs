@@ -50,6 +50,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for [`Config::client_header_timeout`] (nginx's `client_header_timeout`).
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`Config::keepalive_timeout`] (nginx's `keepalive_timeout`).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 // ---------------------------------------------------------------------------
 // The checked model: what the rest of the proxy reads.
@@ -62,6 +64,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How long a client may take to send a request head before it is cut off.
     pub client_header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between two requests;
+    /// zero turns keep-alive off (every response closes its connection).
+    pub keepalive_timeout: Duration,
     /// The addresses to accept connections on.
     pub listeners: Vec<Listener>,
     /// Virtual servers, chosen by the request's host name.
@@ -528,6 +533,7 @@ fn help_for_parse_error(message: &str) -> Option<String> {
 struct RawConfig {
     workers: Option<Spanned<i64>>,
     client_header_timeout: Option<Spanned<String>>,
+    keepalive_timeout: Option<Spanned<String>>,
     #[serde(default)]
     listen: Vec<RawListen>,
     #[serde(default)]
@@ -705,6 +711,15 @@ impl Validator<'_> {
             raw.client_header_timeout.as_ref(),
             DEFAULT_CLIENT_HEADER_TIMEOUT,
         );
+        // Unlike the other timeouts, zero means something: no keep-alive.
+        let keepalive_timeout = match &raw.keepalive_timeout {
+            Some(raw)
+                if humantime::parse_duration(raw.get_ref().trim()).is_ok_and(|d| d.is_zero()) =>
+            {
+                Duration::ZERO
+            }
+            other => self.duration(other.as_ref(), DEFAULT_KEEPALIVE_TIMEOUT),
+        };
 
         let listeners = self.listeners(&raw.listen);
         let rate_zones: Vec<RateZone> = raw
@@ -769,6 +784,7 @@ impl Validator<'_> {
         Config {
             workers,
             client_header_timeout,
+            keepalive_timeout,
             listeners,
             servers,
             // Like nginx: without an explicit default, the first server is it.

@@ -17,6 +17,7 @@
 //! - [`config`]: the TOML file, parsed and validated into a typed [`Config`];
 //!   errors point at file, line and column.
 //! - [`server`]: listening sockets, one task per connection, graceful shutdown.
+//! - [`conn_timeouts`]: a client connection's header and keep-alive timeouts.
 //! - [`proxy`]: the request path, step by step.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
@@ -33,6 +34,7 @@ pub mod access;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod conn_timeouts;
 pub mod error;
 pub mod headers;
 pub mod limit;

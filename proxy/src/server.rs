@@ -7,7 +7,8 @@
 //! connection gets its own task, which does the TLS handshake on TLS listeners,
 //! speaks HTTP/1.1 or HTTP/2 (chosen by ALPN, or on plain listeners by
 //! hyper-util's `auto` builder reading the first bytes) and hands every request
-//! to [`Proxy::handle_request`].
+//! to [`Proxy::handle_request`]. Its two clocks, the header timeout and the
+//! keep-alive timeout, are kept by [`conn_timeouts`](crate::conn_timeouts).
 //!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
@@ -26,7 +27,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body;
 use crate::config::{Config, ServerName, ServerTls};
+use crate::conn_timeouts::{self, ConnActivity, ConnTimeouts, WatchedIo};
 use crate::local_ca::{CaError, LocalCa};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, SniResolver};
@@ -155,13 +158,19 @@ impl ProxyServer {
     /// Serves connections until `shutdown` completes, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let snapshot = self.proxy.snapshot();
+        let timeouts = ConnTimeouts {
+            header: snapshot.config.client_header_timeout,
+            keepalive: snapshot.config.keepalive_timeout,
+        };
         let mut http = auto::Builder::new(TokioExecutor::new());
+        // hyper's header timer would also run while a connection is idle;
+        // conn_timeouts keeps both clocks instead.
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(snapshot.config.client_header_timeout);
+            .header_read_timeout(None)
+            .keep_alive(!timeouts.keepalive.is_zero());
         http.http2().timer(TokioTimer::new());
         let http = Arc::new(http);
-        let header_timeout = snapshot.config.client_header_timeout;
         // Shared by the accept loops, which each hand a watcher to every connection.
         let graceful = Arc::new(GracefulShutdown::new());
 
@@ -178,7 +187,7 @@ impl ProxyServer {
                         _ = stop.changed() => break,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, client)) => serve_connection(
-                                stream, client, acceptor.clone(), header_timeout, &proxy, &http, graceful.watcher(),
+                                stream, client, acceptor.clone(), timeouts, &proxy, &http, graceful.watcher(),
                             ),
                             Err(err) => accept_failed(err).await,
                         },
@@ -205,12 +214,13 @@ impl ProxyServer {
 }
 
 /// Serves one client connection in its own task: the TLS handshake first on
-/// TLS listeners, then HTTP.
+/// TLS listeners, then HTTP, until the client closes the connection or one of
+/// its timeouts cuts it off.
 fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    timeouts: ConnTimeouts,
     proxy: &Arc<Proxy>,
     http: &Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -227,26 +237,39 @@ fn serve_connection(
             local,
             proto: if acceptor.is_some() { "https" } else { "http" },
         };
-        let service = service_fn(move |request| {
+        let activity = ConnActivity::new();
+        let requests = activity.clone();
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle_request(request, conn).await) }
+            // The connection is busy until this request's response is sent.
+            let in_flight = requests.request_started(request.version());
+            async move {
+                let response = proxy.handle_request(request, conn).await;
+                Ok::<_, Infallible>(response.map(|b| body::holding(b, in_flight)))
+            }
         });
         let result = match acceptor {
             None => {
-                watcher
-                    .watch(http.serve_connection(TokioIo::new(stream), service))
-                    .await
+                let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+                // Boxed: passing hyper-util's connection future into a generic
+                // async fn makes the compiler fail to prove it Send.
+                let served: ServedConn<'_> =
+                    Box::pin(watcher.watch(http.serve_connection(io, service)));
+                conn_timeouts::watch(activity, timeouts, served).await
             }
             Some(acceptor) => {
                 // A client that opens a connection and never finishes the
                 // handshake is cut off like one that never sends its headers.
                 let handshake =
-                    tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await;
                 match handshake {
                     Ok(Ok(tls_stream)) => {
-                        watcher
-                            .watch(http.serve_connection(TokioIo::new(tls_stream), service))
-                            .await
+                        let io = TokioIo::new(WatchedIo::new(tls_stream, activity.clone()));
+                        // Boxed: passing hyper-util's connection future into a generic
+                        // async fn makes the compiler fail to prove it Send.
+                        let served: ServedConn<'_> =
+                            Box::pin(watcher.watch(http.serve_connection(io, service)));
+                        conn_timeouts::watch(activity, timeouts, served).await
                     }
                     Ok(Err(err)) => {
                         tracing::debug!(%client, "TLS handshake failed: {err}");
@@ -259,12 +282,19 @@ fn serve_connection(
                 }
             }
         };
-        if let Err(err) = result {
+        match result {
+            Ok(Ok(())) => {}
             // Clients that disconnect or send garbage end up here; not our error.
-            tracing::debug!(%client, "connection ended with an error: {err}");
+            Ok(Err(err)) => tracing::debug!(%client, "connection ended with an error: {err}"),
+            Err(why) => tracing::debug!(%client, "connection closed: {why:?}"),
         }
     });
 }
+
+/// A connection being served, until it ends (with hyper's error, if any).
+type ServedConn<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>,
+>;
 
 /// Builds the TLS acceptor: every server's certificate under each of its
 /// names, and a default certificate for clients whose name matches none (the

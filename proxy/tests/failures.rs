@@ -200,24 +200,26 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
-    // After a response, a keep-alive connection waits for the next request
-    // head; the same timeout bounds that wait, so idle clients cannot hold
-    // connections open forever.
+/// A proxy with a 5 s header timeout and a 20 s keep-alive timeout in front
+/// of one echo upstream.
+async fn proxy_with_conn_timeouts(keepalive: &str) -> (TestProxy, EchoUpstream) {
     let up = echo_upstream("app").await;
     let config = format!(
-        "client_header_timeout = \"5s\"\n{}",
+        "client_header_timeout = \"5s\"\nkeepalive_timeout = \"{keepalive}\"\n{}",
         single_upstream_config(&[up.addr], "")
     );
-    let proxy = start_proxy(&config).await;
+    (start_proxy(&config).await, up)
+}
+
+/// Opens a connection, sends one request on it and reads its whole response
+/// (a JSON body from the echo upstream); returns the connection and the head.
+async fn one_exchange(proxy: &TestProxy) -> (tokio::net::TcpStream, String) {
     let mut conn = tokio::net::TcpStream::connect(proxy.addr)
         .await
         .expect("connect");
     conn.write_all(b"GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n")
         .await
         .expect("write");
-    // Read the whole first response (a JSON body with a content-length).
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("\"upstream\":\"app\"") {
@@ -227,20 +229,105 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
         assert!(n > 0, "closed before the first response");
         seen.extend_from_slice(&buf[..n]);
     }
-    let idle_since = tokio::time::Instant::now();
+    (conn, String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// How long until the proxy closes `conn` (at most 10 minutes of test clock).
+async fn closed_after(conn: &mut tokio::net::TcpStream) -> Duration {
+    let since = tokio::time::Instant::now();
+    let mut buf = [0u8; 64];
     let n = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+        Duration::from_secs(600),
+        tokio::io::AsyncReadExt::read(conn, &mut buf),
     )
     .await
-    .expect("the idle connection was not closed")
+    .expect("the connection was not closed")
     .unwrap_or(0);
     assert_eq!(n, 0, "expected the proxy to close the connection");
-    let idle = idle_since.elapsed();
+    since.elapsed()
+}
+
+fn within_a_second_of(waited: Duration, secs: u64) -> bool {
+    waited >= Duration::from_secs(secs) && waited < Duration::from_secs(secs + 1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
+    // nginx keepalive_timeout: idle time between requests has its own clock,
+    // longer than the header timeout (5 s here, which must not apply).
+    let (proxy, _up) = proxy_with_conn_timeouts("20s").await;
+    let (mut conn, head) = one_exchange(&proxy).await;
     assert!(
-        idle >= Duration::from_secs(5) && idle < Duration::from_secs(6),
-        "{idle:?}"
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
     );
+    let idle = closed_after(&mut conn).await;
+    assert!(within_a_second_of(idle, 20), "{idle:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_request_begun_on_a_keep_alive_connection_is_on_the_header_clock() {
+    // After 10 s idle the client starts a request and stalls: from its first
+    // byte, the head has client_header_timeout (5 s) to arrive.
+    let (proxy, _up) = proxy_with_conn_timeouts("20s").await;
+    let (mut conn, _) = one_exchange(&proxy).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.loc")
+        .await
+        .expect("write");
+    let waited = closed_after(&mut conn).await;
+    assert!(within_a_second_of(waited, 5), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_connection_serves_requests_that_come_before_its_timeout() {
+    let (proxy, up) = proxy_with_conn_timeouts("20s").await;
+    let (mut conn, _) = one_exchange(&proxy).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(19)).await;
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut conn, &mut buf)
+            .await
+            .expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(up.completed.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_timeout_zero_closes_every_connection_after_its_response() {
+    let (proxy, _up) = proxy_with_conn_timeouts("0s").await;
+    let (mut conn, head) = one_exchange(&proxy).await;
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(closed_after(&mut conn).await, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_response_is_not_cut_off_by_the_client_timeouts() {
+    // The connection is busy while its request is served: only the upstream's
+    // read_timeout (200 s) bounds the wait, not the 5 s / 20 s client clocks.
+    let slow = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+            .await;
+    })
+    .await;
+    let config = format!(
+        "client_header_timeout = \"5s\"\nkeepalive_timeout = \"20s\"\n{}",
+        single_upstream_config(&[slow], "read_timeout = \"200s\"")
+    );
+    let proxy = start_proxy(&config).await;
+    let (response, body) = get(&client(), proxy.addr, "app.localhost", "/").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body, "slow");
 }
 
 #[tokio::test(start_paused = true)]
