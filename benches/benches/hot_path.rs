@@ -6,7 +6,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 use lab_benches::{config_with_routes, linear_longest_prefix};
-use proxy::balance::RoundRobin;
+use proxy::balance::{Balancer, Peer, stable_hash};
+use proxy::config::Balance;
 use proxy::headers::{ClientInfo, add_forwarding_headers, remove_hop_by_hop};
 use proxy::router::Router;
 
@@ -32,8 +33,28 @@ fn routing(c: &mut Criterion) {
 }
 
 fn balancing(c: &mut Criterion) {
-    let rr = RoundRobin::new(3);
-    c.bench_function("balance/round_robin", |b| b.iter(|| black_box(&rr).pick()));
+    let mut group = c.benchmark_group("balance");
+    let kinds = [
+        ("round_robin", Balance::RoundRobin),
+        ("least_conn", Balance::LeastConn),
+        ("random_two", Balance::RandomTwo),
+        ("hash", Balance::Hash),
+        ("first", Balance::First),
+    ];
+    for servers in [3, 10] {
+        let peers: Vec<Peer> = (0..servers)
+            .map(|i| Peer::new(&format!("10.0.0.{i}:8080"), 1))
+            .collect();
+        // Only `hash` reads the key; the others ignore it.
+        let key = Some(stable_hash(b"203.0.113.7"));
+        for (name, kind) in kinds {
+            let balancer = Balancer::new(kind);
+            group.bench_function(format!("{name}/{servers}"), |b| {
+                b.iter(|| black_box(&balancer).pick(black_box(&peers), |_| true, black_box(key)))
+            });
+        }
+    }
+    group.finish();
 }
 
 fn headers(c: &mut Criterion) {

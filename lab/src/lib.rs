@@ -9,8 +9,8 @@
 //!   in front of them; stops a service on demand.
 //! - [`client`]: sends requests to the proxy with the Host a browser would send.
 //! - [`transcript`]: records requests and answers as normalised text.
-//! - [`tour`]: the guided runs (routing, host routing, headers, round-robin, a
-//!   replica going down).
+//! - [`tour`]: the guided runs (routing, host routing, headers, round-robin,
+//!   failover, HTTPS, rate limits).
 
 pub mod client;
 pub mod stack;

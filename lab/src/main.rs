@@ -43,7 +43,7 @@ enum Command {
     },
     /// Boot a fresh stack for each guided stop, run it and print its transcript.
     Tour {
-        /// Stops to run (default: all): routing, host-routing, headers, round-robin, replica-down.
+        /// Stops to run (default: all): routing, host-routing, headers, round-robin, failover, https-redirect, rate-limit.
         names: Vec<String>,
     },
 }

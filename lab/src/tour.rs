@@ -22,8 +22,9 @@ pub enum Tour {
     Headers,
     /// Round-robin across three whoami replicas, proved by their names.
     RoundRobin,
-    /// A replica goes down: its turns fail with 502 and `Proxy-Status`.
-    ReplicaDown,
+    /// A replica goes down: without retries its next turn fails (502 with
+    /// `Proxy-Status`) and passive health takes it out; with retries no client sees it.
+    Failover,
     /// HTTPS: plain HTTP redirected, TLS with a certificate from the local CA, HSTS.
     HttpsRedirect,
     /// A burst against a rate limit: accepted, then refused with 429 and Retry-After.
@@ -49,7 +50,7 @@ impl Tour {
         Tour::HostRouting,
         Tour::Headers,
         Tour::RoundRobin,
-        Tour::ReplicaDown,
+        Tour::Failover,
         Tour::HttpsRedirect,
         Tour::RateLimit,
     ];
@@ -61,7 +62,7 @@ impl Tour {
             Tour::HostRouting => "host-routing",
             Tour::Headers => "headers",
             Tour::RoundRobin => "round-robin",
-            Tour::ReplicaDown => "replica-down",
+            Tour::Failover => "failover",
             Tour::HttpsRedirect => "https-redirect",
             Tour::RateLimit => "rate-limit",
         }
@@ -72,7 +73,7 @@ impl Tour {
         Tour::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// Runs this stop against `stack` (which it may change: `ReplicaDown`
+    /// Runs this stop against `stack` (which it may change: `Failover`
     /// stops a replica) and returns its transcript.
     pub async fn run(self, stack: &mut Stack) -> Result<Transcript, TourError> {
         match self {
@@ -80,7 +81,7 @@ impl Tour {
             Tour::HostRouting => host_routing(stack).await,
             Tour::Headers => headers(stack).await,
             Tour::RoundRobin => round_robin(stack).await,
-            Tour::ReplicaDown => replica_down(stack).await,
+            Tour::Failover => failover(stack).await,
             Tour::HttpsRedirect => https_redirect(stack).await,
             Tour::RateLimit => rate_limit(stack).await,
         }
@@ -230,9 +231,9 @@ async fn round_robin(stack: &mut Stack) -> Result<Transcript, TourError> {
     Ok(t)
 }
 
-async fn replica_down(stack: &mut Stack) -> Result<Transcript, TourError> {
+async fn failover(stack: &mut Stack) -> Result<Transcript, TourError> {
     let client = LabClient::new(stack.proxy_addr);
-    let mut t = Transcript::new("replica-down: one of three replicas stops", stack);
+    let mut t = Transcript::new("failover: one of three replicas stops", stack);
     for _ in 0..3 {
         let who = client.get("localhost", "/api/whoami").await?;
         t.exchange(&who);
@@ -240,20 +241,36 @@ async fn replica_down(stack: &mut Stack) -> Result<Transcript, TourError> {
     }
     t.gap();
     stack.stop_service("whoami-2").await?;
-    t.note("whoami-2 is stopped. The proxy is not told; its turns now fail.");
-    for _ in 0..6 {
-        let who = client.get("localhost", "/api/whoami").await?;
+    t.note("whoami-2 is stopped. The proxy is not told.");
+    t.note("/no-retry/whoami: the same replicas, next_upstream = [\"off\"], max_fails = 1.");
+    whoami_turns(&client, &mut t, "/no-retry/whoami", 4).await?;
+    t.note("One client got 502 Bad Gateway (Proxy-Status says which upstream failed and how);");
+    t.note("that failure took whoami-2 out for fail_timeout, so the next requests skip it.");
+    t.gap();
+    t.note("/api/whoami: nginx's defaults, next_upstream = [\"error\", \"timeout\"].");
+    whoami_turns(&client, &mut t, "/api/whoami", 4).await?;
+    t.note("No client sees an error: the refused connection went on to the next replica");
+    t.note("(safe even for a POST: the request never reached whoami-2), and whoami-2 is out.");
+    Ok(t)
+}
+
+/// `n` GETs of `path`: who served each, or why it failed.
+async fn whoami_turns(
+    client: &LabClient,
+    t: &mut Transcript,
+    path: &str,
+    n: usize,
+) -> Result<(), TourError> {
+    for _ in 0..n {
+        let who = client.get("localhost", path).await?;
         t.exchange(&who);
         if who.status.is_success() {
-            served_by(&mut t, &who);
+            served_by(t, &who);
         } else {
-            detail_header(&mut t, &who, "proxy-status");
+            detail_header(t, &who, "proxy-status");
         }
     }
-    t.note("502 Bad Gateway: the proxy is fine, the server behind it is not. Proxy-Status");
-    t.note("(RFC 9209) says which upstream failed and how. Health checks and retries");
-    t.note("(chapter 5) take a dead replica out of the rotation.");
-    Ok(t)
+    Ok(())
 }
 
 async fn https_redirect(stack: &mut Stack) -> Result<Transcript, TourError> {

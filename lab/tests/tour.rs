@@ -36,8 +36,8 @@ async fn round_robin_visits_the_three_replicas_in_turn() {
 }
 
 #[tokio::test]
-async fn a_stopped_replica_gets_502_with_proxy_status_on_its_turns() {
-    insta::assert_snapshot!("replica-down", run(Tour::ReplicaDown).await);
+async fn a_stopped_replica_fails_one_request_without_retries_and_none_with_them() {
+    insta::assert_snapshot!("failover", run(Tour::Failover).await);
 }
 
 #[tokio::test]

@@ -50,6 +50,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for [`Config::client_header_timeout`] (nginx's `client_header_timeout`).
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`Upstream::fail_timeout`] (nginx's).
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Upstream::resolve_interval`].
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Defaults for [`HealthCheck`]: every 5 s, 2 s to answer, 3 to fall, 2 to rise.
+pub const DEFAULT_HEALTH_CHECK: (Duration, Duration, u32, u32) =
+    (Duration::from_secs(5), Duration::from_secs(2), 3, 2);
 /// Default for [`Config::keepalive_timeout`] (nginx's `keepalive_timeout`).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
@@ -286,16 +293,100 @@ pub struct FixedResponse {
 pub struct Upstream {
     /// The name routes use to refer to it.
     pub name: String,
-    /// The servers, as `host:port`.
-    pub servers: Vec<String>,
+    /// The servers, as `host:port` with a weight.
+    pub servers: Vec<UpstreamServerConfig>,
     /// How a server is picked for each request.
     pub balance: Balance,
+    /// What `balance = "hash"` hashes; `None` for the other balancers.
+    pub hash_key: Option<HashKey>,
+    /// Passive health: failed attempts that take a server out of rotation
+    /// (nginx `max_fails`); 0 turns passive health off.
+    pub max_fails: u32,
+    /// Both the window in which `max_fails` failures must happen and how long
+    /// the server then stays out (nginx `fail_timeout`).
+    pub fail_timeout: Duration,
+    /// When a failed attempt goes on to the next server, and which failures
+    /// count against a server (nginx `proxy_next_upstream`).
+    pub next_upstream: NextUpstream,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheck>,
+    /// How often servers given by host name are looked up again in DNS.
+    pub resolve_interval: Duration,
     /// How long to wait for a TCP connection to a server.
     pub connect_timeout: Duration,
     /// How long to wait for a server's response head once the request is sent.
     pub read_timeout: Duration,
     /// Plain HTTP, or HTTPS (the servers were written `https://host:port`).
     pub tls: UpstreamTls,
+}
+
+/// One server of an upstream, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServerConfig {
+    /// `host:port`, lower case; the host may be a name to look up in DNS.
+    pub address: String,
+    /// Its share relative to the pool's other servers (nginx `weight=`).
+    pub weight: u32,
+}
+
+/// What `balance = "hash"` keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address: a client keeps its server (session affinity).
+    ClientIp,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value, e.g. a session id.
+    Cookie(String),
+}
+
+/// nginx's `proxy_next_upstream`: which failures of an attempt send the
+/// request on to the next server, and how far it may go.
+///
+/// As in nginx, connection errors and timeouts always count against the
+/// server for passive health; the `http_5xx` statuses count only when listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// Try the next server when the connection fails or breaks (`error`).
+    pub on_error: bool,
+    /// ... when the server times out (`timeout`).
+    pub on_timeout: bool,
+    /// ... when the server answers with one of these statuses (`http_500`, ...).
+    pub on_status: Vec<u16>,
+    /// Also retry POST, PATCH and other non-idempotent requests that were
+    /// already sent (`non_idempotent`); off by default, as they may have
+    /// taken effect.
+    pub non_idempotent: bool,
+    /// At most this many attempts in all; 0 means one per server (nginx
+    /// `proxy_next_upstream_tries`).
+    pub tries: u32,
+    /// Give up going on after this long since the first attempt (nginx
+    /// `proxy_next_upstream_timeout`); `None` means no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl NextUpstream {
+    /// Whether any failure at all sends a request on.
+    pub fn enabled(&self) -> bool {
+        self.on_error || self.on_timeout || !self.on_status.is_empty()
+    }
+}
+
+/// Active health checks, HAProxy style: a GET to `path` on every server every
+/// `interval`, independent of traffic. `fall` failures in a row take a server
+/// out, `rise` successes in a row bring it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path to GET, e.g. `/health`.
+    pub path: String,
+    /// Time between two checks of a server.
+    pub interval: Duration,
+    /// How long a check may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failures that mark a server down.
+    pub fall: u32,
+    /// Consecutive successes that mark a down server up again.
+    pub rise: u32,
 }
 
 /// Whether the proxy speaks TLS to a pool's servers.
@@ -314,16 +405,29 @@ pub enum UpstreamTls {
 /// The load-balancing algorithm of a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
-    /// Each request goes to the next server in turn.
+    /// In turn, in proportion to the servers' weights.
     RoundRobin,
+    /// The server with the fewest requests in progress, for its weight.
+    LeastConn,
+    /// The less busy of two servers picked at random.
+    RandomTwo,
+    /// By the hash of a request key (`hash_key`), consistently.
+    Hash,
+    /// The first server that is up, in config order.
+    First,
 }
 
 impl Balance {
-    const NAMES: &'static [&'static str] = &["round_robin"];
+    const NAMES: &'static [&'static str] =
+        &["round_robin", "least_conn", "random_two", "hash", "first"];
 
     fn from_name(name: &str) -> Option<Balance> {
         match name {
             "round_robin" => Some(Balance::RoundRobin),
+            "least_conn" => Some(Balance::LeastConn),
+            "random_two" => Some(Balance::RandomTwo),
+            "hash" => Some(Balance::Hash),
+            "first" => Some(Balance::First),
             _ => None,
         }
     }
@@ -660,9 +764,27 @@ struct RawReturn {
 struct RawUpstream {
     servers: Spanned<Vec<Spanned<String>>>,
     balance: Option<Spanned<String>>,
+    hash_key: Option<Spanned<String>>,
+    max_fails: Option<Spanned<i64>>,
+    fail_timeout: Option<Spanned<String>>,
+    next_upstream: Option<Spanned<Vec<Spanned<String>>>>,
+    next_upstream_tries: Option<Spanned<i64>>,
+    next_upstream_timeout: Option<Spanned<String>>,
+    health_check: Option<Spanned<RawHealthCheck>>,
+    resolve_interval: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     read_timeout: Option<Spanned<String>>,
     tls_ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    fall: Option<Spanned<i64>>,
+    rise: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -867,7 +989,7 @@ impl Validator<'_> {
         let mut servers = Vec::new();
         let mut https: Option<bool> = None;
         for server in raw.servers.get_ref() {
-            let Some((is_https, address)) = self.upstream_address(server) else {
+            let Some((is_https, address, weight)) = self.upstream_server(server) else {
                 continue;
             };
             if https.is_some_and(|first| first != is_https) {
@@ -878,7 +1000,7 @@ impl Validator<'_> {
                 );
             }
             https.get_or_insert(is_https);
-            servers.push(address);
+            servers.push(UpstreamServerConfig { address, weight });
         }
         let tls = self.upstream_tls(https.unwrap_or(false), raw.tls_ca_file.as_ref());
         let balance = match &raw.balance {
@@ -892,10 +1014,20 @@ impl Validator<'_> {
                 Balance::RoundRobin
             }),
         };
+        let hash_key = self.hash_key(balance, raw.hash_key.as_ref());
+        let next_upstream = self.next_upstream(raw);
+        let health_check = raw.health_check.as_ref().map(|h| self.health_check(h));
         Upstream {
             name: name.get_ref().clone(),
             servers,
             balance,
+            hash_key,
+            max_fails: self.count(raw.max_fails.as_ref(), "max_fails", 1, 0),
+            fail_timeout: self.duration(raw.fail_timeout.as_ref(), DEFAULT_FAIL_TIMEOUT),
+            next_upstream,
+            health_check,
+            resolve_interval: self
+                .duration(raw.resolve_interval.as_ref(), DEFAULT_RESOLVE_INTERVAL),
             connect_timeout: self.duration(raw.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT),
             read_timeout: self.duration(raw.read_timeout.as_ref(), DEFAULT_READ_TIMEOUT),
             tls,
@@ -952,8 +1084,31 @@ impl Validator<'_> {
     /// An upstream server is `host:port`, optionally after `http://` or
     /// `https://` (then the port may be left out: 80 or 443). No path: the
     /// route decides the path. Returns whether it is HTTPS, and `host:port`.
-    fn upstream_address(&mut self, server: &Spanned<String>) -> Option<(bool, String)> {
-        let text = server.get_ref().trim();
+    /// `"host:port"`, optionally followed by `weight=N` (nginx's `server`
+    /// line): the scheme, the address and the weight.
+    fn upstream_server(&mut self, server: &Spanned<String>) -> Option<(bool, String, u32)> {
+        let mut words = server.get_ref().split_whitespace();
+        let address = words.next().unwrap_or("");
+        let mut weight = 1;
+        for option in words {
+            match option.strip_prefix("weight=").map(str::parse::<u32>) {
+                Some(Ok(w @ 1..=1000)) => weight = w,
+                _ => {
+                    self.error(
+                        server.span(),
+                        format!("`{option}` is not a server option"),
+                        "the only option is a weight from 1 to 1000, e.g. \"127.0.0.1:8000 weight=2\"",
+                    );
+                    return None;
+                }
+            }
+        }
+        let (https, address) = self.upstream_address(server.span(), address)?;
+        Some((https, address, weight))
+    }
+
+    fn upstream_address(&mut self, span: Range<usize>, text: &str) -> Option<(bool, String)> {
+        let server = Spanned::new(span, text);
         let (https, rest) = match text.split_once("://") {
             None => (false, text),
             Some(("http", rest)) => (false, rest),
@@ -999,6 +1154,130 @@ impl Validator<'_> {
             https,
             format!("{}:{port}", authority.host()).to_ascii_lowercase(),
         ))
+    }
+
+    /// A whole number of at least `min`, or `default` when left out.
+    fn count(&mut self, raw: Option<&Spanned<i64>>, what: &str, default: u32, min: u32) -> u32 {
+        let Some(raw) = raw else { return default };
+        match u32::try_from(*raw.get_ref()) {
+            Ok(n) if n >= min => n,
+            _ => {
+                self.error(
+                    raw.span(),
+                    format!("`{what}` must be a whole number of at least {min}"),
+                    format!("leave it out for the default ({default})"),
+                );
+                default
+            }
+        }
+    }
+
+    /// `hash_key`: what `balance = "hash"` hashes.
+    fn hash_key(&mut self, balance: Balance, raw: Option<&Spanned<String>>) -> Option<HashKey> {
+        let Some(raw) = raw else {
+            return (balance == Balance::Hash).then_some(HashKey::ClientIp);
+        };
+        if balance != Balance::Hash {
+            self.error(
+                raw.span(),
+                "`hash_key` is only read by balance = \"hash\"",
+                "add balance = \"hash\", or remove hash_key",
+            );
+            return None;
+        }
+        let text = raw.get_ref().trim();
+        if text == "client_ip" {
+            return Some(HashKey::ClientIp);
+        }
+        if let Some(header) = text
+            .strip_prefix("header:")
+            .and_then(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).ok())
+        {
+            return Some(HashKey::Header(header));
+        }
+        if let Some(cookie) = text.strip_prefix("cookie:").map(str::trim).filter(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+        }) {
+            return Some(HashKey::Cookie(cookie.to_owned()));
+        }
+        self.error(
+            raw.span(),
+            format!("`{text}` is not a hash key"),
+            "use \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+        );
+        Some(HashKey::ClientIp)
+    }
+
+    /// `next_upstream`, `next_upstream_tries`, `next_upstream_timeout`.
+    fn next_upstream(&mut self, raw: &RawUpstream) -> NextUpstream {
+        let mut next = NextUpstream {
+            on_error: true,
+            on_timeout: true,
+            on_status: Vec::new(),
+            non_idempotent: false,
+            tries: self.count(
+                raw.next_upstream_tries.as_ref(),
+                "next_upstream_tries",
+                0,
+                0,
+            ),
+            timeout: raw
+                .next_upstream_timeout
+                .as_ref()
+                .map(|t| self.duration(Some(t), Duration::from_secs(10))),
+        };
+        if let Some(list) = &raw.next_upstream {
+            next.on_error = false;
+            next.on_timeout = false;
+            for item in list.get_ref() {
+                match item.get_ref().trim() {
+                    "error" => next.on_error = true,
+                    "timeout" => next.on_timeout = true,
+                    "non_idempotent" => next.non_idempotent = true,
+                    "off" if list.get_ref().len() == 1 => {}
+                    other => match other
+                        .strip_prefix("http_")
+                        .and_then(|code| code.parse::<u16>().ok())
+                        .filter(|code| [429, 500, 502, 503, 504].contains(code))
+                    {
+                        Some(code) => next.on_status.push(code),
+                        None => self.error(
+                            item.span(),
+                            format!("`{other}` is not a next_upstream case"),
+                            "use any of \"error\", \"timeout\", \"http_500\", \"http_502\", \"http_503\", \"http_504\", \"http_429\", \"non_idempotent\"; or [\"off\"] alone",
+                        ),
+                    },
+                }
+            }
+        }
+        next
+    }
+
+    /// `[upstreams.NAME.health_check]`.
+    fn health_check(&mut self, raw: &Spanned<RawHealthCheck>) -> HealthCheck {
+        let r = raw.get_ref();
+        let (interval, timeout, fall, rise) = DEFAULT_HEALTH_CHECK;
+        let path = match &r.path {
+            None => "/".to_owned(),
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+            Some(p) => {
+                self.error(
+                    p.span(),
+                    format!("`{}` is not a path", p.get_ref()),
+                    "write a path starting with /, e.g. \"/health\"",
+                );
+                "/".to_owned()
+            }
+        };
+        HealthCheck {
+            path,
+            interval: self.duration(r.interval.as_ref(), interval),
+            timeout: self.duration(r.timeout.as_ref(), timeout),
+            fall: self.count(r.fall.as_ref(), "fall", fall, 1),
+            rise: self.count(r.rise.as_ref(), "rise", rise, 1),
+        }
     }
 
     fn duration(&mut self, raw: Option<&Spanned<String>>, default: Duration) -> Duration {

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     ConnectionTimeout,
     /// Any other failure to open a connection (unreachable network, ...).
     DestinationUnavailable,
+    /// Every server of the pool is down (health checks, `max_fails`), or
+    /// was already tried for this request.
+    NoLiveUpstream,
     /// An `https://` upstream's certificate did not verify (unknown issuer,
     /// wrong name, expired).
     TlsCertificateError,
@@ -68,6 +71,7 @@ impl ErrorKind {
             ErrorKind::DnsError
             | ErrorKind::ConnectionRefused
             | ErrorKind::DestinationUnavailable
+            | ErrorKind::NoLiveUpstream
             | ErrorKind::TlsCertificateError
             | ErrorKind::TlsProtocolError
             | ErrorKind::ConnectionTerminated
@@ -83,7 +87,9 @@ impl ErrorKind {
             ErrorKind::DnsError => "dns_error",
             ErrorKind::ConnectionRefused => "connection_refused",
             ErrorKind::ConnectionTimeout => "connection_timeout",
-            ErrorKind::DestinationUnavailable => "destination_unavailable",
+            ErrorKind::DestinationUnavailable | ErrorKind::NoLiveUpstream => {
+                "destination_unavailable"
+            }
             ErrorKind::TlsCertificateError => "tls_certificate_error",
             ErrorKind::TlsProtocolError => "tls_protocol_error",
             ErrorKind::ResponseTimeout => "http_response_timeout",
@@ -101,6 +107,7 @@ impl ErrorKind {
             ErrorKind::ConnectionRefused => "the upstream refused the connection",
             ErrorKind::ConnectionTimeout => "connecting to the upstream timed out",
             ErrorKind::DestinationUnavailable => "the upstream could not be reached",
+            ErrorKind::NoLiveUpstream => "no server of the upstream is up",
             ErrorKind::TlsCertificateError => "the upstream's TLS certificate did not verify",
             ErrorKind::TlsProtocolError => "the TLS handshake with the upstream failed",
             ErrorKind::ResponseTimeout => "the upstream did not answer in time",
@@ -111,6 +118,21 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "the request body is larger than this route accepts",
             ErrorKind::Internal => "the proxy failed internally",
         }
+    }
+
+    /// Whether the upstream server is to blame (passive health counts it),
+    /// rather than the client's request or the proxy itself.
+    pub fn is_upstream_failure(self) -> bool {
+        !matches!(self, ErrorKind::BodyTooLarge | ErrorKind::Internal)
+    }
+
+    /// Whether it is a timeout (nginx's `timeout` case of `proxy_next_upstream`)
+    /// rather than an `error`.
+    pub fn is_timeout(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectionTimeout | ErrorKind::ResponseTimeout
+        )
     }
 
     /// Whether the failure happened before the upstream could have seen the

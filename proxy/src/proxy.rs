@@ -8,14 +8,16 @@
 //!    ([`redirect_to_https`]); a `return` route answers at once
 //!    ([`fixed_response`]); no route is a 404;
 //! 3. [`limit_request`]: the request-rate limit may delay or refuse it;
-//! 4. [`pick_upstream`]: the balancer chooses a server from the route's pool;
+//!    [`check_access`]: allow/deny and basic auth;
 //!    [`check_body_size`]: a body over `max_body_size` gets 413;
-//! 5. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
+//! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
 //!    forwarding headers (`X-Forwarded-For`, ...) added;
-//! 6. [`forward`]: the request goes upstream on a pooled keep-alive connection;
-//! 7. [`respond`]: the response's hop-by-hop headers are removed and its body is
+//! 5. [`forward`]: [`pick_upstream`] has the balancer choose a server that is
+//!    up, and the request goes there on a pooled keep-alive connection; a
+//!    failed attempt may go on to the next server (retries);
+//! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
 //!    streamed back to the client as it arrives;
-//! 8. [`log_access`]: one line per request.
+//! 7. [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
@@ -30,14 +32,16 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::balance::PeerRequest;
 use crate::body::{self, ProxyBody};
 use crate::config::{
-    Action, Config, FixedResponse, LimitKey, PathRewrite, ProxyPass, Route, Server,
+    Action, Config, FixedResponse, HashKey, LimitKey, PathRewrite, ProxyPass, Route, Server,
 };
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
 use crate::limit::{self, ConnLimitZone, ConnPermit, Decision, RateLimitZone};
 use crate::router::{RouteMatch, Router};
+use crate::upstream::resolve::Resolver;
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
 /// The proxy: its current configuration and everything compiled from it.
@@ -57,7 +61,7 @@ pub struct Snapshot {
     /// Host and path routing tables compiled from it.
     pub router: Router,
     /// One pool per `[upstreams.NAME]`, in the order of `config.upstreams`.
-    pub upstreams: Vec<UpstreamPool>,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
     /// One zone per `[limit_req_zones.NAME]`, in the order of `config.rate_zones`.
     pub rate_zones: Vec<RateLimitZone>,
     /// One zone per `[limit_conn_zones.NAME]`, in the order of `config.conn_zones`.
@@ -101,11 +105,28 @@ pub struct RequestCtx {
 }
 
 impl Snapshot {
-    /// Compiles a configuration into routing tables and upstream pools.
-    pub fn new(config: Config) -> Snapshot {
+    /// Compiles a configuration into routing tables and upstream pools, and
+    /// starts the pools' background work (health checks, DNS lookups) when a
+    /// tokio runtime is running.
+    pub fn new(config: Config, resolver: &Resolver) -> Snapshot {
         Snapshot {
             router: Router::new(&config),
-            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|upstream| {
+                    let pool = Arc::new(UpstreamPool::new(upstream));
+                    // Background work needs a runtime; without one (a
+                    // benchmark building a snapshot) the pool just serves.
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        if let Some(check) = upstream.health_check.clone() {
+                            crate::upstream::checks::start(&pool, check);
+                        }
+                        crate::upstream::resolve::start(&pool, resolver.clone());
+                    }
+                    pool
+                })
+                .collect(),
             rate_zones: config
                 .rate_zones
                 .iter()
@@ -122,10 +143,15 @@ impl Snapshot {
 }
 
 impl Proxy {
-    /// A proxy serving `config`.
+    /// A proxy serving `config`, looking host names up with the system's resolver.
     pub fn new(config: Config) -> Proxy {
+        Proxy::with_resolver(config, Resolver::System)
+    }
+
+    /// A proxy serving `config`, looking upstream host names up with `resolver`.
+    pub fn with_resolver(config: Config, resolver: Resolver) -> Proxy {
         Proxy {
-            state: ArcSwap::from_pointee(Snapshot::new(config)),
+            state: ArcSwap::from_pointee(Snapshot::new(config, &resolver)),
         }
     }
 
@@ -202,15 +228,12 @@ async fn proxy_request(
     }
     let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
-    let upstream = pick_upstream(pool, ctx)?;
-    let upstream_request = rewrite_request(request, route, pass, upstream, ctx);
-    let upstream_response = forward(pool, upstream, upstream_request).await?;
+    let upstream_request = rewrite_request(request, route, pass, ctx);
+    let (upstream_response, in_flight) = forward(pool, ctx, upstream_request).await?;
     let response = respond(upstream_response, pool.read_timeout());
-    // A connection-limit slot stays taken until the body has been sent.
-    Ok(match permit {
-        Some(permit) => response.map(|body| body::holding(body, permit)),
-        None => response,
-    })
+    // The connection-limit slot stays taken, and the server counts the
+    // request as in progress (least_conn), until the body has been sent.
+    Ok(response.map(|body| body::holding(body, (permit, in_flight))))
 }
 
 /// Step 1: picks the virtual server by host and the route by path (`None`
@@ -479,26 +502,14 @@ pub fn check_body_size(
     }))
 }
 
-/// Step 4: the pool's balancer chooses the server for this request.
-pub fn pick_upstream<'p>(
-    pool: &'p UpstreamPool,
-    ctx: &mut RequestCtx,
-) -> Result<&'p UpstreamServer, ProxyError> {
-    let server = pool.pick().ok_or(ProxyError {
-        kind: ErrorKind::Internal,
-        upstream: None,
-        cause: Some(format!("upstream pool `{}` has no servers", pool.name).into()),
-    })?;
-    ctx.upstream = Some(server.address.clone());
-    Ok(server)
-}
-
-/// Step 5: turns the client's request into the request the upstream receives.
+/// Step 4: turns the client's request into the request the upstream
+/// receives. The `Host` header is the client's with `preserve_host`, else it
+/// is left out here and [`forward`] sets it to the chosen server's address
+/// (nginx's default `Host $proxy_host`).
 pub fn rewrite_request(
     request: Request<ProxyBody>,
     route: &Route,
     pass: &ProxyPass,
-    server: &UpstreamServer,
     ctx: &RequestCtx,
 ) -> Request<ProxyBody> {
     let (mut parts, incoming) = request.into_parts();
@@ -517,14 +528,10 @@ pub fn rewrite_request(
             host: client_host.as_ref(),
         },
     );
-    let host = match (pass.preserve_host, client_host) {
-        (true, Some(host)) => host,
-        // nginx's default `Host $proxy_host`: the upstream server's own address.
-        _ => HeaderValue::from_str(&server.address)
-            .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+    match (pass.preserve_host, client_host) {
+        (true, Some(host)) => parts.headers.insert(header::HOST, host),
+        _ => parts.headers.remove(header::HOST),
     };
-    parts.headers.insert(header::HOST, host);
-
     Request::from_parts(parts, incoming)
 }
 
@@ -566,16 +573,190 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-/// Step 6: sends the request upstream and waits for the response head.
+/// Step 5: sends the request upstream and waits for the response head; when
+/// an attempt fails, goes on to the next server (nginx `proxy_next_upstream`):
+///
+/// - [`pick_upstream`]: the balancer picks a server that is up and that this
+///   request has not tried yet;
+/// - every failed attempt counts against its server (passive health:
+///   `max_fails` failures within `fail_timeout` take it out of rotation);
+/// - the request goes on to another server only if the failure is one
+///   `next_upstream` lists (by default `error` and `timeout`), tries and time
+///   are left, the body can be sent again, and either the upstream never got
+///   the request (the connection failed) or it is idempotent: a POST that
+///   reached a server may have taken effect, so it is not sent twice unless
+///   `non_idempotent` is listed;
+/// - no byte has gone to the client yet, so a retry is invisible to it.
+///
+/// Returns the response head and the guard that counts the request as in
+/// progress on its server until the response body ends.
 pub async fn forward(
     pool: &UpstreamPool,
-    server: &UpstreamServer,
+    ctx: &mut RequestCtx,
     request: Request<ProxyBody>,
-) -> Result<Response<Incoming>, ProxyError> {
-    pool.send(server, request).await
+) -> Result<(Response<Incoming>, PeerRequest), ProxyError> {
+    let rules = &pool.config.next_upstream;
+    let key = hash_key(pool, ctx, &request);
+    let max_tries = match rules.tries {
+        0 => pool.servers().len(),
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let (parts, body) = request.into_parts();
+    let may_retry = rules.enabled() && max_tries > 1;
+    let mut body = ReplayableBody::new(body, may_retry).await?;
+    let started = tokio::time::Instant::now();
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    loop {
+        let server = pick_upstream(pool, ctx, key, &tried)?;
+        tried.push(server.address.clone());
+        let in_flight = server.peer.begin_request();
+        let mut attempt = Request::new(body.next());
+        *attempt.method_mut() = parts.method.clone();
+        *attempt.uri_mut() = parts.uri.clone();
+        *attempt.headers_mut() = parts.headers.clone();
+        if !attempt.headers().contains_key(header::HOST) {
+            attempt
+                .headers_mut()
+                .insert(header::HOST, server.host.clone());
+        }
+        let outcome = pool.send(&server, attempt).await;
+        // Whether this failure may go on to the next server, given whether
+        // the upstream could have received the request.
+        let may_go_on = |listed: bool, sent: bool| {
+            listed
+                && body.can_replay()
+                && tried.len() < max_tries
+                && (!sent || parts.method.is_idempotent() || rules.non_idempotent)
+                && rules
+                    .timeout
+                    .is_none_or(|budget| started.elapsed() < budget)
+        };
+        match outcome {
+            Ok(response) => {
+                let listed = rules.on_status.contains(&response.status().as_u16());
+                if !listed {
+                    pool.report_success(&server);
+                    return Ok((response, in_flight));
+                }
+                pool.report_failure(&server);
+                if !may_go_on(true, true) {
+                    return Ok((response, in_flight));
+                }
+                tracing::info!(upstream = %pool.name, server = %server.address, status = response.status().as_u16(), "trying the next server");
+            }
+            Err(err) => {
+                if !err.kind.is_upstream_failure() {
+                    return Err(err);
+                }
+                pool.report_failure(&server);
+                let listed = if err.kind.is_timeout() {
+                    rules.on_timeout
+                } else {
+                    rules.on_error
+                };
+                if !may_go_on(listed, !err.kind.before_request_sent()) {
+                    return Err(err);
+                }
+                tracing::info!(upstream = %pool.name, server = %server.address, error = %err, "trying the next server");
+            }
+        }
+    }
 }
 
-/// Step 7: prepares the upstream's response for the client. The body is not
+/// Step 5a: the pool's balancer chooses a server among those that are up
+/// and not yet tried; with none left, 502 and `Proxy-Status:
+/// destination_unavailable` at once (no waiting, no spinning).
+pub fn pick_upstream(
+    pool: &UpstreamPool,
+    ctx: &mut RequestCtx,
+    key: Option<u64>,
+    tried: &[Arc<str>],
+) -> Result<Arc<UpstreamServer>, ProxyError> {
+    let server = pool.pick(key, tried).map_err(|_| ProxyError {
+        kind: ErrorKind::NoLiveUpstream,
+        upstream: Some(pool.name.clone()),
+        cause: None,
+    })?;
+    ctx.upstream = Some(server.address.clone());
+    Ok(server)
+}
+
+/// What `balance = "hash"` hashes for this request: the client's address, a
+/// header or a cookie. `None` (round-robin instead) for other balancers, or
+/// when the request has no such header or cookie.
+fn hash_key<B>(pool: &UpstreamPool, ctx: &RequestCtx, request: &Request<B>) -> Option<u64> {
+    let value: Vec<u8> = match pool.config.hash_key.as_ref()? {
+        HashKey::ClientIp => ctx.client_ip.to_string().into_bytes(),
+        HashKey::Header(name) => request.headers().get(name)?.as_bytes().to_vec(),
+        HashKey::Cookie(name) => request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            })?,
+    };
+    Some(crate::balance::stable_hash(&value))
+}
+
+/// Request bodies above this size are streamed once and never retried; at
+/// or below it, a body that may need sending again is kept in memory.
+pub const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// A request body that can be sent to more than one server: none, a small
+/// body read into memory first, or a streamed body that can go only once.
+enum ReplayableBody {
+    Empty,
+    Buffered(bytes::Bytes),
+    Once(Option<ProxyBody>),
+}
+
+impl ReplayableBody {
+    async fn new(body: ProxyBody, may_retry: bool) -> Result<ReplayableBody, ProxyError> {
+        use http_body::Body as _;
+        if body.is_end_stream() {
+            return Ok(ReplayableBody::Empty);
+        }
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= REPLAY_BUFFER_LIMIT);
+        if !(may_retry && small) {
+            return Ok(ReplayableBody::Once(Some(body)));
+        }
+        match body.collect().await {
+            Ok(collected) => Ok(ReplayableBody::Buffered(collected.to_bytes())),
+            Err(err) => Err(ProxyError {
+                kind: if err.is::<http_body_util::LengthLimitError>() {
+                    ErrorKind::BodyTooLarge
+                } else {
+                    ErrorKind::Internal
+                },
+                upstream: None,
+                cause: Some(format!("reading the request body: {err}").into()),
+            }),
+        }
+    }
+
+    /// The body for the next attempt.
+    fn next(&mut self) -> ProxyBody {
+        match self {
+            ReplayableBody::Empty => body::empty(),
+            ReplayableBody::Buffered(bytes) => body::full(bytes.clone()),
+            ReplayableBody::Once(body) => body.take().unwrap_or_else(body::empty),
+        }
+    }
+
+    /// Whether another attempt can have the same body.
+    fn can_replay(&self) -> bool {
+        !matches!(self, ReplayableBody::Once(None))
+    }
+}
+
+/// Step 6: prepares the upstream's response for the client. The body is not
 /// read here: hyper streams it to the client frame by frame, and if the
 /// upstream breaks off mid-body, or stays silent for longer than
 /// `read_timeout` between two reads, the client connection is aborted too, so
@@ -640,7 +821,7 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<P
     }
 }
 
-/// Step 8: one access-log line per request, when the response head is ready:
+/// Step 7: one access-log line per request, when the response head is ready:
 ///
 /// ```text
 /// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms

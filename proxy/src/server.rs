@@ -33,6 +33,7 @@ use crate::conn_timeouts::{self, ConnActivity, ConnTimeouts, WatchedIo};
 use crate::local_ca::{CaError, LocalCa};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, SniResolver};
+use crate::upstream::resolve::Resolver;
 
 /// How long requests in flight may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -104,7 +105,15 @@ impl std::fmt::Debug for ProxyServer {
 
 impl ProxyServer {
     /// Prepares the certificates and opens every listen address of `config`.
-    pub async fn bind(mut config: Config) -> Result<ProxyServer, StartError> {
+    pub async fn bind(config: Config) -> Result<ProxyServer, StartError> {
+        ProxyServer::bind_with_resolver(config, Resolver::System).await
+    }
+
+    /// Like [`bind`](Self::bind), looking upstream host names up with `resolver`.
+    pub async fn bind_with_resolver(
+        mut config: Config,
+        resolver: Resolver,
+    ) -> Result<ProxyServer, StartError> {
         let acceptor = if config.listeners.iter().any(|l| l.tls) {
             Some(tls_acceptor(&config)?)
         } else {
@@ -127,7 +136,7 @@ impl ProxyServer {
         }
         Ok(ProxyServer {
             listeners,
-            proxy: Arc::new(Proxy::new(config)),
+            proxy: Arc::new(Proxy::with_resolver(config, resolver)),
         })
     }
 

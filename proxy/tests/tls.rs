@@ -568,10 +568,12 @@ fn upstream_tls_settings_are_checked() {
     assert!(config_errors(&with_path).contains("has a path (`/api`)"));
     let ok = format!("{base}servers = [\"https://api.example.com\", \"https://[::1]:8443\"]\n");
     let config = proxy::Config::parse(&ok, "proxy.toml").expect("valid");
-    assert_eq!(
-        config.upstreams[0].servers,
-        ["api.example.com:443", "[::1]:8443"]
-    );
+    let addresses: Vec<&str> = config.upstreams[0]
+        .servers
+        .iter()
+        .map(|s| s.address.as_str())
+        .collect();
+    assert_eq!(addresses, ["api.example.com:443", "[::1]:8443"]);
 }
 
 #[tokio::test]

@@ -33,11 +33,21 @@ pub struct TestProxy {
 
 /// Starts a proxy for `config` (which should listen on `127.0.0.1:0`).
 pub async fn start_proxy(config: &str) -> TestProxy {
+    start_proxy_with_resolver(config, proxy::upstream::resolve::Resolver::System).await
+}
+
+/// Starts a proxy for `config` that looks upstream host names up in `resolver`.
+pub async fn start_proxy_with_resolver(
+    config: &str,
+    resolver: proxy::upstream::resolve::Resolver,
+) -> TestProxy {
     let config = match Config::parse(config, "test.toml") {
         Ok(config) => config,
         Err(errors) => panic!("test config is invalid:\n{errors}"),
     };
-    let server = ProxyServer::bind(config).await.expect("bind the proxy");
+    let server = ProxyServer::bind_with_resolver(config, resolver)
+        .await
+        .expect("bind the proxy");
     let addrs = server.local_addrs();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async {
@@ -84,7 +94,13 @@ pub struct EchoUpstream {
 }
 
 pub async fn echo_upstream(name: &'static str) -> EchoUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    echo_upstream_at(name, "127.0.0.1:0".parse().expect("addr")).await
+}
+
+/// An echo upstream listening on `addr` (e.g. `127.0.0.2:PORT`: every
+/// 127.x.y.z address is loopback on Linux, so several upstreams can share a port).
+pub async fn echo_upstream_at(name: &'static str, addr: SocketAddr) -> EchoUpstream {
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let completed = Arc::new(AtomicUsize::new(0));

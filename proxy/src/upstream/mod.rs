@@ -14,9 +14,15 @@
 //! certificate is verified like a browser would: against the system's trusted
 //! roots, or the pool's `tls_ca_file`.
 
-use std::sync::Arc;
+pub mod checks;
+pub mod health;
+pub mod resolve;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use http::header::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -24,34 +30,82 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
-use crate::balance::Balancer;
+use crate::balance::{Balancer, Peer};
 use crate::body::ProxyBody;
-use crate::config::{Upstream, UpstreamTls};
+use crate::config::{Upstream, UpstreamServerConfig, UpstreamTls};
 use crate::error::{ErrorKind, ProxyError, classify_client_error};
+use health::{Change, ServerHealth};
 
 /// How long an idle pooled connection is kept before it is closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A named group of interchangeable servers (nginx `upstream`), with a
-/// balancer to spread requests and a client that pools connections.
+/// balancer to spread requests, the servers' health, and a client that pools
+/// connections.
 #[derive(Debug)]
 pub struct UpstreamPool {
     /// The pool's name from the config.
     pub name: String,
-    servers: Vec<UpstreamServer>,
+    /// Its settings: balancer, health, retries, timeouts.
+    pub config: Upstream,
+    /// The servers now. Replaced as a whole when DNS gives a new set.
+    servers: ArcSwap<Vec<Arc<UpstreamServer>>>,
     balancer: Balancer,
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     scheme: Scheme,
-    read_timeout: Duration,
+    /// Background tasks (health checks, DNS), stopped with the pool.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// One server of a pool.
 #[derive(Debug)]
 pub struct UpstreamServer {
-    /// `host:port`, as written in the config; shared with log lines.
+    /// `ip:port` or `host:port` connected to; shared with log lines.
     pub address: Arc<str>,
+    /// What the balancers see of it.
+    pub peer: Arc<Peer>,
+    /// Its health, passive and active.
+    pub health: ServerHealth,
+    /// The `Host` the upstream receives by default: the address as configured
+    /// (a DNS name stays a name even when connecting to one of its addresses).
+    pub host: HeaderValue,
     authority: Authority,
+}
+
+impl AsRef<Peer> for UpstreamServer {
+    fn as_ref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl AsRef<Peer> for Arc<UpstreamServer> {
+    fn as_ref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl UpstreamServer {
+    /// A server reached at `address` (`ip:port` or `host:port`), configured as `configured`.
+    pub fn new(address: &str, configured: &UpstreamServerConfig) -> Option<UpstreamServer> {
+        let authority = address.parse::<Authority>().ok()?;
+        let peer = Arc::new(Peer::new(address, configured.weight));
+        Some(UpstreamServer {
+            address: peer.address.clone(),
+            peer,
+            health: ServerHealth::default(),
+            host: HeaderValue::from_str(&configured.address).ok()?,
+            authority,
+        })
+    }
+}
+
+/// Why no server could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// Every server is down (health) or was already tried.
+    NoneLeft,
 }
 
 impl UpstreamPool {
@@ -74,42 +128,92 @@ impl UpstreamPool {
         let servers = config
             .servers
             .iter()
-            .filter_map(|address| {
-                // Validation already parsed every address; skip rather than panic.
-                let authority = address.parse::<Authority>().ok()?;
-                Some(UpstreamServer {
-                    address: Arc::from(address.as_str()),
-                    authority,
-                })
-            })
+            .filter_map(|server| UpstreamServer::new(&server.address, server).map(Arc::new))
             .collect::<Vec<_>>();
         UpstreamPool {
             name: config.name.clone(),
-            balancer: Balancer::new(config.balance, servers.len()),
-            servers,
+            balancer: Balancer::new(config.balance),
+            servers: ArcSwap::from_pointee(servers),
             client,
             scheme: match config.tls {
                 UpstreamTls::Off => Scheme::HTTP,
                 UpstreamTls::On { .. } => Scheme::HTTPS,
             },
-            read_timeout: config.read_timeout,
+            config: config.clone(),
+            tasks: Mutex::default(),
         }
     }
 
     /// How long the upstream may stay silent: for the response head, then
     /// between two reads of the body.
     pub fn read_timeout(&self) -> Duration {
-        self.read_timeout
+        self.config.read_timeout
     }
 
-    /// The servers, in config order.
-    pub fn servers(&self) -> &[UpstreamServer] {
-        &self.servers
+    /// The servers now, in config order.
+    pub fn servers(&self) -> Arc<Vec<Arc<UpstreamServer>>> {
+        self.servers.load_full()
     }
 
-    /// Asks the balancer for the server that gets this request.
-    pub fn pick(&self) -> Option<&UpstreamServer> {
-        self.servers.get(self.balancer.pick())
+    /// Asks the balancer for a server among those that are up and not in
+    /// `tried` (the servers this request already failed on). `key` is the
+    /// request's hash key, for `balance = "hash"`.
+    pub fn pick(
+        &self,
+        key: Option<u64>,
+        tried: &[Arc<str>],
+    ) -> Result<Arc<UpstreamServer>, NoServer> {
+        let servers = self.servers.load();
+        let now = Instant::now();
+        let passive = servers.len() > 1;
+        let usable = |i: usize| {
+            servers.get(i).is_some_and(|s| {
+                s.health.is_available(now, passive) && !tried.iter().any(|t| *t == s.address)
+            })
+        };
+        self.balancer
+            .pick(&servers, usable, key)
+            .and_then(|i| servers.get(i).cloned())
+            .ok_or(NoServer::NoneLeft)
+    }
+
+    /// Passive health: counts a failed attempt on `server`, logging when it
+    /// takes the server out of rotation.
+    pub fn report_failure(&self, server: &UpstreamServer) {
+        let change = server.health.failed(
+            Instant::now(),
+            self.config.max_fails,
+            self.config.fail_timeout,
+        );
+        if let Change::Down(period) = change {
+            tracing::warn!(
+                upstream = %self.name,
+                server = %server.address,
+                "server marked down for {} after {} failure(s) (max_fails)",
+                humantime::format_duration(period),
+                self.config.max_fails,
+            );
+        }
+    }
+
+    /// Passive health: counts a successful attempt on `server`.
+    pub fn report_success(&self, server: &UpstreamServer) {
+        if server.health.succeeded(self.config.max_fails) == Change::Up {
+            tracing::info!(upstream = %self.name, server = %server.address, "server is back up");
+        }
+    }
+
+    /// Replaces the set of servers (DNS found a new one).
+    pub fn replace_servers(&self, servers: Vec<Arc<UpstreamServer>>) {
+        self.servers.store(Arc::new(servers));
+    }
+
+    /// Keeps a background task of this pool, stopped when the pool is dropped.
+    pub fn keep_task(&self, task: tokio::task::AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
     }
 
     /// Sends `request` to `server` on a pooled connection and waits for the
@@ -135,7 +239,7 @@ impl UpstreamPool {
         // Upstream connections are HTTP/1.1, whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
 
-        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+        match tokio::time::timeout(self.config.read_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(ProxyError::upstream(
                 classify_client_error(&err),
@@ -147,6 +251,19 @@ impl UpstreamPool {
                 &server.address,
                 elapsed,
             )),
+        }
+    }
+}
+
+impl Drop for UpstreamPool {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
         }
     }
 }
