@@ -2140,6 +2140,57 @@ error: upstream `apii` is not defined
     }
 
     #[test]
+    fn upstream_balancing_settings_are_read_with_nginx_defaults() {
+        let text = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8000\", \"api:8001\"]",
+            "servers = [\"127.0.0.1:8000 weight=3\", \"api:8001\"]\nbalance = \"hash\"\nhash_key = \"cookie:session\"\nnext_upstream = [\"error\", \"http_503\", \"non_idempotent\"]\nnext_upstream_tries = 2",
+        ) + "[upstreams.api.health_check]\npath = \"/health\"\nrise = 4\n";
+        let config = Config::parse(&text, "t.toml").expect("valid");
+        let api = &config.upstreams[0];
+        assert_eq!(api.servers[0].weight, 3);
+        assert_eq!(api.servers[1].weight, 1);
+        assert_eq!(api.balance, Balance::Hash);
+        assert_eq!(api.hash_key, Some(HashKey::Cookie("session".into())));
+        assert_eq!((api.max_fails, api.fail_timeout), (1, DEFAULT_FAIL_TIMEOUT));
+        let next = &api.next_upstream;
+        assert!(next.on_error && !next.on_timeout && next.non_idempotent);
+        assert_eq!((next.on_status.as_slice(), next.tries), (&[503][..], 2));
+        let check = api.health_check.as_ref().expect("health_check");
+        assert_eq!(
+            (check.path.as_str(), check.fall, check.rise),
+            ("/health", 3, 4)
+        );
+
+        let defaults = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let next = &defaults.upstreams[0].next_upstream;
+        assert!(next.on_error && next.on_timeout && !next.non_idempotent);
+        assert_eq!(defaults.upstreams[0].hash_key, None);
+    }
+
+    #[test]
+    fn bad_upstream_balancing_settings_are_each_reported() {
+        let text = MINIMAL.replace(
+            "servers = [\"127.0.0.1:8000\", \"api:8001\"]",
+            "servers = [\"127.0.0.1:8000 weight=0\", \"api:8001 backup\"]\nhash_key = \"client_ip\"\nnext_upstream = [\"error\", \"http_404\"]\nmax_fails = -1",
+        ) + "[upstreams.api.health_check]\npath = \"health\"\nfall = 0\n";
+        let messages: Vec<String> = errors(&text).iter().map(|d| d.message.clone()).collect();
+        for expected in [
+            "`weight=0` is not a server option",
+            "`backup` is not a server option",
+            "`hash_key` is only read by balance = \"hash\"",
+            "`http_404` is not a next_upstream case",
+            "`max_fails` must be a whole number of at least 0",
+            "`health` is not a path",
+            "`fall` must be a whole number of at least 1",
+        ] {
+            assert!(
+                messages.iter().any(|m| m == expected),
+                "{expected}: {messages:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_errors_have_a_position() {
         let d = errors("[[listen]]\naddr = 127.0.0.1:8080\n");
         let at = d[0].at.as_ref().expect("position");

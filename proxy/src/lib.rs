@@ -23,7 +23,8 @@
 //! - [`balance`]: load-balancing algorithms, one file each.
 //! - [`access`]: the client's address (trusted proxies) and allow/deny lists.
 //! - [`limit`]: request-rate limits (nginx `limit_req`), a leaky bucket per key.
-//! - [`upstream`]: upstream pools and their pooled keep-alive connections.
+//! - [`upstream`]: upstream pools, their servers' health (passive and active),
+//!   DNS re-resolution, and pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).

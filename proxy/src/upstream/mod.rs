@@ -13,6 +13,12 @@
 //! `https://host:port` is spoken to over TLS instead, and the upstream's
 //! certificate is verified like a browser would: against the system's trusted
 //! roots, or the pool's `tls_ca_file`.
+//!
+//! Which server gets a request is the balancer's choice ([`crate::balance`]),
+//! among the servers that are up: [`health`] keeps each server's passive and
+//! active health, [`checks`] runs the active checks, and [`resolve`] keeps
+//! the set of servers in step with DNS. Retries live in
+//! [`crate::proxy::forward`], where the request's whole path can be read.
 
 pub mod checks;
 pub mod health;
