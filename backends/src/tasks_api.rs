@@ -179,6 +179,12 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
 /// Opens (creating if needed) the database at `path` and migrates it to
 /// [`LATEST_SCHEMA_VERSION`]. The parent directory is created if missing.
 ///

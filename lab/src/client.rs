@@ -122,6 +122,17 @@ pub async fn get_https(
     path: &str,
     trusted_pem: Option<&str>,
 ) -> Result<Exchange, RequestError> {
+    get_https_with(proxy_tls, host, path, &[], trusted_pem).await
+}
+
+/// [`get_https`] with extra request headers.
+pub async fn get_https_with(
+    proxy_tls: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    trusted_pem: Option<&str>,
+) -> Result<Exchange, RequestError> {
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
         method: Method::GET,
         host: host.to_owned(),
@@ -156,7 +167,11 @@ pub async fn get_https(
                 .await
                 .map_err(|e| fail(e.into()))?;
         tokio::spawn(connection);
-        let request = Request::get(uri)
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| fail(e.into()))?;
         sender.send_request(request).await
@@ -165,8 +180,11 @@ pub async fn get_https(
             .await
             .map_err(|e| fail(e.into()))?;
         tokio::spawn(connection);
-        let request = Request::get(uri)
-            .header(http::header::HOST, host)
+        let mut request = Request::get(uri).header(http::header::HOST, host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| fail(e.into()))?;
         sender.send_request(request).await

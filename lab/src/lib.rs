@@ -6,18 +6,18 @@
 //!
 //! # Layout
 //! - [`stack`]: boots frontend, tasks-api, three whoami replicas and the proxy
-//!   in front of them; stops a service on demand.
+//!   in front of them; stops and restarts a service on demand.
 //! - [`client`]: sends requests to the proxy with the Host a browser would send.
 //! - [`transcript`]: records requests and answers as normalised text.
-//! - [`tour`]: the guided runs (routing, host routing, headers, round-robin,
-//!   failover, HTTPS, rate limits).
+//! - [`scenario`]: scenario files (`lab/scenarios/*.toml`): scripted runs
+//!   (routing, host routing, headers, round-robin, failover, HTTPS, rate
+//!   limits) with expectations, and the runner that prints their transcripts.
 
 pub mod client;
+pub mod scenario;
 pub mod stack;
-pub mod tour;
 pub mod transcript;
 
 pub use client::{Exchange, LabClient};
 pub use stack::{Stack, StackOptions};
-pub use tour::Tour;
 pub use transcript::Transcript;

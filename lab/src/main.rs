@@ -3,8 +3,9 @@
 //! ```text
 //! lab up                 # boot the stack behind the proxy on localhost:8080, until Ctrl-C
 //! lab up --port 0 --tls-port 0   # ... on any free ports
-//! lab tour               # boot, run every guided stop, print the transcripts, exit
-//! lab tour round-robin   # one stop
+//! lab scenario --all     # boot a fresh stack per scenario, run it, print its transcript
+//! lab scenario round-robin failover   # some of them
+//! lab scenario --file my.toml --trace # your own scenario file, with the proxy's decision trace
 //! ```
 
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lab::{Stack, StackOptions, Tour};
+use lab::scenario::{self, RunOptions, Scenario};
+use lab::{Stack, StackOptions};
 
 #[derive(Parser)]
 #[command(
@@ -41,10 +43,20 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
-    /// Boot a fresh stack for each guided stop, run it and print its transcript.
-    Tour {
-        /// Stops to run (default: all): routing, host-routing, headers, round-robin, failover, https-redirect, rate-limit.
+    /// Run scripted scenarios (lab/scenarios/*.toml), each on a fresh stack, and print their transcripts.
+    #[command(visible_alias = "tour")]
+    Scenario {
+        /// Scenarios to run: routing, host-routing, headers, round-robin, failover, https-redirect, rate-limit.
         names: Vec<String>,
+        /// Run every scenario.
+        #[arg(long)]
+        all: bool,
+        /// Run a scenario file of your own (see lab/scenarios/ for the format).
+        #[arg(long, value_name = "FILE")]
+        file: Vec<PathBuf>,
+        /// Ask the proxy why (X-Lab-Trace) and print its decision trace under every answer.
+        #[arg(long)]
+        trace: bool,
     },
 }
 
@@ -58,7 +70,12 @@ async fn main() -> ExitCode {
             data_dir,
             print_config,
         } => up(port, tls_port, data_dir, print_config).await,
-        Command::Tour { names } => tour(&names).await,
+        Command::Scenario {
+            names,
+            all,
+            file,
+            trace,
+        } => scenarios(&names, all, &file, RunOptions { trace }).await,
     }
 }
 
@@ -145,25 +162,51 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
     ExitCode::SUCCESS
 }
 
-async fn tour(names: &[String]) -> ExitCode {
-    let mut stops = Vec::new();
-    for name in names {
-        match Tour::from_name(name) {
-            Some(stop) => stops.push(stop),
-            None => {
-                let known: Vec<&str> = Tour::ALL.iter().map(|t| t.name()).collect();
-                eprintln!(
-                    "lab: no tour stop named `{name}`\n  = help: use one of: {}",
-                    known.join(", ")
-                );
+/// Runs scenarios by name or file; the exit code says whether every
+/// expectation held (1 when one did not, 2 for a bad name or file).
+async fn scenarios(
+    names: &[String],
+    all: bool,
+    files: &[PathBuf],
+    options: RunOptions,
+) -> ExitCode {
+    let mut chosen: Vec<(String, Scenario)> = Vec::new();
+    let mut wanted: Vec<String> = names.to_vec();
+    if all {
+        wanted.extend(scenario::names().iter().map(|n| n.to_string()));
+    }
+    for name in &wanted {
+        match scenario::built_in(name) {
+            Ok(s) => chosen.push((name.clone(), s)),
+            Err(err) => {
+                eprintln!("lab: {err}");
                 return ExitCode::from(2);
             }
         }
     }
-    if stops.is_empty() {
-        stops = Tour::ALL.to_vec();
+    for file in files {
+        let parsed = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|text| {
+                Scenario::parse(&text, &file.display().to_string()).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(s) => chosen.push((file.display().to_string(), s)),
+            Err(err) => {
+                eprintln!("lab: {err}");
+                return ExitCode::from(2);
+            }
+        }
     }
-    for stop in stops {
+    if chosen.is_empty() {
+        eprintln!(
+            "lab: which scenario?\n  = help: name some ({}), or use --all or --file FILE",
+            scenario::names().join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let mut failed = false;
+    for (name, scenario) in chosen {
         let mut stack = match Stack::boot(StackOptions::default()).await {
             Ok(stack) => stack,
             Err(err) => {
@@ -171,15 +214,25 @@ async fn tour(names: &[String]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let result = stop.run(&mut stack).await;
+        let result = scenario::run(&scenario, &mut stack, options).await;
         stack.shutdown().await;
         match result {
-            Ok(transcript) => println!("{}", transcript.render()),
+            Ok(outcome) => {
+                println!("{}", outcome.transcript.render());
+                for failure in &outcome.failures {
+                    eprintln!("lab: {name}: {failure}");
+                    failed = true;
+                }
+            }
             Err(err) => {
-                eprintln!("lab: the {} stop failed: {err}", stop.name());
+                eprintln!("lab: scenario {name} could not run: {err}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    ExitCode::SUCCESS
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -109,6 +109,8 @@ pub struct Stack {
     /// The proxy configuration, as it was rendered and loaded.
     pub proxy_config: String,
     services: Vec<Service>,
+    /// tasks-api's database, for restarting it.
+    db: tasks_api::Db,
     proxy_stop: Option<oneshot::Sender<()>>,
     proxy_task: Option<JoinHandle<()>>,
     /// Kept so the temporary database lives as long as the stack.
@@ -129,7 +131,7 @@ impl Stack {
 
         let mut services = vec![
             start_service("frontend", frontend::app()).await?,
-            start_service("tasks-api", tasks_api::app(db)).await?,
+            start_service("tasks-api", tasks_api::app(db.clone())).await?,
         ];
         for name in WHOAMI_REPLICAS {
             let identity = whoami::Identity::new(Some(name.to_owned()));
@@ -166,6 +168,7 @@ impl Stack {
             ca_dir,
             proxy_config,
             services,
+            db,
             proxy_stop: Some(proxy_stop),
             proxy_task: Some(proxy_task),
             _data_dir: temp_dir,
@@ -202,6 +205,27 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts a stopped service again, on the same address, as if its
+    /// container had been restarted. Starting a running service does nothing.
+    pub async fn start_service(&mut self, name: &str) -> Result<(), StackError> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StackError::UnknownService(name.to_owned()))?;
+        if service.task.is_some() {
+            return Ok(());
+        }
+        let app = match name {
+            "frontend" => frontend::app(),
+            "tasks-api" => tasks_api::app(self.db.clone()),
+            whoami_name => whoami::app(whoami::Identity::new(Some(whoami_name.to_owned()))),
+        };
+        let restarted = start_service_at(name, service.addr, app).await?;
+        *service = restarted;
+        Ok(())
+    }
+
     /// Stops the proxy (gracefully) and then every service.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.proxy_stop.take() {
@@ -227,7 +251,15 @@ pub fn render_template(template: &str, values: &HashMap<&str, String>) -> String
 }
 
 async fn start_service(name: &str, app: backends::Router) -> Result<Service, StackError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
+    start_service_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), app).await
+}
+
+async fn start_service_at(
+    name: &str,
+    addr: SocketAddr,
+    app: backends::Router,
+) -> Result<Service, StackError> {
+    let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StackError::Bind {
             service: name.to_owned(),

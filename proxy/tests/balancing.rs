@@ -441,3 +441,72 @@ async fn the_host_header_is_the_configured_name_not_the_address_connected_to() {
         Some(format!("api.test:{port}").as_str())
     );
 }
+
+/// An upstream that reads the request head and never answers.
+async fn silent_upstream() -> std::net::SocketAddr {
+    raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_upstream_timeout_stops_going_on_once_the_time_budget_is_spent() {
+    // Each silent server costs read_timeout (5 s). With a 7 s budget the
+    // second try starts at 5 s (allowed) and none starts at 10 s.
+    let servers = [
+        silent_upstream().await,
+        silent_upstream().await,
+        echo_upstream("whoami-1").await.addr,
+    ];
+    let budget = start_proxy(&single_upstream_config(
+        &servers,
+        "max_fails = 0\nread_timeout = \"5s\"\nnext_upstream_timeout = \"7s\"",
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(statuses(&budget, 1).await, [504]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(11),
+        "{took:?}"
+    );
+    let unlimited = start_proxy(&single_upstream_config(
+        &servers,
+        "max_fails = 0\nread_timeout = \"5s\"",
+    ))
+    .await;
+    assert_eq!(
+        statuses(&unlimited, 1).await,
+        [200],
+        "the third server answers"
+    );
+}
+
+#[tokio::test]
+async fn a_body_too_large_to_keep_for_a_retry_gets_a_single_attempt() {
+    // Bodies up to 64 KiB are kept in memory so they can be sent again; a
+    // larger one streams straight through, so it cannot go on elsewhere.
+    let alive = echo_upstream("whoami-1").await;
+    let proxy = start_proxy(&single_upstream_config(
+        &[refused_addr().await, alive.addr],
+        "max_fails = 0",
+    ))
+    .await;
+    let upload = |size: usize| {
+        http::Request::put(format!("http://{}/", proxy.addr))
+            .header("host", "app.localhost")
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .expect("request")
+    };
+    let client = client();
+    let (small, body) = send(&client, upload(64 * 1024)).await;
+    assert_eq!(small.status(), 200);
+    assert_eq!(json(&body)["body_bytes"], 64 * 1024);
+    // Round-robin is back at the refused server for the next request.
+    let _ = get(&client, proxy.addr, "app.localhost", "/").await;
+    let (large, _) = send(&client, upload(64 * 1024 + 1)).await;
+    assert_eq!(large.status(), 502);
+}

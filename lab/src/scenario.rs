@@ -1,0 +1,841 @@
+//! Scenario files: a scripted run against the lab's stack, written as TOML so
+//! an instructor can add one without writing Rust.
+//!
+//! ```toml
+//! title = "round-robin: three replicas, taken in turn"
+//!
+//! [[steps]]
+//! note = "Each replica answers with its own name."
+//!
+//! [[steps]]
+//! request = "GET http://localhost/api/whoami"
+//! repeat = 3
+//! show = ["served-by"]
+//! expect = { status = 200 }
+//!
+//! [[steps]]
+//! stop = "whoami-2"
+//! ```
+//!
+//! Each step does one thing:
+//! - `note = "..."` prints a comment; `gap = true` an empty line;
+//! - `request = "METHOD URL"` sends a request through the proxy (`https://`
+//!   URLs go to its TLS listener, trusting the lab's CA unless
+//!   `trust_lab_ca = false`), with optional `headers`, `body`, `repeat`,
+//!   `concurrency` (requests in flight at once), `show` (what to print of each
+//!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
+//!   `headers`): an answer that differs is marked in the transcript and fails
+//!   the run;
+//! - `stop = "whoami-2"` / `start = "whoami-2"` stops or restarts a service;
+//! - `wait = "1s"` lets time pass (rate limits refill, health checks run);
+//! - `wait_for = { request = "GET ...", status = 200, within = "10s" }` polls
+//!   until an answer has that status.
+//!
+//! A scenario that does not parse gets an error naming the file, line and
+//! column, and how to fix it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::client::{Exchange, LabClient, get_https_with};
+use crate::stack::Stack;
+use crate::transcript::Transcript;
+
+/// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
+/// built into the binary so `lab scenario NAME` works from any folder.
+pub const BUILT_IN: [(&str, &str); 7] = [
+    ("routing", include_str!("../scenarios/routing.toml")),
+    (
+        "host-routing",
+        include_str!("../scenarios/host-routing.toml"),
+    ),
+    ("headers", include_str!("../scenarios/headers.toml")),
+    ("round-robin", include_str!("../scenarios/round-robin.toml")),
+    ("failover", include_str!("../scenarios/failover.toml")),
+    (
+        "https-redirect",
+        include_str!("../scenarios/https-redirect.toml"),
+    ),
+    ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
+];
+
+/// A parsed scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The title printed at the top of the transcript.
+    pub title: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A comment for the reader.
+    Note(String),
+    /// An empty line.
+    Gap,
+    /// Requests sent through the proxy.
+    Request(Box<RequestStep>),
+    /// Stop a service; the proxy is not told.
+    Stop(String),
+    /// Start a stopped service again.
+    Start(String),
+    /// Let time pass.
+    Wait(Duration),
+    /// Poll a request until its answer has a status, at most for a while.
+    WaitFor {
+        /// The request to poll.
+        request: Request,
+        /// The status to wait for.
+        status: u16,
+        /// How long to keep trying.
+        within: Duration,
+    },
+}
+
+/// A request as a scenario writes it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// GET, POST, ...
+    pub method: Method,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The host name the client asks for (the `Host` header, or TLS SNI).
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Bytes,
+    /// For `https`: trust the lab's local CA (a client that was told to).
+    pub trust_lab_ca: bool,
+}
+
+/// A `request` step.
+#[derive(Debug, Clone)]
+pub struct RequestStep {
+    /// What to send.
+    pub request: Request,
+    /// How many times.
+    pub repeat: usize,
+    /// How many at once.
+    pub concurrency: usize,
+    /// What to print of each answer, each under its label (`None`: the
+    /// default label).
+    pub show: Vec<(Option<String>, Show)>,
+    /// ... and of answers with a 1xx to 3xx status only.
+    pub show_ok: Vec<(Option<String>, Show)>,
+    /// ... and of answers with a 4xx or 5xx status only.
+    pub show_errors: Vec<(Option<String>, Show)>,
+    /// What each answer must be.
+    pub expect: Expect,
+}
+
+/// What to print of an answer, as a `label: value` line under it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Show {
+    /// `served-by`: the whoami replica that answered (`x-served-by`).
+    ServedBy,
+    /// `header:NAME`: a response header, or `(none)`.
+    Header(String),
+    /// `body`: the body as text, trimmed.
+    Body,
+    /// `title`: an HTML page's `<title>`.
+    Title,
+    /// `tasks`: a tasks-api list, without timestamps.
+    Tasks,
+    /// `json:a.b`: a field of a JSON answer (whoami's echo), by dotted path.
+    Json(String),
+    /// `version`: the HTTP version (HTTP/2 is chosen by ALPN over TLS).
+    Version,
+    /// `trace`: the proxy's decision trace (`x-lab-trace-N` headers).
+    Trace,
+}
+
+/// What the answers of a request step must be.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Every answer's status.
+    pub status: Option<u16>,
+    /// Each answer's status, in order (for `repeat`).
+    pub statuses: Option<Vec<u16>>,
+    /// Response headers every answer must have, with these values.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file does not parse or a step is wrong.
+    #[error("{file}:{line}:{column}: {message}\n  help: {help}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: String,
+    },
+    /// No scenario of that name.
+    #[error("no scenario named `{0}`; the scenarios are: {names}", names = names().join(", "))]
+    Unknown(String),
+}
+
+/// The built-in scenarios' names, in order.
+pub fn names() -> Vec<&'static str> {
+    BUILT_IN.iter().map(|(name, _)| *name).collect()
+}
+
+/// A built-in scenario by name.
+pub fn built_in(name: &str) -> Result<Scenario, ScenarioError> {
+    let (_, text) = BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| ScenarioError::Unknown(name.to_owned()))?;
+    Scenario::parse(text, &format!("lab/scenarios/{name}.toml"))
+}
+
+// ---------------------------------------------------------------------------
+// The file format, as serde reads it.
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    title: String,
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    note: Option<String>,
+    gap: Option<bool>,
+    request: Option<Spanned<String>>,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+    repeat: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+    trust_lab_ca: Option<bool>,
+    show: Option<Vec<Spanned<String>>>,
+    show_ok: Option<Vec<Spanned<String>>>,
+    show_errors: Option<Vec<Spanned<String>>>,
+    expect: Option<RawExpect>,
+    stop: Option<String>,
+    start: Option<String>,
+    wait: Option<Spanned<String>>,
+    wait_for: Option<RawWaitFor>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    status: Option<u16>,
+    statuses: Option<Vec<u16>>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaitFor {
+    request: Spanned<String>,
+    status: u16,
+    within: Spanned<String>,
+}
+
+impl Scenario {
+    /// Parses a scenario; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let at = |span: std::ops::Range<usize>, message: String, help: &str| {
+            let before = &text[..span.start.min(text.len())];
+            ScenarioError::Invalid {
+                file: file.to_owned(),
+                line: before.matches('\n').count() + 1,
+                column: before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                message,
+                help: help.to_owned(),
+            }
+        };
+        let raw: RawScenario = toml::from_str(text).map_err(|err| {
+            at(
+                err.span().unwrap_or(0..0),
+                err.message().to_owned(),
+                "see the format at the top of lab/src/scenario.rs, or a file in lab/scenarios/",
+            )
+        })?;
+        let mut steps = Vec::with_capacity(raw.steps.len());
+        for spanned in &raw.steps {
+            let step = spanned.get_ref();
+            let here = |message: String, help: &str| at(spanned.span(), message, help);
+            let actions = [
+                step.note.is_some(),
+                step.gap.is_some(),
+                step.request.is_some(),
+                step.stop.is_some(),
+                step.start.is_some(),
+                step.wait.is_some(),
+                step.wait_for.is_some(),
+            ];
+            if actions.iter().filter(|a| **a).count() != 1 {
+                return Err(here(
+                    "a step must do exactly one thing".into(),
+                    "give it one of: note, gap, request, stop, start, wait, wait_for",
+                ));
+            }
+            let request_only = step.headers.is_some()
+                || step.body.is_some()
+                || step.repeat.is_some()
+                || step.concurrency.is_some()
+                || step.trust_lab_ca.is_some()
+                || step.show.is_some()
+                || step.show_ok.is_some()
+                || step.show_errors.is_some()
+                || step.expect.is_some();
+            if request_only && step.request.is_none() {
+                return Err(here(
+                    "headers, body, repeat, concurrency, trust_lab_ca, show, show_ok, show_errors and expect belong to a request step".into(),
+                    "add request = \"GET http://localhost/\", or remove them",
+                ));
+            }
+            let parsed = if let Some(text) = &step.note {
+                Step::Note(text.clone())
+            } else if step.gap.is_some() {
+                Step::Gap
+            } else if let Some(name) = &step.stop {
+                Step::Stop(name.clone())
+            } else if let Some(name) = &step.start {
+                Step::Start(name.clone())
+            } else if let Some(wait) = &step.wait {
+                Step::Wait(parse_duration(wait).map_err(|(s, m, h)| at(s, m, h))?)
+            } else if let Some(wait_for) = &step.wait_for {
+                Step::WaitFor {
+                    request: parse_request(&wait_for.request, None, None, None)
+                        .map_err(|(s, m, h)| at(s, m, h))?,
+                    status: wait_for.status,
+                    within: parse_duration(&wait_for.within).map_err(|(s, m, h)| at(s, m, h))?,
+                }
+            } else if let Some(request) = &step.request {
+                let count = |v: &Option<Spanned<i64>>, what: &str| match v {
+                    None => Ok(1),
+                    Some(n) => usize::try_from(*n.get_ref())
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            at(
+                                n.span(),
+                                format!("`{what}` must be from 1 to 1000"),
+                                "leave it out for 1",
+                            )
+                        }),
+                };
+                let shows = |list: &Option<Vec<Spanned<String>>>| {
+                    list.iter()
+                        .flatten()
+                        .map(|item| {
+                            let label = show_label(item.get_ref()).map(str::to_owned);
+                            let what = parse_show(item.get_ref()).ok_or_else(|| {
+                                at(
+                                    item.span(),
+                                    format!("`{}` is not something to show", item.get_ref()),
+                                    "use served-by, header:NAME, body, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
+                                )
+                            })?;
+                            Ok((label, what))
+                        })
+                        .collect::<Result<Vec<_>, ScenarioError>>()
+                };
+                let expect = step.expect.as_ref().map(|e| Expect {
+                    status: e.status,
+                    statuses: e.statuses.clone(),
+                    headers: e.headers.clone().into_iter().collect(),
+                });
+                Step::Request(Box::new(RequestStep {
+                    request: parse_request(
+                        request,
+                        step.headers.as_ref(),
+                        step.body.as_deref(),
+                        step.trust_lab_ca,
+                    )
+                    .map_err(|(s, m, h)| at(s, m, h))?,
+                    repeat: count(&step.repeat, "repeat")?,
+                    concurrency: count(&step.concurrency, "concurrency")?,
+                    show: shows(&step.show)?,
+                    show_ok: shows(&step.show_ok)?,
+                    show_errors: shows(&step.show_errors)?,
+                    expect: expect.unwrap_or_default(),
+                }))
+            } else {
+                return Err(here("an empty step".into(), "give it one thing to do"));
+            };
+            steps.push(parsed);
+        }
+        Ok(Scenario {
+            title: raw.title,
+            steps,
+        })
+    }
+}
+
+type RawError = (std::ops::Range<usize>, String, &'static str);
+
+fn parse_duration(raw: &Spanned<String>) -> Result<Duration, RawError> {
+    humantime::parse_duration(raw.get_ref().trim()).map_err(|err| {
+        (
+            raw.span(),
+            format!("`{}` is not a duration: {err}", raw.get_ref()),
+            "write a number and a unit, e.g. \"500ms\" or \"2s\"",
+        )
+    })
+}
+
+/// `"GET http://localhost/api/whoami"` (the method may be left out: GET).
+fn parse_request(
+    raw: &Spanned<String>,
+    headers: Option<&BTreeMap<String, String>>,
+    body: Option<&str>,
+    trust_lab_ca: Option<bool>,
+) -> Result<Request, RawError> {
+    let bad = |message: String| {
+        (
+            raw.span(),
+            message,
+            "write \"METHOD URL\", e.g. \"GET http://localhost/api/whoami\" or \"POST https://secure.localhost/api/tasks\"",
+        )
+    };
+    let text = raw.get_ref().trim();
+    let (method, url) = match text.split_once(' ') {
+        Some((method, url)) => (method, url.trim()),
+        None => ("GET", text),
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| bad(format!("`{method}` is not an HTTP method")))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| bad(format!("`{url}` is not a URL")))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_owned(),
+        _ => return Err(bad(format!("`{url}` must start with http:// or https://"))),
+    };
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or_else(|| bad(format!("`{url}` has no host")))?;
+    Ok(Request {
+        method,
+        scheme,
+        host,
+        path: uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+        headers: headers
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        body: Bytes::from(body.unwrap_or_default().to_owned()),
+        trust_lab_ca: trust_lab_ca.unwrap_or(true),
+    })
+}
+
+/// `served-by`, `header:NAME`, ...; `LABEL = WHAT` prints under LABEL.
+fn parse_show(text: &str) -> Option<Show> {
+    let what = text
+        .rsplit_once(" = ")
+        .map_or(text, |(_, what)| what)
+        .trim();
+    Some(match what {
+        "served-by" => Show::ServedBy,
+        "body" => Show::Body,
+        "title" => Show::Title,
+        "tasks" => Show::Tasks,
+        "version" => Show::Version,
+        "trace" => Show::Trace,
+        _ => {
+            if let Some(name) = what.strip_prefix("header:") {
+                Show::Header(name.trim().to_ascii_lowercase())
+            } else if let Some(path) = what.strip_prefix("json:") {
+                Show::Json(path.trim().to_owned())
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// The label a `show` entry prints under.
+fn show_label(text: &str) -> Option<&str> {
+    text.rsplit_once(" = ").map(|(label, _)| label.trim())
+}
+
+// ---------------------------------------------------------------------------
+// Running a scenario.
+// ---------------------------------------------------------------------------
+
+/// How to run a scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Ask the proxy for its decision trace (`X-Lab-Trace: 1`) on every request,
+    /// and print it.
+    pub trace: bool,
+}
+
+/// The result of a run: the transcript, and every expectation that failed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What happened.
+    pub transcript: Transcript,
+    /// Expectations that were not met (also marked in the transcript).
+    pub failures: Vec<String>,
+}
+
+/// A step could not run at all (not: an answer had an unexpected status).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A request got no answer.
+    #[error(transparent)]
+    Request(#[from] crate::client::RequestError),
+    /// The stack could not stop or start a service.
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
+}
+
+/// Runs `scenario` against `stack`.
+pub async fn run(
+    scenario: &Scenario,
+    stack: &mut Stack,
+    options: RunOptions,
+) -> Result<Outcome, RunError> {
+    let client = LabClient::new(stack.proxy_addr);
+    let mut t = Transcript::new(&scenario.title, stack);
+    let mut failures = Vec::new();
+    for step in &scenario.steps {
+        match step {
+            Step::Note(text) => {
+                for line in text.lines() {
+                    t.note(line);
+                }
+            }
+            Step::Gap => t.gap(),
+            Step::Stop(name) => stack.stop_service(name).await?,
+            Step::Start(name) => stack.start_service(name).await?,
+            Step::Wait(duration) => tokio::time::sleep(*duration).await,
+            Step::WaitFor {
+                request,
+                status,
+                within,
+            } => {
+                let deadline = tokio::time::Instant::now() + *within;
+                loop {
+                    let answer = send(&client, stack, request, false).await;
+                    if matches!(&answer, Ok(Answer::Exchange(e)) if e.status.as_u16() == *status) {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        let failure = format!(
+                            "{} {}://{}{} did not answer {status} within {}",
+                            request.method,
+                            request.scheme,
+                            request.host,
+                            request.path,
+                            humantime::format_duration(*within)
+                        );
+                        t.line(&format!("!! {failure}"));
+                        failures.push(failure);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Step::Request(step) => {
+                let mut answers = Vec::with_capacity(step.repeat);
+                let mut left = step.repeat;
+                while left > 0 {
+                    let batch = left.min(step.concurrency);
+                    left -= batch;
+                    let sends =
+                        (0..batch).map(|_| send(&client, stack, &step.request, options.trace));
+                    for answer in futures_util::future::join_all(sends).await {
+                        answers.push(answer?);
+                    }
+                }
+                for (i, answer) in answers.iter().enumerate() {
+                    record(&mut t, &mut failures, step, i, answer, options);
+                }
+            }
+        }
+    }
+    Ok(Outcome {
+        transcript: t,
+        failures,
+    })
+}
+
+/// An answer, or an HTTPS client refusing the proxy's certificate.
+enum Answer {
+    Exchange(Exchange),
+    Refused { line: String },
+}
+
+async fn send(
+    client: &LabClient,
+    stack: &Stack,
+    request: &Request,
+    trace: bool,
+) -> Result<Answer, crate::client::RequestError> {
+    let mut headers: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if trace {
+        headers.push(("x-lab-trace", "1"));
+    }
+    if request.scheme == "https" {
+        let root = request.trust_lab_ca.then_some(stack.ca_root_pem.as_str());
+        return match get_https_with(
+            stack.proxy_tls_addr,
+            &request.host,
+            &request.path,
+            &headers,
+            root,
+        )
+        .await
+        {
+            Ok(exchange) => Ok(Answer::Exchange(exchange)),
+            Err(err) if !request.trust_lab_ca => Ok(Answer::Refused {
+                line: format!(
+                    "{} https://{}{} -> refused: {}",
+                    request.method,
+                    request.host,
+                    request.path,
+                    root_cause(&err)
+                ),
+            }),
+            Err(err) => Err(err),
+        };
+    }
+    client
+        .send(
+            request.method.clone(),
+            &request.host,
+            &request.path,
+            &headers,
+            request.body.clone(),
+        )
+        .await
+        .map(Answer::Exchange)
+}
+
+/// Prints one answer and checks it against the step's expectations.
+fn record(
+    t: &mut Transcript,
+    failures: &mut Vec<String>,
+    step: &RequestStep,
+    i: usize,
+    answer: &Answer,
+    options: RunOptions,
+) {
+    let exchange = match answer {
+        Answer::Refused { line } => {
+            t.line(line);
+            return;
+        }
+        Answer::Exchange(exchange) => exchange,
+    };
+    t.exchange(exchange);
+    let mut wrong = Vec::new();
+    let expected_status = step
+        .expect
+        .statuses
+        .as_ref()
+        .and_then(|s| s.get(i).copied())
+        .or(step.expect.status);
+    if let Some(status) = expected_status
+        && exchange.status.as_u16() != status
+    {
+        wrong.push(format!("expected status {status}"));
+    }
+    for (name, value) in &step.expect.headers {
+        if exchange.header(name) != Some(value.as_str()) {
+            wrong.push(format!("expected {name}: {value}"));
+        }
+    }
+    let by_status = if exchange.status.as_u16() >= 400 {
+        &step.show_errors
+    } else {
+        &step.show_ok
+    };
+    for (label, show) in step.show.iter().chain(by_status) {
+        show_detail(t, exchange, show, label.as_deref());
+    }
+    if options.trace {
+        show_detail(t, exchange, &Show::Trace, None);
+    }
+    for problem in wrong {
+        let failure = format!(
+            "{} {}{}: {problem}, got {}",
+            exchange.method, exchange.host, exchange.path, exchange.status
+        );
+        t.line(&format!("!! {problem}"));
+        failures.push(failure);
+    }
+}
+
+fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Option<&str>) {
+    let mut detail = |default: &str, value: &str| t.detail(label.unwrap_or(default), value);
+    match show {
+        Show::ServedBy => detail(
+            "served by",
+            exchange.header("x-served-by").unwrap_or("(unknown)"),
+        ),
+        Show::Header(name) => detail(name, exchange.header(name).unwrap_or("(none)")),
+        Show::Body => detail("body", exchange.text().trim()),
+        Show::Title => detail("page title", &page_title(exchange)),
+        Show::Tasks => detail("tasks", &task_titles(exchange)),
+        Show::Version => detail(
+            "protocol",
+            &format!("{:?} (chosen by ALPN)", exchange.version),
+        ),
+        Show::Json(path) => {
+            let mut value = exchange.json().unwrap_or_default();
+            for key in path.split('.') {
+                value = value[key].take();
+            }
+            let text = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => "(not received)".into(),
+                other => other.to_string(),
+            };
+            detail(path, &text);
+        }
+        Show::Trace => {
+            let mut lines: Vec<(&str, &str)> = exchange
+                .headers
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("x-lab-trace-"))
+                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+                .collect();
+            lines.sort();
+            for (_, line) in lines {
+                t.line(&format!("    | {line}"));
+            }
+        }
+    }
+}
+
+/// The innermost cause of an error: for a TLS failure, what rustls said.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn page_title(exchange: &Exchange) -> String {
+    let text = exchange.text();
+    text.split_once("<title>")
+        .and_then(|(_, rest)| rest.split_once("</title>"))
+        .map(|(title, _)| title.trim().to_owned())
+        .unwrap_or_else(|| "(no title)".into())
+}
+
+/// The tasks in a `GET /tasks` answer, without their timestamps (which change
+/// every run): `#1 "Title" (open)`.
+fn task_titles(exchange: &Exchange) -> String {
+    let Some(serde_json::Value::Array(tasks)) = exchange.json() else {
+        return format!("(not a task list: {})", exchange.text().trim());
+    };
+    if tasks.is_empty() {
+        return "(none)".into();
+    }
+    tasks
+        .iter()
+        .map(|task| {
+            format!(
+                "#{} {} ({})",
+                task["id"],
+                task["title"],
+                if task["done"] == true { "done" } else { "open" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_parses() {
+        for (name, _) in BUILT_IN {
+            if let Err(err) = built_in(name) {
+                panic!("{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_step_is_reported_with_file_line_and_help() {
+        let text = "title = \"t\"\n\n[[steps]]\nnote = \"a\"\n\n[[steps]]\nrequest = \"FETCH localhost/\"\n";
+        let err = Scenario::parse(text, "x.toml").expect_err("invalid");
+        let message = err.to_string();
+        assert!(message.starts_with("x.toml:7:"), "{message}");
+        assert!(message.contains("`localhost/` is not a URL"), "{message}");
+        assert!(message.contains("help: write \"METHOD URL\""), "{message}");
+    }
+
+    #[test]
+    fn a_step_doing_two_things_or_an_unknown_key_is_refused() {
+        let two = "title = \"t\"\n[[steps]]\nnote = \"a\"\nstop = \"whoami-1\"\n";
+        let err = Scenario::parse(two, "x.toml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("exactly one thing"), "{err}");
+        let unknown =
+            "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nrepeats = 3\n";
+        let err = Scenario::parse(unknown, "x.toml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.starts_with("x.toml:4:"), "{err}");
+        assert!(err.contains("unknown field `repeats`"), "{err}");
+        let orphan = "title = \"t\"\n[[steps]]\nnote = \"a\"\nshow = [\"body\"]\n";
+        let err = Scenario::parse(orphan, "x.toml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("belong to a request step"), "{err}");
+    }
+
+    #[test]
+    fn requests_default_to_get_and_keep_the_query() {
+        let text = "title = \"t\"\n[[steps]]\nrequest = \"https://secure.localhost/api/tasks?done=false\"\nrepeat = 2\nshow = [\"served-by\", \"json:headers.host\"]\nexpect = { statuses = [200, 429] }\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::Request(step) = &scenario.steps[0] else {
+            panic!("a request step");
+        };
+        assert_eq!(step.request.method, Method::GET);
+        assert_eq!(step.request.scheme, "https");
+        assert_eq!(step.request.host, "secure.localhost");
+        assert_eq!(step.request.path, "/api/tasks?done=false");
+        assert_eq!(step.repeat, 2);
+        assert_eq!(
+            step.show,
+            [
+                (None, Show::ServedBy),
+                (None, Show::Json("headers.host".into()))
+            ]
+        );
+        assert_eq!(step.expect.statuses, Some(vec![200, 429]));
+    }
+}

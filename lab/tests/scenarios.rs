@@ -1,0 +1,88 @@
+//! Every scenario in lab/scenarios/, run against a fresh in-process stack over
+//! real loopback HTTP, with its transcript pinned as an insta snapshot.
+//!
+//! A changed transcript fails the test; review it with `cargo insta review`
+//! (or read the `.snap.new` file) before accepting it. An answer that breaks
+//! a scenario's `expect` fails it too, with the line marked `!!`.
+
+use lab::scenario::{self, RunOptions};
+use lab::{Stack, StackOptions};
+
+async fn run(name: &str) -> String {
+    let scenario = scenario::built_in(name).expect("the scenario parses");
+    let mut stack = Stack::boot(StackOptions::default())
+        .await
+        .expect("the stack boots");
+    let outcome = scenario::run(&scenario, &mut stack, RunOptions::default())
+        .await
+        .expect("the scenario runs");
+    stack.shutdown().await;
+    let text = outcome.transcript.render();
+    assert!(
+        outcome.failures.is_empty(),
+        "{name}: {:#?}\n{text}",
+        outcome.failures
+    );
+    text
+}
+
+#[tokio::test]
+async fn routing() {
+    insta::assert_snapshot!("routing", run("routing").await);
+}
+
+#[tokio::test]
+async fn host_routing() {
+    insta::assert_snapshot!("host-routing", run("host-routing").await);
+}
+
+#[tokio::test]
+async fn headers() {
+    insta::assert_snapshot!("headers", run("headers").await);
+}
+
+#[tokio::test]
+async fn round_robin() {
+    insta::assert_snapshot!("round-robin", run("round-robin").await);
+}
+
+#[tokio::test]
+async fn failover() {
+    insta::assert_snapshot!("failover", run("failover").await);
+}
+
+#[tokio::test]
+async fn https_redirect() {
+    insta::assert_snapshot!("https-redirect", run("https-redirect").await);
+}
+
+#[tokio::test]
+async fn rate_limit() {
+    insta::assert_snapshot!("rate-limit", run("rate-limit").await);
+}
+
+#[test]
+fn every_scenario_file_is_listed_and_tested() {
+    let mut files: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"))
+            .expect("lab/scenarios")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".toml").map(str::to_owned)
+            })
+            .collect();
+    files.sort();
+    let mut built_in: Vec<String> = scenario::names().iter().map(|n| n.to_string()).collect();
+    built_in.sort();
+    assert_eq!(
+        files, built_in,
+        "lab/scenarios/*.toml and scenario::BUILT_IN differ"
+    );
+    let tests = include_str!("scenarios.rs");
+    for name in built_in {
+        assert!(
+            tests.contains(&format!("insta::assert_snapshot!(\"{name}\"")),
+            "no snapshot test for scenario {name}"
+        );
+    }
+}
