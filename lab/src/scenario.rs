@@ -48,7 +48,7 @@ use crate::transcript::Transcript;
 
 /// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
 /// built into the binary so `lab scenario NAME` works from any folder.
-pub const BUILT_IN: [(&str, &str); 7] = [
+pub const BUILT_IN: [(&str, &str); 8] = [
     ("routing", include_str!("../scenarios/routing.toml")),
     (
         "host-routing",
@@ -62,6 +62,7 @@ pub const BUILT_IN: [(&str, &str); 7] = [
         include_str!("../scenarios/https-redirect.toml"),
     ),
     ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
+    ("trace", include_str!("../scenarios/trace.toml")),
 ];
 
 /// A parsed scenario.
@@ -557,13 +558,17 @@ pub async fn run(
                 }
             }
             Step::Request(step) => {
+                // Showing the trace means asking for it.
+                let trace = options.trace
+                    || [&step.show, &step.show_ok, &step.show_errors]
+                        .iter()
+                        .any(|list| list.iter().any(|(_, s)| *s == Show::Trace));
                 let mut answers = Vec::with_capacity(step.repeat);
                 let mut left = step.repeat;
                 while left > 0 {
                     let batch = left.min(step.concurrency);
                     left -= batch;
-                    let sends =
-                        (0..batch).map(|_| send(&client, stack, &step.request, options.trace));
+                    let sends = (0..batch).map(|_| send(&client, stack, &step.request, trace));
                     for answer in futures_util::future::join_all(sends).await {
                         answers.push(answer?);
                     }

@@ -4,7 +4,8 @@
 //! Ports change on every run (every service binds port 0), so a transcript is
 //! *normalised* before it is shown: a service's address becomes its name in
 //! angle brackets (`127.0.0.1:41807` -> `<whoami-2>`), and any other loopback
-//! port becomes `<port>`. The facts stay visible; only the noise goes.
+//! port becomes `<port>`, and a time the proxy measured (`in 1.4 ms`) becomes
+//! `in <ms>`. The facts stay visible; only the noise goes.
 
 use std::fmt::Write as _;
 
@@ -99,6 +100,29 @@ fn normalise(line: &str, names: &[(String, String)]) -> String {
         rest = &after[digits..];
     }
     out.push_str(rest);
+    hide_timings(&out)
+}
+
+/// `answered 200 OK in 1.4 ms` -> `answered 200 OK in <ms>`.
+fn hide_timings(text: &str) -> String {
+    const IN: &str = " in ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(IN) {
+        let after = &rest[at + IN.len()..];
+        let number = after
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        out.push_str(&rest[..at + IN.len()]);
+        if number > 0 && after[number..].starts_with(" ms") {
+            out.push_str("<ms>");
+            rest = &after[number + 3..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -115,6 +139,10 @@ mod tests {
                 &names
             ),
             "upstream <whoami-2>, peer 127.0.0.1:<port>, ip 127.0.0.1"
+        );
+        assert_eq!(
+            normalise("answered 200 OK in 1.4 ms, drains in 995 ms, in 3 s", &[]),
+            "answered 200 OK in <ms>, drains in <ms>, in 3 s"
         );
     }
 }

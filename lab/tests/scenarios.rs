@@ -61,6 +61,11 @@ async fn rate_limit() {
     insta::assert_snapshot!("rate-limit", run("rate-limit").await);
 }
 
+#[tokio::test]
+async fn trace() {
+    insta::assert_snapshot!("trace", run("trace").await);
+}
+
 #[test]
 fn every_scenario_file_is_listed_and_tested() {
     let mut files: Vec<String> =

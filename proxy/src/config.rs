@@ -91,6 +91,9 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed for the client's address
     /// (none by default: a client could write anything there).
     pub trusted_proxies: crate::access::Networks,
+    /// Clients (by TCP peer address) whose `X-Lab-Trace: 1` is answered with
+    /// the decision trace ([`crate::trace`]); none by default: tracing is off.
+    pub trace_from: crate::access::Networks,
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
@@ -650,6 +653,7 @@ struct RawConfig {
     #[serde(default)]
     limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    trace_from: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -923,6 +927,17 @@ impl Validator<'_> {
                     self.parsed(
                         net,
                         "list addresses or CIDR blocks, e.g. \"10.0.0.0/8\" or \"127.0.0.1\"",
+                    )
+                })
+                .collect(),
+            trace_from: raw
+                .trace_from
+                .iter()
+                .flatten()
+                .filter_map(|net| {
+                    self.parsed(
+                        net,
+                        "list the client addresses that may ask for a trace, e.g. [\"127.0.0.1/32\", \"::1/128\"]",
                     )
                 })
                 .collect(),

@@ -30,6 +30,7 @@
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).
 //! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
 //! - [`body`]: the streamed body type.
+//! - [`trace`]: the decision trace, `X-Lab-Trace: 1`: why the proxy did what it did.
 
 pub mod access;
 pub mod balance;
@@ -44,6 +45,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors};

@@ -21,6 +21,10 @@
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
+//!
+//! Each step also notes its decision in the request's [`Trace`] (one line,
+//! `ctx.trace.note(|| ...)`, which costs nothing unless the client asked with
+//! `X-Lab-Trace: 1`); [`add_trace`] puts the lines in the response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +45,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, ClientInfo};
 use crate::limit::{self, ConnLimitZone, ConnPermit, Decision, RateLimitZone};
 use crate::router::{RouteMatch, Router};
+use crate::trace::{self, NoRetry, Trace};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
@@ -102,6 +107,8 @@ pub struct RequestCtx {
     pub error: Option<ErrorKind>,
     /// The rate-limit zone that refused the request, if one did.
     pub limited: Option<String>,
+    /// The decision trace: off unless the client asked and may ask.
+    pub trace: Trace,
 }
 
 impl Snapshot {
@@ -164,10 +171,12 @@ impl Proxy {
     /// streams on its own. Never fails: every error becomes a response.
     pub async fn handle_request(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
         let snapshot = self.snapshot();
+        // Taken off every request: a trace is asked of this proxy, never of the upstream.
+        let asked = request.headers_mut().remove(&trace::HEADER);
         let mut ctx = RequestCtx {
             started: Instant::now(),
             conn,
@@ -183,12 +192,20 @@ impl Proxy {
             upstream: None,
             error: None,
             limited: None,
+            trace: Trace::start(
+                asked.as_ref(),
+                &snapshot.config.trace_from,
+                conn.client.ip(),
+            ),
         };
+        ctx.trace
+            .note_lines(|| trace::arrival(&request, &conn, ctx.client_ip));
         let mut response = match proxy_request(&snapshot, &mut ctx, request).await {
             Ok(response) => response,
             Err(err) => fail_to_proxy(&mut ctx, err),
         };
-        add_hsts(&snapshot, &ctx, &mut response);
+        add_hsts(&snapshot, &mut ctx, &mut response);
+        add_trace(&ctx, &mut response);
         log_access(&ctx, &response);
         response
     }
@@ -201,11 +218,12 @@ async fn proxy_request(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some((server, route)) = route(snapshot, ctx, &request) else {
-        return Ok(not_found());
+        return Ok(not_found(ctx));
     };
     if let Some(status) = server.redirect_https
         && ctx.conn.proto == "http"
     {
+        ctx.trace.note(|| trace::redirect(status));
         return Ok(redirect_to_https(
             status,
             &request,
@@ -213,10 +231,13 @@ async fn proxy_request(
         ));
     }
     let Some(route) = route else {
-        return Ok(not_found());
+        return Ok(not_found(ctx));
     };
     let pass = match &route.action {
-        Action::Return(fixed) => return Ok(fixed_response(fixed)),
+        Action::Return(fixed) => {
+            ctx.trace.note(|| trace::fixed(route));
+            return Ok(fixed_response(fixed));
+        }
         Action::Proxy(pass) => pass,
     };
     let permit = match limit_request(snapshot, ctx, server, route, &request).await {
@@ -226,7 +247,7 @@ async fn proxy_request(
     if let Some(denied) = check_access(ctx, server, route, &request).await {
         return Ok(denied);
     }
-    let request = check_body_size(request, route.max_body_size.or(server.max_body_size))?;
+    let request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
     let upstream_request = rewrite_request(request, route, pass, ctx);
     let (upstream_response, in_flight) = forward(pool, ctx, upstream_request).await?;
@@ -243,10 +264,11 @@ pub fn route<'s>(
     ctx: &mut RequestCtx,
     request: &Request<Incoming>,
 ) -> Option<(&'s Server, Option<&'s Route>)> {
-    let matched = snapshot
-        .router
-        .route(request_host(request), request.uri().path());
+    let (host, path) = (request_host(request), request.uri().path());
+    let matched = snapshot.router.route(host, path);
     ctx.matched = Some(matched);
+    ctx.trace
+        .note_lines(|| trace::routing(&snapshot.config, &snapshot.router, matched, host, path));
     let server = snapshot.config.servers.get(matched.server)?;
     Some((server, matched.route.and_then(|i| server.routes.get(i))))
 }
@@ -320,7 +342,8 @@ pub fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
 }
 
 /// Step 2c: no route matched the path.
-fn not_found() -> Response<ProxyBody> {
+fn not_found(ctx: &mut RequestCtx) -> Response<ProxyBody> {
+    ctx.trace.note(trace::not_found);
     plain_response(
         StatusCode::NOT_FOUND,
         "404 Not Found: no route matches this path\n",
@@ -351,9 +374,15 @@ pub async fn limit_request<B>(
             snapshot.conn_zones.get(limit.zone),
             snapshot.config.conn_zones.get(limit.zone),
         )
-        && let Some(key) = limit_key(&config.key, ctx, route, request)
+        && let Some(key) = limit_key("limit_conn", &zone.name, &config.key, ctx, route, request)
     {
-        match zone.try_acquire(key, limit.max) {
+        let slot = zone.try_acquire(key, limit.max);
+        let refused = slot.is_none().then_some(limit.status);
+        let by = || trace::limit_key(&config.key, ctx.client_ip, route);
+        ctx.trace.note(|| {
+            trace::conn_limit(&zone.name, &by(), zone.in_progress(key), limit.max, refused)
+        });
+        match slot {
             Some(slot) => permit = Some(slot),
             None => {
                 ctx.limited = Some(zone.name.clone());
@@ -370,9 +399,13 @@ pub async fn limit_request<B>(
             snapshot.rate_zones.get(limit.zone),
             snapshot.config.rate_zones.get(limit.zone),
         )
-        && let Some(key) = limit_key(&config.key, ctx, route, request)
+        && let Some(key) = limit_key("limit_req", &zone.name, &config.key, ctx, route, request)
     {
-        match zone.check(key, limit.burst, tokio::time::Instant::now()) {
+        let checked = zone.check_levels(key, limit.burst, tokio::time::Instant::now());
+        let by = || trace::limit_key(&config.key, ctx.client_ip, route);
+        ctx.trace
+            .note(|| trace::rate_limit(&zone.name, &by(), config.rate_milli, limit, &checked));
+        match checked.decision {
             Decision::Accept => {}
             Decision::Delay(wait) => tokio::time::sleep(wait).await,
             Decision::Reject { retry_after } => {
@@ -390,17 +423,25 @@ pub async fn limit_request<B>(
     Ok(permit)
 }
 
-/// What a limit counts this request by; `None` (not limited) when the key is
-/// a header the request does not have, as in nginx.
+/// What a limit (`kind` zone `zone`) counts this request by; `None` (not
+/// limited) when the key is a header the request does not have, as in nginx.
 fn limit_key<B>(
+    kind: &str,
+    zone: &str,
     key: &LimitKey,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     route: &Route,
     request: &Request<B>,
 ) -> Option<limit::LimitKey> {
     Some(match key {
         LimitKey::ClientIp => limit::LimitKey::ip(ctx.client_ip),
-        LimitKey::Header(name) => limit::LimitKey::hashed(request.headers().get(name)?.as_bytes()),
+        LimitKey::Header(name) => match request.headers().get(name) {
+            Some(value) => limit::LimitKey::hashed(value.as_bytes()),
+            None => {
+                ctx.trace.note(|| trace::no_limit_key(kind, zone, key));
+                return None;
+            }
+        },
         LimitKey::Route => {
             let server_index = ctx.matched.map_or(0, |m| m.server);
             limit::LimitKey::hashed(format!("{server_index} {}", route.path).as_bytes())
@@ -430,13 +471,21 @@ fn refusal(status: StatusCode, what: &str, zone: &str) -> Response<ProxyBody> {
 /// `WWW-Authenticate` header that makes a browser ask. (As in nginx, limits
 /// are counted first: a refused request still uses up its share of the rate.)
 pub async fn check_access<B>(
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     server: &Server,
     route: &Route,
     request: &Request<B>,
 ) -> Option<Response<ProxyBody>> {
-    let rules = route.access.as_deref().unwrap_or(&server.access);
-    if !crate::access::is_allowed(rules, ctx.client_ip) {
+    let (rules, whose) = match &route.access {
+        Some(rules) => (rules.as_slice(), "route"),
+        None => (server.access.as_slice(), "server"),
+    };
+    let allowed = crate::access::is_allowed(rules, ctx.client_ip);
+    if !rules.is_empty() {
+        ctx.trace
+            .note(|| trace::access(whose, rules, ctx.client_ip, allowed));
+    }
+    if !allowed {
         return Some(plain_response(
             StatusCode::FORBIDDEN,
             "403 Forbidden: your address is not allowed here\n",
@@ -453,6 +502,13 @@ pub async fn check_access<B>(
     let verified = tokio::task::spawn_blocking(move || checker.verify(given.as_deref()))
         .await
         .unwrap_or(false);
+    ctx.trace.note(|| {
+        trace::basic_auth(
+            &auth.realm,
+            request.headers().contains_key(header::AUTHORIZATION),
+            verified,
+        )
+    });
     if verified {
         return None;
     }
@@ -476,6 +532,7 @@ pub async fn check_access<B>(
 /// an aborted request, never a complete-looking truncated one, and the client
 /// gets 413 (see [`fail_to_proxy`]).
 pub fn check_body_size(
+    ctx: &mut RequestCtx,
     request: Request<Incoming>,
     max: Option<u64>,
 ) -> Result<Request<ProxyBody>, ProxyError> {
@@ -487,6 +544,7 @@ pub fn check_body_size(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    ctx.trace.note(|| trace::body_size(max, declared));
     if declared.is_some_and(|length| length > max) {
         return Err(ProxyError {
             kind: ErrorKind::BodyTooLarge,
@@ -510,14 +568,14 @@ pub fn rewrite_request(
     request: Request<ProxyBody>,
     route: &Route,
     pass: &ProxyPass,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
 ) -> Request<ProxyBody> {
     let (mut parts, incoming) = request.into_parts();
 
     // The host the client asked for, read before any header is removed.
     let client_host = request_host_value(&parts.uri, &parts.headers);
 
-    parts.uri = rewrite_path(&parts.uri, route, &pass.rewrite);
+    let uri = rewrite_path(&parts.uri, route, &pass.rewrite);
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::add_forwarding_headers(
         &mut parts.headers,
@@ -528,6 +586,9 @@ pub fn rewrite_request(
             host: client_host.as_ref(),
         },
     );
+    ctx.trace
+        .note(|| trace::rewrite(route, pass, &parts, &uri, client_host.as_ref()));
+    parts.uri = uri;
     match (pass.preserve_host, client_host) {
         (true, Some(host)) => parts.headers.insert(header::HOST, host),
         _ => parts.headers.remove(header::HOST),
@@ -610,6 +671,7 @@ pub async fn forward(
         let server = pick_upstream(pool, ctx, key, &tried)?;
         tried.push(server.address.clone());
         let in_flight = server.peer.begin_request();
+        let sent_at = ctx.trace.is_on().then(Instant::now);
         let mut attempt = Request::new(body.next());
         *attempt.method_mut() = parts.method.clone();
         *attempt.uri_mut() = parts.uri.clone();
@@ -620,41 +682,62 @@ pub async fn forward(
                 .insert(header::HOST, server.host.clone());
         }
         let outcome = pool.send(&server, attempt).await;
-        // Whether this failure may go on to the next server, given whether
-        // the upstream could have received the request.
-        let may_go_on = |listed: bool, sent: bool| {
-            listed
-                && body.can_replay()
-                && tried.len() < max_tries
-                && (!sent || parts.method.is_idempotent() || rules.non_idempotent)
-                && rules
-                    .timeout
-                    .is_none_or(|budget| started.elapsed() < budget)
+        let took = sent_at.map(|t| t.elapsed());
+        // Why this failure may not go on to the next server, given whether
+        // the upstream could have received the request; `None`: it may.
+        let stop = |listed: bool, sent: bool| {
+            if !listed {
+                Some(NoRetry::NotListed)
+            } else if !body.can_replay() {
+                Some(NoRetry::BodyGone)
+            } else if tried.len() >= max_tries {
+                Some(NoRetry::NoTriesLeft)
+            } else if sent && !parts.method.is_idempotent() && !rules.non_idempotent {
+                Some(NoRetry::NotIdempotent)
+            } else if rules
+                .timeout
+                .is_some_and(|budget| started.elapsed() >= budget)
+            {
+                Some(NoRetry::OutOfTime)
+            } else {
+                None
+            }
         };
         match outcome {
             Ok(response) => {
                 let listed = rules.on_status.contains(&response.status().as_u16());
+                ctx.trace
+                    .note(|| trace::answered(&server.address, response.status(), listed, took));
                 if !listed {
                     pool.report_success(&server);
                     return Ok((response, in_flight));
                 }
-                pool.report_failure(&server);
-                if !may_go_on(true, true) {
+                report_failure(pool, ctx, &server);
+                let stop = stop(true, true);
+                ctx.trace
+                    .note(|| trace::next_upstream(stop, rules, "this status", &parts.method, true));
+                if stop.is_some() {
                     return Ok((response, in_flight));
                 }
                 tracing::info!(upstream = %pool.name, server = %server.address, status = response.status().as_u16(), "trying the next server");
             }
             Err(err) => {
+                ctx.trace
+                    .note(|| trace::failed(&server.address, &err, took));
                 if !err.kind.is_upstream_failure() {
                     return Err(err);
                 }
-                pool.report_failure(&server);
-                let listed = if err.kind.is_timeout() {
-                    rules.on_timeout
+                report_failure(pool, ctx, &server);
+                let (listed, what) = if err.kind.is_timeout() {
+                    (rules.on_timeout, "`timeout`")
                 } else {
-                    rules.on_error
+                    (rules.on_error, "`error`")
                 };
-                if !may_go_on(listed, !err.kind.before_request_sent()) {
+                let sent = !err.kind.before_request_sent();
+                let stop = stop(listed, sent);
+                ctx.trace
+                    .note(|| trace::next_upstream(stop, rules, what, &parts.method, sent));
+                if stop.is_some() {
                     return Err(err);
                 }
                 tracing::info!(upstream = %pool.name, server = %server.address, error = %err, "trying the next server");
@@ -672,13 +755,32 @@ pub fn pick_upstream(
     key: Option<u64>,
     tried: &[Arc<str>],
 ) -> Result<Arc<UpstreamServer>, ProxyError> {
-    let server = pool.pick(key, tried).map_err(|_| ProxyError {
+    let attempt = tried.len() + 1;
+    ctx.trace
+        .note_lines(|| trace::servers(pool, attempt, key.is_some(), ctx.client_ip, tried));
+    let picked = pool.pick(key, tried);
+    ctx.trace
+        .note(|| trace::chose(pool, attempt, picked.as_ref().ok().map(|s| &*s.address)));
+    let server = picked.map_err(|_| ProxyError {
         kind: ErrorKind::NoLiveUpstream,
         upstream: Some(pool.name.clone()),
         cause: None,
     })?;
     ctx.upstream = Some(server.address.clone());
     Ok(server)
+}
+
+/// Passive health: a failed attempt counts against its server; the trace
+/// says when that took the server out of rotation.
+fn report_failure(pool: &UpstreamPool, ctx: &mut RequestCtx, server: &UpstreamServer) {
+    pool.report_failure(server);
+    if ctx.trace.is_on()
+        && !server
+            .health
+            .is_available(tokio::time::Instant::now(), pool.servers().len() > 1)
+    {
+        ctx.trace.note(|| trace::taken_out(pool, &server.address));
+    }
 }
 
 /// What `balance = "hash"` hashes for this request: the client's address, a
@@ -790,6 +892,9 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
+    let proxy_status = err.proxy_status();
+    ctx.trace
+        .note(|| trace::failure(&err, status, &proxy_status));
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -797,7 +902,7 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(value) = HeaderValue::from_str(&err.proxy_status()) {
+    if let Ok(value) = HeaderValue::from_str(&proxy_status) {
         headers.insert(http::HeaderName::from_static("proxy-status"), value);
     }
     response
@@ -807,7 +912,7 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
 /// header tells the browser to use HTTPS for this host from now on, even when
 /// the user types `http://`. Never sent over plain HTTP, where an attacker in
 /// the middle could forge or strip it (RFC 6797 section 7.2).
-pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
+pub fn add_hsts(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Response<ProxyBody>) {
     if ctx.conn.proto != "https" {
         return;
     }
@@ -815,10 +920,19 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<P
         .matched
         .and_then(|m| snapshot.config.servers.get(m.server));
     if let Some(hsts) = server.and_then(|s| s.hsts.as_ref()) {
+        ctx.trace.note(|| trace::hsts(hsts));
         response
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+}
+
+/// Before the response leaves: when the client asked with `X-Lab-Trace: 1`
+/// from an address in `trace_from`, every decision noted on the way becomes a
+/// numbered header, `x-lab-trace-01: ...`. Headers only: the body, perhaps
+/// still streaming from the upstream, is not touched.
+pub fn add_trace(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
+    ctx.trace.write_headers(response.headers_mut());
 }
 
 /// Step 7: one access-log line per request, when the response head is ready:

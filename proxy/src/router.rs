@@ -113,6 +113,26 @@ impl Router {
         }
     }
 
+    /// Every route of `server` that matches `path`, by index in file order:
+    /// the exact route equal to it and each prefix it starts with. The
+    /// winner [`route`](Self::route) picks is among them. This one visits
+    /// every route, so the hot path never calls it: it is for explaining a
+    /// decision (the decision trace), not for making it.
+    pub fn candidates(&self, server: usize, path: &str) -> Vec<usize> {
+        let Some(routes) = self.servers.get(server) else {
+            return Vec::new();
+        };
+        let mut found: Vec<usize> = routes
+            .prefixes
+            .iter()
+            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, &index)| index)
+            .chain(routes.exact.get(path).copied())
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     fn server_for(&self, host: Option<&str>) -> (usize, ServerChoice) {
         let Some(host) = host.and_then(normalize_host) else {
             return (self.default_server, ServerChoice::Default);
@@ -280,6 +300,35 @@ routes = [{ path = "/api/", return = { status = 200 } }]
         assert_eq!(normalize_host(":8080"), None);
         assert_eq!(normalize_host(""), None);
         assert_eq!(normalize_host("[::1"), None);
+    }
+
+    #[test]
+    fn candidates_are_every_matching_route_and_include_the_winner() {
+        let r = router(TWO_SERVERS);
+        let app = |path| r.candidates(0, path);
+        assert_eq!(app("/api/admin/users"), [0, 1, 2]);
+        assert_eq!(app("/health"), [0, 4]);
+        assert_eq!(app("/service1x"), [0, 3]);
+        assert_eq!(r.candidates(1, "/x"), [0]);
+        assert_eq!(r.candidates(9, "/x"), Vec::<usize>::new());
+        for path in [
+            "/",
+            "/api/",
+            "/api/admin/x",
+            "/health",
+            "/healthz",
+            "/service1",
+        ] {
+            let winner = r.route(Some("app.localhost"), path).route.expect("a route");
+            assert!(app(path).contains(&winner), "{path}");
+        }
+        let text = r#"
+[[listen]]
+addr = "127.0.0.1:0"
+[[servers]]
+routes = [{ path = "/api/", return = { status = 200 } }]
+"#;
+        assert!(router(text).candidates(0, "/other").is_empty());
     }
 
     #[test]

@@ -80,6 +80,20 @@ pub enum Decision {
     },
 }
 
+/// A [`Decision`] with the bucket levels behind it, for the decision trace.
+/// Levels are in thousandths of a request, like the bucket itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// What happens to the request.
+    pub decision: Decision,
+    /// The key's level just before this request, drained to now; `None` when
+    /// the zone had not seen the key (or had forgotten it): it starts empty.
+    pub before: Option<u64>,
+    /// The level with this request counted: what is compared to the burst.
+    /// A rejected request is not counted, so the bucket stays at `before`.
+    pub after: u64,
+}
+
 /// How one `limit_req` applies a zone: burst size and delay policy, in requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Burst {
@@ -115,6 +129,12 @@ impl RateLimitZone {
     /// Decides one request for `key` arriving at `now`, and counts it unless
     /// it is rejected (nginx's `ngx_http_limit_req_lookup` and `_account`).
     pub fn check(&self, key: LimitKey, burst: Burst, now: Instant) -> Decision {
+        self.check_levels(key, burst, now).decision
+    }
+
+    /// [`check`](Self::check), also saying how full the key's bucket was
+    /// before and after this request: the same decision, the same counting.
+    pub fn check_levels(&self, key: LimitKey, burst: Burst, now: Instant) -> Checked {
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let burst_milli = burst.burst.saturating_mul(1000);
@@ -122,9 +142,13 @@ impl RateLimitZone {
         let Ok(mut states) = self.states.lock() else {
             // A panic elsewhere poisoned the lock: fail open rather than
             // refuse every request.
-            return Decision::Accept;
+            return Checked {
+                decision: Decision::Accept,
+                before: None,
+                after: 0,
+            };
         };
-        let excess = match states.get_mut(&key) {
+        let (before, excess) = match states.get_mut(&key) {
             None => {
                 // A key seen for the first time starts with an empty bucket.
                 states.push(
@@ -134,33 +158,47 @@ impl RateLimitZone {
                         last_ms: now_ms,
                     },
                 );
-                return Decision::Accept;
+                return Checked {
+                    decision: Decision::Accept,
+                    before: None,
+                    after: 0,
+                };
             }
             Some(bucket) => {
                 let elapsed = now_ms.saturating_sub(bucket.last_ms);
                 let drained = self.rate.saturating_mul(elapsed) / 1000;
+                let before = bucket.excess.saturating_sub(drained);
                 let excess = (bucket.excess + 1000).saturating_sub(drained);
                 if excess > burst_milli {
                     let wait_ms = (excess - burst_milli)
                         .saturating_mul(1000)
                         .div_ceil(self.rate);
-                    return Decision::Reject {
-                        retry_after: Duration::from_millis(wait_ms),
+                    return Checked {
+                        decision: Decision::Reject {
+                            retry_after: Duration::from_millis(wait_ms),
+                        },
+                        before: Some(before),
+                        after: excess,
                     };
                 }
                 bucket.excess = excess;
                 if elapsed > 0 {
                     bucket.last_ms = now_ms;
                 }
-                excess
+                (before, excess)
             }
         };
-        if excess <= delay_milli {
+        let decision = if excess <= delay_milli {
             Decision::Accept
         } else {
             Decision::Delay(Duration::from_millis(
                 (excess - delay_milli).saturating_mul(1000) / self.rate,
             ))
+        };
+        Checked {
+            decision,
+            before: Some(before),
+            after: excess,
         }
     }
 }
@@ -299,6 +337,34 @@ mod tests {
             t[2].starts_with("6000ms: reject, retry after 25ms"),
             "{t:?}"
         );
+    }
+
+    #[test]
+    fn check_levels_shows_the_bucket_filling_up_to_the_burst() {
+        let zone = RateLimitZone::new("one", ONE_PER_SECOND, 100);
+        let burst = Burst {
+            burst: 2,
+            no_delay: 0,
+        };
+        let now = zone.epoch;
+        let levels: Vec<(Option<u64>, u64)> = (0..4)
+            .map(|_| zone.check_levels(key("10.0.0.1"), burst, now))
+            .map(|c| (c.before, c.after))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                (None, 0),
+                (Some(0), 1000),
+                (Some(1000), 2000),
+                (Some(2000), 3000)
+            ]
+        );
+        // The rejected fourth request was not counted; half a second later
+        // the bucket has drained by half a request.
+        let later = zone.check_levels(key("10.0.0.1"), burst, at(now, 500));
+        assert_eq!((later.before, later.after), (Some(1500), 2500));
+        assert!(matches!(later.decision, Decision::Reject { .. }));
     }
 
     #[test]
