@@ -43,7 +43,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::client::{Exchange, LabClient, get_https_with};
-use crate::stack::Stack;
+use crate::stack::LabStack;
 use crate::transcript::Transcript;
 
 /// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
@@ -507,16 +507,16 @@ pub enum RunError {
     Request(#[from] crate::client::RequestError),
     /// The stack could not stop or start a service.
     #[error(transparent)]
-    Stack(#[from] crate::stack::StackError),
+    Stack(crate::stack::LabStackError),
 }
 
 /// Runs `scenario` against `stack`.
 pub async fn run(
     scenario: &Scenario,
-    stack: &mut Stack,
+    stack: &mut impl LabStack,
     options: RunOptions,
 ) -> Result<Outcome, RunError> {
-    let client = LabClient::new(stack.proxy_addr);
+    let client = LabClient::new(stack.proxy_addr());
     let mut t = Transcript::new(&scenario.title, stack);
     let mut failures = Vec::new();
     for step in &scenario.steps {
@@ -527,8 +527,8 @@ pub async fn run(
                 }
             }
             Step::Gap => t.gap(),
-            Step::Stop(name) => stack.stop_service(name).await?,
-            Step::Start(name) => stack.start_service(name).await?,
+            Step::Stop(name) => stack.stop_service(name).await.map_err(RunError::Stack)?,
+            Step::Start(name) => stack.start_service(name).await.map_err(RunError::Stack)?,
             Step::Wait(duration) => tokio::time::sleep(*duration).await,
             Step::WaitFor {
                 request,
@@ -593,7 +593,7 @@ enum Answer {
 
 async fn send(
     client: &LabClient,
-    stack: &Stack,
+    stack: &impl LabStack,
     request: &Request,
     trace: bool,
 ) -> Result<Answer, crate::client::RequestError> {
@@ -606,9 +606,9 @@ async fn send(
         headers.push(("x-lab-trace", "1"));
     }
     if request.scheme == "https" {
-        let root = request.trust_lab_ca.then_some(stack.ca_root_pem.as_str());
+        let root = request.trust_lab_ca.then_some(stack.ca_root_pem());
         return match get_https_with(
-            stack.proxy_tls_addr,
+            stack.proxy_tls_addr(),
             &request.host,
             &request.path,
             &headers,

@@ -13,6 +13,7 @@
 //! the chosen addresses filled in.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -238,6 +239,73 @@ impl Stack {
         for name in names {
             let _ = self.stop_service(&name).await;
         }
+    }
+}
+
+/// What a scenario needs of a running stack, in this process ([`Stack`]) or
+/// in Docker (`docker::DockerStack`): where the proxy listens, the CA to
+/// trust, which addresses to print as service names, and stopping and
+/// starting a service.
+pub trait LabStack {
+    /// Where the proxy listens for plain HTTP, from this machine.
+    fn proxy_addr(&self) -> SocketAddr;
+    /// Where the proxy listens for HTTPS, from this machine.
+    fn proxy_tls_addr(&self) -> SocketAddr;
+    /// The local CA's root certificate (PEM).
+    fn ca_root_pem(&self) -> &str;
+    /// `(address, name)` pairs a transcript prints as `<name>`: every
+    /// address a service or the proxy may appear under.
+    fn transcript_names(&self) -> Vec<(String, String)>;
+    /// Stops a service; the proxy is not told.
+    fn stop_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
+    /// Starts a stopped service again.
+    fn start_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
+}
+
+/// A stack could not stop or start a service.
+pub type LabStackError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The names a transcript uses for the proxy's own addresses.
+pub fn proxy_names(proxy_addr: SocketAddr, proxy_tls_addr: SocketAddr) -> Vec<(String, String)> {
+    vec![
+        (proxy_addr.to_string(), "<proxy>".into()),
+        (proxy_tls_addr.to_string(), "<proxy-https>".into()),
+        // The HTTPS port as it appears in redirects: `https://name:PORT/`.
+        (
+            format!(":{}/", proxy_tls_addr.port()),
+            ":<https-port>/".into(),
+        ),
+    ]
+}
+
+impl LabStack for Stack {
+    fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    fn proxy_tls_addr(&self) -> SocketAddr {
+        self.proxy_tls_addr
+    }
+
+    fn ca_root_pem(&self) -> &str {
+        &self.ca_root_pem
+    }
+
+    fn transcript_names(&self) -> Vec<(String, String)> {
+        let mut names: Vec<(String, String)> = self
+            .services()
+            .map(|(name, addr)| (addr.to_string(), format!("<{name}>")))
+            .collect();
+        names.extend(proxy_names(self.proxy_addr, self.proxy_tls_addr));
+        names
+    }
+
+    async fn stop_service(&mut self, name: &str) -> Result<(), LabStackError> {
+        Ok(Stack::stop_service(self, name).await?)
+    }
+
+    async fn start_service(&mut self, name: &str) -> Result<(), LabStackError> {
+        Ok(Stack::start_service(self, name).await?)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::client::Exchange;
-use crate::stack::Stack;
+use crate::stack::LabStack;
 
 /// A titled list of requests, answers and notes.
 #[derive(Debug, Clone)]
@@ -23,18 +23,8 @@ pub struct Transcript {
 
 impl Transcript {
     /// An empty transcript for a run on `stack`.
-    pub fn new(title: &str, stack: &Stack) -> Transcript {
-        let mut names: Vec<(String, String)> = stack
-            .services()
-            .map(|(name, addr)| (addr.to_string(), format!("<{name}>")))
-            .collect();
-        names.push((stack.proxy_addr.to_string(), "<proxy>".into()));
-        names.push((stack.proxy_tls_addr.to_string(), "<proxy-https>".into()));
-        // The HTTPS port as it appears in redirects: `https://name:PORT/`.
-        names.push((
-            format!(":{}/", stack.proxy_tls_addr.port()),
-            ":<https-port>/".into(),
-        ));
+    pub fn new(title: &str, stack: &impl LabStack) -> Transcript {
+        let names = stack.transcript_names();
         Transcript {
             title: title.to_owned(),
             lines: Vec::new(),
