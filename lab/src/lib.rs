@@ -12,8 +12,11 @@
 //! - [`scenario`]: scenario files (`lab/scenarios/*.toml`): scripted runs
 //!   (routing, host routing, headers, round-robin, failover, HTTPS, rate
 //!   limits) with expectations, and the runner that prints their transcripts.
+//! - [`docker`]: Docker mode: the same stack as containers built locally
+//!   (`lab images`), with the same surface as [`stack`].
 
 pub mod client;
+pub mod docker;
 pub mod scenario;
 pub mod stack;
 pub mod transcript;

@@ -6,6 +6,8 @@
 //! lab scenario --all     # boot a fresh stack per scenario, run it, print its transcript
 //! lab scenario round-robin failover   # some of them
 //! lab scenario --file my.toml --trace # your own scenario file, with the proxy's decision trace
+//! lab images && lab scenario --all --docker   # the same, on the stack as containers
+//! lab images            # build the Docker images of Docker mode (no registry needed)
 //! ```
 
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lab::docker::{DockerOptions, DockerStack};
 use lab::scenario::{self, RunOptions, Scenario};
+use lab::stack::LabStack;
 use lab::{Stack, StackOptions};
 
 #[derive(Parser)]
@@ -57,6 +61,15 @@ enum Command {
         /// Ask the proxy why (X-Lab-Trace) and print its decision trace under every answer.
         #[arg(long)]
         trace: bool,
+        /// Run on the stack as containers (images from `lab images`) instead of in this process.
+        #[arg(long)]
+        docker: bool,
+    },
+    /// Build the Docker images of Docker mode (proxy-lab/NAME:local) from this checkout, with no registry.
+    Images {
+        /// Build the binaries with --release (smaller images; a second full compile).
+        #[arg(long)]
+        release: bool,
     },
 }
 
@@ -75,7 +88,44 @@ async fn main() -> ExitCode {
             all,
             file,
             trace,
-        } => scenarios(&names, all, &file, RunOptions { trace }).await,
+            docker,
+        } => scenarios(&names, all, &file, RunOptions { trace }, docker).await,
+        Command::Images { release } => images(release),
+    }
+}
+
+/// `lab images`: cargo build, then one `docker import` per image.
+fn images(release: bool) -> ExitCode {
+    let started = std::time::Instant::now();
+    let options = lab::docker::BuildOptions {
+        release,
+        ..lab::docker::BuildOptions::default()
+    };
+    match lab::docker::build_images(&options) {
+        Ok(images) => {
+            for image in images {
+                let state = if image.imported {
+                    "imported"
+                } else {
+                    "up to date"
+                };
+                println!(
+                    "  {:<28} {state:<10} {:>4} MB  from {}",
+                    image.image,
+                    image.bytes / 1_000_000,
+                    image.binary.display()
+                );
+            }
+            println!(
+                "The lab's images are ready ({:.1} s). Use them: cargo run -p lab -- scenario --all --docker",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("lab: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -162,6 +212,18 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
     ExitCode::SUCCESS
 }
 
+/// Runs `scenario` on a freshly booted stack, then stops the stack.
+async fn run_on<S: LabStack, E: std::fmt::Display>(
+    booted: Result<S, E>,
+    scenario: &Scenario,
+    options: RunOptions,
+) -> Result<scenario::Outcome, String> {
+    let mut stack = booted.map_err(|e| e.to_string())?;
+    let result = scenario::run(scenario, &mut stack, options).await;
+    stack.shutdown().await;
+    result.map_err(|e| e.to_string())
+}
+
 /// Runs scenarios by name or file; the exit code says whether every
 /// expectation held (1 when one did not, 2 for a bad name or file).
 async fn scenarios(
@@ -169,6 +231,7 @@ async fn scenarios(
     all: bool,
     files: &[PathBuf],
     options: RunOptions,
+    docker: bool,
 ) -> ExitCode {
     let mut chosen: Vec<(String, Scenario)> = Vec::new();
     let mut wanted: Vec<String> = names.to_vec();
@@ -207,15 +270,21 @@ async fn scenarios(
     }
     let mut failed = false;
     for (name, scenario) in chosen {
-        let mut stack = match Stack::boot(StackOptions::default()).await {
-            Ok(stack) => stack,
-            Err(err) => {
-                eprintln!("lab: {err}");
-                return ExitCode::FAILURE;
-            }
+        let result = if docker {
+            run_on(
+                DockerStack::boot(DockerOptions::default()).await,
+                &scenario,
+                options,
+            )
+            .await
+        } else {
+            run_on(
+                Stack::boot(StackOptions::default()).await,
+                &scenario,
+                options,
+            )
+            .await
         };
-        let result = scenario::run(&scenario, &mut stack, options).await;
-        stack.shutdown().await;
         match result {
             Ok(outcome) => {
                 println!("{}", outcome.transcript.render());

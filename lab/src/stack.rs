@@ -260,6 +260,8 @@ pub trait LabStack {
     fn stop_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
     /// Starts a stopped service again.
     fn start_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
+    /// Stops everything and cleans up.
+    fn shutdown(self) -> impl Future<Output = ()>;
 }
 
 /// A stack could not stop or start a service.
@@ -306,6 +308,10 @@ impl LabStack for Stack {
 
     async fn start_service(&mut self, name: &str) -> Result<(), LabStackError> {
         Ok(Stack::start_service(self, name).await?)
+    }
+
+    async fn shutdown(self) {
+        Stack::shutdown(self).await;
     }
 }
 
