@@ -48,7 +48,7 @@ use crate::transcript::Transcript;
 
 /// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
 /// built into the binary so `lab scenario NAME` works from any folder.
-pub const BUILT_IN: [(&str, &str); 8] = [
+pub const BUILT_IN: [(&str, &str); 9] = [
     ("routing", include_str!("../scenarios/routing.toml")),
     (
         "host-routing",
@@ -62,6 +62,7 @@ pub const BUILT_IN: [(&str, &str); 8] = [
         include_str!("../scenarios/https-redirect.toml"),
     ),
     ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
+    ("cors", include_str!("../scenarios/cors.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
 ];
 

@@ -62,6 +62,11 @@ async fn rate_limit() {
 }
 
 #[tokio::test]
+async fn cors() {
+    insta::assert_snapshot!("cors", run("cors").await);
+}
+
+#[tokio::test]
 async fn trace() {
     insta::assert_snapshot!("trace", run("trace").await);
 }

@@ -40,7 +40,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, uri::Authority};
+use http::{HeaderValue, Method, StatusCode, uri::Authority};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -132,6 +132,8 @@ pub struct Server {
     pub access: Vec<crate::access::AccessRule>,
     /// Its password protection, for routes that set none of their own.
     pub basic_auth: Option<crate::access::BasicAuth>,
+    /// Its CORS rules, for routes that set none of their own.
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -244,6 +246,8 @@ pub struct Route {
     pub access: Option<Vec<crate::access::AccessRule>>,
     /// Its password protection (nginx `auth_basic`), replacing the server's.
     pub basic_auth: Option<crate::access::BasicAuth>,
+    /// Its CORS rules, replacing the server's.
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// What a route does with a request.
@@ -715,6 +719,7 @@ struct RawServer {
     limit_conn: Option<Spanned<RawLimitConn>>,
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
+    cors: Option<Spanned<RawCors>>,
 }
 
 #[derive(Deserialize)]
@@ -751,6 +756,7 @@ struct RawRoute {
     limit_conn: Option<Spanned<RawLimitConn>>,
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
+    cors: Option<Spanned<RawCors>>,
 }
 
 #[derive(Deserialize)]
@@ -779,6 +785,21 @@ struct RawUpstream {
     connect_timeout: Option<Spanned<String>>,
     read_timeout: Option<Spanned<String>>,
     tls_ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allow_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    expose_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_credentials: bool,
+    max_age: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1393,6 +1414,7 @@ impl Validator<'_> {
                 .basic_auth
                 .as_ref()
                 .and_then(|a| self.basic_auth(a)),
+            cors: raw.get_ref().cors.as_ref().and_then(|c| self.cors(c)),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1457,6 +1479,101 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `cors = { allow_origins = ["http://app.localhost:8080"], ... }`.
+    fn cors(&mut self, raw: &Spanned<RawCors>) -> Option<crate::cors::Cors> {
+        let r = raw.get_ref();
+        let mut origins = Some(Vec::new());
+        for origin in &r.allow_origins {
+            let text = origin.get_ref().trim();
+            if text == "*" {
+                origins = None;
+                continue;
+            }
+            let valid = text
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some()
+                        && !text
+                            .trim_start_matches("http://")
+                            .trim_start_matches("https://")
+                            .contains('/')
+                })
+                .and_then(|_| HeaderValue::from_str(text).ok());
+            match (valid, origins.as_mut()) {
+                (Some(value), Some(list)) => list.push(value),
+                (Some(_), None) => {}
+                (None, _) => self.error(
+                    origin.span(),
+                    format!("`{text}` is not an origin"),
+                    "an origin is scheme://host[:port] with no path, e.g. \"http://app.localhost:8080\", or \"*\" for any",
+                ),
+            }
+        }
+        if r.allow_origins.is_empty() {
+            self.error(
+                raw.span(),
+                "`cors` allows no origin",
+                "list them: allow_origins = [\"http://app.localhost:8080\"], or [\"*\"] for any",
+            );
+        }
+        if origins.is_none() && r.allow_credentials {
+            self.error(
+                raw.span(),
+                "`allow_credentials` cannot go with allow_origins = [\"*\"]",
+                "browsers refuse credentials for any origin: list the origins that may send cookies",
+            );
+        }
+        let methods = r
+            .allow_methods
+            .iter()
+            .filter_map(|m| {
+                match Method::from_bytes(m.get_ref().trim().to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => Some(method),
+                    Err(_) => {
+                        self.error(
+                            m.span(),
+                            format!("`{}` is not a method", m.get_ref()),
+                            "e.g. \"PUT\" or \"DELETE\"",
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        let mut names = |list: &[Spanned<String>]| -> Vec<http::HeaderName> {
+            list.iter()
+                .filter_map(
+                    |h| match http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+                        Ok(name) => Some(name),
+                        Err(_) => {
+                            self.error(
+                                h.span(),
+                                format!("`{}` is not a header name", h.get_ref()),
+                                "e.g. \"content-type\"",
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect()
+        };
+        let headers = names(&r.allow_headers);
+        let expose = names(&r.expose_headers);
+        Some(crate::cors::Cors {
+            origins,
+            methods,
+            headers,
+            expose,
+            credentials: r.allow_credentials,
+            max_age: r
+                .max_age
+                .as_ref()
+                .map(|m| self.duration(Some(m), Duration::from_secs(600))),
+        })
     }
 
     /// `basic_auth = { realm = "...", users = { alice = "$2b$12$..." } }`.
@@ -1879,6 +1996,7 @@ impl Validator<'_> {
                 limit_conn: r.limit_conn.as_ref().and_then(|l| self.limit_conn(l)),
                 access: self.access(r.access.as_ref()),
                 basic_auth: r.basic_auth.as_ref().and_then(|a| self.basic_auth(a)),
+                cors: r.cors.as_ref().and_then(|c| self.cors(c)),
             }),
             _ => None,
         }

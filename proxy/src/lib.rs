@@ -21,6 +21,7 @@
 //! - [`proxy`]: the request path, step by step.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
+//! - [`cors`]: which other sites' pages may call this one, preflights answered here.
 //! - [`access`]: the client's address (trusted proxies) and allow/deny lists.
 //! - [`limit`]: request-rate limits (nginx `limit_req`), a leaky bucket per key.
 //! - [`upstream`]: upstream pools, their servers' health (passive and active),
@@ -37,6 +38,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod conn_timeouts;
+pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod limit;

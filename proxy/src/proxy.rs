@@ -107,6 +107,8 @@ pub struct RequestCtx {
     pub error: Option<ErrorKind>,
     /// The rate-limit zone that refused the request, if one did.
     pub limited: Option<String>,
+    /// The page origin that sent it (`Origin`), for CORS.
+    pub origin: Option<HeaderValue>,
     /// The decision trace: off unless the client asked and may ask.
     pub trace: Trace,
 }
@@ -192,6 +194,7 @@ impl Proxy {
             upstream: None,
             error: None,
             limited: None,
+            origin: request.headers().get(header::ORIGIN).cloned(),
             trace: Trace::start(
                 asked.as_ref(),
                 &snapshot.config.trace_from,
@@ -205,6 +208,7 @@ impl Proxy {
             Err(err) => fail_to_proxy(&mut ctx, err),
         };
         add_hsts(&snapshot, &mut ctx, &mut response);
+        add_cors(&snapshot, &mut ctx, &mut response);
         add_trace(&ctx, &mut response);
         log_access(&ctx, &response);
         response
@@ -233,6 +237,14 @@ async fn proxy_request(
     let Some(route) = route else {
         return Ok(not_found(ctx));
     };
+    // A CORS preflight asks the proxy, not the upstream (see add_cors).
+    if let Some(cors) = route.cors.as_ref().or(server.cors.as_ref())
+        && crate::cors::is_preflight(request.method(), request.headers())
+    {
+        ctx.trace
+            .note(|| "CORS preflight: answered by the proxy from the `cors` setting".to_owned());
+        return Ok(cors.preflight(request.headers()));
+    }
     let pass = match &route.action {
         Action::Return(fixed) => {
             ctx.trace.note(|| trace::fixed(route));
@@ -927,6 +939,39 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Respon
     }
 }
 
+/// Before the response leaves: with a `cors` setting on the route (else its
+/// server), an answer to a page from an allowed origin says so
+/// (`Access-Control-Allow-Origin`), so the browser lets that page read it;
+/// pages from other origins get nothing, and the browser hides the answer.
+/// (Preflights were answered earlier, before any limit or upstream.)
+pub fn add_cors(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Response<ProxyBody>) {
+    let Some(matched) = ctx.matched else {
+        return;
+    };
+    let Some(server) = snapshot.config.servers.get(matched.server) else {
+        return;
+    };
+    let route = matched.route.and_then(|i| server.routes.get(i));
+    let Some(cors) = route.and_then(|r| r.cors.as_ref()).or(server.cors.as_ref()) else {
+        return;
+    };
+    if let Some(origin) = &ctx.origin {
+        let allowed = cors.allows(origin);
+        ctx.trace.note(|| {
+            format!(
+                "CORS: origin {} is {}",
+                origin.to_str().unwrap_or("(not text)"),
+                if allowed {
+                    "allowed: Access-Control-Allow-Origin added"
+                } else {
+                    "not allowed: no CORS headers, the browser hides the answer"
+                }
+            )
+        });
+    }
+    cors.decorate(ctx.origin.as_ref(), response.headers_mut());
+}
+
 /// Before the response leaves: when the client asked with `X-Lab-Trace: 1`
 /// from an address in `trace_from`, every decision noted on the way becomes a
 /// numbered header, `x-lab-trace-01: ...`. Headers only: the body, perhaps
@@ -972,6 +1017,7 @@ mod tests {
             limit_conn: None,
             access: None,
             basic_auth: None,
+            cors: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),
