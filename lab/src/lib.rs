@@ -15,8 +15,11 @@
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
 
+pub mod bench;
 pub mod client;
 pub mod docker;
+pub mod load;
+pub mod nginx;
 pub mod scenario;
 pub mod stack;
 pub mod transcript;

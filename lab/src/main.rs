@@ -7,6 +7,7 @@
 //! lab scenario round-robin failover   # some of them
 //! lab scenario --file my.toml --trace # your own scenario file, with the proxy's decision trace
 //! lab images && lab scenario --all --docker   # the same, on the stack as containers
+//! lab bench              # requests/s and latency: direct, through the proxy, through nginx
 //! lab images            # build the Docker images of Docker mode (no registry needed)
 //! ```
 
@@ -71,6 +72,21 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Load a small backend directly, through the proxy and through nginx (when installed); print the figures.
+    Bench {
+        /// Client connections (each with one request in flight).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds each target is loaded.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Proxy worker threads and nginx worker processes.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -91,6 +107,12 @@ async fn main() -> ExitCode {
             docker,
         } => scenarios(&names, all, &file, RunOptions { trace }, docker).await,
         Command::Images { release } => images(release),
+        Command::Bench {
+            connections,
+            seconds,
+            workers,
+            json,
+        } => bench(connections, seconds, workers, json).await,
     }
 }
 
@@ -204,11 +226,48 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
         root.display()
     );
     println!("Try: curl -i http://localhost:{port}/api/whoami   (run it a few times)");
+    println!(
+        "Ask the proxy why: curl -si -H 'X-Lab-Trace: 1' http://localhost:{port}/api/whoami | grep x-lab-trace"
+    );
     println!("Press Ctrl-C to stop.");
 
     let _ = tokio::signal::ctrl_c().await;
     println!("\nStopping the lab...");
     stack.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// `lab bench`: the comparison table, and the JSON if asked.
+async fn bench(
+    connections: usize,
+    seconds: u64,
+    workers: usize,
+    json: Option<PathBuf>,
+) -> ExitCode {
+    let options = lab::bench::BenchOptions {
+        connections,
+        duration: std::time::Duration::from_secs(seconds.max(1)),
+        workers,
+    };
+    if cfg!(debug_assertions) {
+        println!("A debug build: for real figures, cargo run --release -p lab -- bench");
+    }
+    let report = match lab::bench::run(&options).await {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("lab: bench: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(err) = std::fs::write(&path, text) {
+            eprintln!("lab: cannot write {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("figures written to {}", path.display());
+    }
     ExitCode::SUCCESS
 }
 

@@ -21,8 +21,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use lab::nginx::{Nginx, NginxSetup, find_nginx};
 use tokio::net::{TcpListener, TcpStream};
 
 // ---------------------------------------------------------------------------
@@ -317,7 +317,20 @@ where
         slow_started: upstream.slow_started.clone(),
     };
 
-    let nginx = Nginx::start(&bin, setup, upstream.addr).await;
+    let nginx_setup = NginxSetup {
+        http: setup.nginx_http.clone(),
+        server: setup.nginx_server.clone(),
+        files: setup
+            .nginx_files
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), text.clone()))
+            .collect(),
+        workers: 1,
+        upstream_keepalive: 0,
+    };
+    let nginx = Nginx::start(&bin, &nginx_setup, upstream.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let from_nginx = traffic(target(nginx.addr)).await;
     drop(nginx);
 
@@ -611,33 +624,6 @@ servers = ["{upstream}"]
 // nginx, as a child process
 // ---------------------------------------------------------------------------
 
-/// The nginx binary: `$NGINX_BIN`, else `nginx` on `PATH`, else `/usr/sbin/nginx`.
-fn find_nginx() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("NGINX_BIN") {
-        let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("NGINX_BIN={} is not a file", bin.display()))
-        };
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("nginx"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin/nginx")])
-        .find(|bin| bin.is_file())
-        .ok_or_else(|| {
-            "nginx is not installed (apt-get install nginx), neither on PATH nor at /usr/sbin/nginx"
-                .into()
-        })
-}
-
 /// The nginx binary, or `None` after saying why the case is skipped. With
 /// `CI=true` a missing nginx fails instead: CI must really compare.
 fn nginx_or_skip(title: &str) -> Option<PathBuf> {
@@ -652,206 +638,5 @@ fn nginx_or_skip(title: &str) -> Option<PathBuf> {
             println!("{title}: skipped: {reason}");
             None
         }
-    }
-}
-
-/// Whether this process runs as root (then nginx's workers would switch to
-/// an unprivileged user that cannot read our temporary folder).
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// A port nothing listens on now: bound, read and released.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("its address").port()
-}
-
-/// nginx running in the foreground; stopped when dropped.
-struct Nginx {
-    addr: SocketAddr,
-    bin: PathBuf,
-    conf: PathBuf,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-/// How a start attempt ended.
-enum Started {
-    Ready,
-    Exited(String),
-    TimedOut(String),
-}
-
-impl Nginx {
-    async fn start(bin: &Path, setup: &Setup, upstream: SocketAddr) -> Nginx {
-        // The free port may be taken again before nginx binds it; then nginx
-        // says so and exits, and another port is tried.
-        for attempt in 1..=3 {
-            let mut nginx = Nginx::spawn(bin, setup, upstream);
-            match nginx.wait_until_ready().await {
-                Started::Ready => return nginx,
-                Started::Exited(log) if attempt < 3 && log.contains("Address already in use") => {
-                    continue;
-                }
-                Started::Exited(log) => {
-                    panic!("nginx exited before accepting connections:\n{log}")
-                }
-                Started::TimedOut(log) => {
-                    panic!("nginx did not accept connections within 15 s:\n{log}")
-                }
-            }
-        }
-        panic!("no free port for nginx after 3 tries");
-    }
-
-    fn spawn(bin: &Path, setup: &Setup, upstream: SocketAddr) -> Nginx {
-        let dir = tempfile::Builder::new()
-            .prefix("nginx-parity-")
-            .tempdir()
-            .expect("a temporary folder for nginx");
-        let path = dir
-            .path()
-            .to_str()
-            .expect("a UTF-8 temporary path")
-            .to_owned();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        for (name, contents) in &setup.nginx_files {
-            std::fs::write(dir.path().join(name), contents).expect("write a file for nginx");
-        }
-        let user = if running_as_root() { "user root;" } else { "" };
-        let conf_text = format!(
-            r#"
-{user}
-worker_processes 1;
-pid "{path}/nginx.pid";
-lock_file "{path}/nginx.lock";
-error_log "{path}/error.log" info;
-
-events {{
-    worker_connections 256;
-}}
-
-http {{
-    access_log "{path}/access.log";
-    client_body_temp_path "{path}/client_body_temp";
-    proxy_temp_path "{path}/proxy_temp";
-    fastcgi_temp_path "{path}/fastcgi_temp";
-    uwsgi_temp_path "{path}/uwsgi_temp";
-    scgi_temp_path "{path}/scgi_temp";
-
-    {http}
-
-    upstream app {{
-        server {upstream};
-    }}
-
-    server {{
-        listen {addr};
-        {server}
-
-        location / {{
-            proxy_pass http://app;
-        }}
-    }}
-}}
-"#,
-            http = setup.nginx_http,
-            server = setup.nginx_server.replace("{dir}", &path),
-        );
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, conf_text).expect("write nginx.conf");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("nginx's stderr");
-        let child = Command::new(bin)
-            .args(Nginx::args(dir.path(), &conf))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        Nginx {
-            addr,
-            bin: bin.to_owned(),
-            conf,
-            dir,
-            child: Some(child),
-        }
-    }
-
-    /// `-p DIR -e DIR/error.log -c CONF`: nothing outside the folder.
-    fn args(dir: &Path, conf: &Path) -> Vec<std::ffi::OsString> {
-        vec![
-            "-p".into(),
-            dir.into(),
-            "-e".into(),
-            dir.join("error.log").into(),
-            "-c".into(),
-            conf.into(),
-        ]
-    }
-
-    /// Ready once nginx wrote its pid file (it has bound the port by then)
-    /// and accepts a connection.
-    async fn wait_until_ready(&mut self) -> Started {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Started::Exited(format!("{status}\n{}", self.logs()));
-            }
-            if self.dir.path().join("nginx.pid").exists()
-                && TcpStream::connect(self.addr).await.is_ok()
-            {
-                return Started::Ready;
-            }
-            if Instant::now() > deadline {
-                return Started::TimedOut(self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// nginx's stderr and error log, and the config it was given.
-    fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
-        format!(
-            "--- stderr\n{}\n--- error.log\n{}\n--- nginx.conf\n{}",
-            read("stderr.log").unwrap_or_default(),
-            read("error.log").unwrap_or_default(),
-            std::fs::read_to_string(&self.conf).unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for Nginx {
-    /// `nginx -s stop` (the master stops its workers too), then a kill if
-    /// it is still running after 5 s.
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = Command::new(&self.bin)
-            .args(Nginx::args(self.dir.path(), &self.conf))
-            .args(["-s", "stop"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

@@ -1,0 +1,222 @@
+//! A load generator on hyper: what `lab bench` drives each target with.
+//!
+//! Each of `connections` tasks holds one keep-alive HTTP/1.1 connection and
+//! sends `GET path` on it, over and over, until `duration` has passed:
+//! - **closed loop** (no `rate`): the next request leaves as soon as the
+//!   answer is in, so the figure is the most the target serves;
+//! - **fixed rate** (`rate` requests per second in all): requests leave on a
+//!   schedule, and each latency is counted from when the request *should*
+//!   have left, so a target that stalls is not flattered by the generator
+//!   waiting for it ("coordinated omission").
+//!
+//! Latencies go into an HDR histogram (microseconds), merged at the end.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+/// How to load a target.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Keep-alive connections, each with one request in flight.
+    pub connections: usize,
+    /// How long to send for.
+    pub duration: Duration,
+    /// Requests per second in all; `None` for closed loop.
+    pub rate: Option<u64>,
+    /// The `Host` header.
+    pub host: String,
+    /// The path to GET.
+    pub path: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Answers with a 2xx status.
+    pub ok: u64,
+    /// Failed requests: errors, or statuses other than 2xx.
+    pub errors: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// How long the run took.
+    pub elapsed: Duration,
+    /// Latency percentiles in microseconds: p50, p99, p99.9.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+}
+
+impl LoadReport {
+    /// Successful requests per second.
+    pub fn requests_per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Loads `target` as `options` say and reports what it measured.
+pub async fn run(target: SocketAddr, options: &LoadOptions) -> LoadReport {
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let connections = options.connections.max(1);
+    // Each connection's share of the rate: one request every `interval`.
+    let interval = options
+        .rate
+        .map(|rate| Duration::from_secs_f64(connections as f64 / rate.max(1) as f64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..connections {
+        let (host, path) = (options.host.clone(), options.path.clone());
+        // Spread the first sends of fixed-rate connections over one interval.
+        let offset = interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64(i as f64 / connections as f64)
+        });
+        tasks.spawn(async move {
+            one_connection(target, host, path, started + offset, interval, deadline).await
+        });
+    }
+    let mut histogram = new_histogram();
+    let (mut ok, mut errors, mut bytes) = (0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(part) = done {
+            let _ = histogram.add(&part.histogram);
+            ok += part.ok;
+            errors += part.errors;
+            bytes += part.bytes;
+        }
+    }
+    LoadReport {
+        ok,
+        errors,
+        bytes,
+        elapsed: started.elapsed(),
+        p50_us: histogram.value_at_quantile(0.5),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+    }
+}
+
+/// 1 µs to 100 s with 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant, valid bounds")
+}
+
+struct Part {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    bytes: u64,
+}
+
+async fn connect(target: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(target).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
+
+async fn one_connection(
+    target: SocketAddr,
+    host: String,
+    path: String,
+    first: Instant,
+    interval: Option<Duration>,
+    deadline: Instant,
+) -> Part {
+    let mut part = Part {
+        histogram: new_histogram(),
+        ok: 0,
+        errors: 0,
+        bytes: 0,
+    };
+    let mut sender = None;
+    let mut next = first;
+    loop {
+        // When this request leaves: on schedule, or now in a closed loop.
+        let sent = match interval {
+            Some(iv) => {
+                tokio::time::sleep_until(next).await;
+                next += iv;
+                next - iv
+            }
+            None => Instant::now(),
+        };
+        if sent >= deadline {
+            break;
+        }
+        if sender.is_none() {
+            sender = connect(target).await;
+        }
+        let Some(conn) = sender.as_mut() else {
+            part.errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(request) = http::Request::get(path.as_str())
+            .header(http::header::HOST, host.as_str())
+            .body(Empty::new())
+        else {
+            part.errors += 1;
+            break;
+        };
+        let answer = async {
+            let response = conn.send_request(request).await.ok()?;
+            let status = response.status();
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            Some((status, body.len() as u64))
+        };
+        match answer.await {
+            Some((status, len)) if status.is_success() => {
+                part.ok += 1;
+                part.bytes += len;
+                let latency = sent.elapsed().as_micros();
+                let _ = part
+                    .histogram
+                    .record(u64::try_from(latency).unwrap_or(u64::MAX).max(1));
+            }
+            Some(_) => part.errors += 1,
+            None => {
+                part.errors += 1;
+                sender = None;
+            }
+        }
+    }
+    part
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closed_loop_and_fixed_rate_runs_count_what_they_send() {
+        let stack = crate::Stack::boot(crate::StackOptions::default())
+            .await
+            .expect("the stack boots");
+        let mut options = LoadOptions {
+            connections: 2,
+            duration: Duration::from_millis(300),
+            rate: None,
+            host: "localhost".into(),
+            path: "/welcome".into(),
+        };
+        let closed = run(stack.proxy_addr, &options).await;
+        assert!(closed.ok > 0 && closed.errors == 0, "{closed:?}");
+        assert!(closed.p50_us <= closed.p99_us && closed.p99_us <= closed.p999_us);
+        options.rate = Some(100);
+        let fixed = run(stack.proxy_addr, &options).await;
+        // 100 r/s for 0.3 s: about 30 requests, give or take the edges.
+        assert!((20..=40).contains(&fixed.ok), "{fixed:?}");
+        stack.shutdown().await;
+    }
+}
