@@ -122,19 +122,30 @@ pub async fn get_https(
     path: &str,
     trusted_pem: Option<&str>,
 ) -> Result<Exchange, RequestError> {
-    get_https_with(proxy_tls, host, path, &[], trusted_pem).await
+    send_https(
+        proxy_tls,
+        Method::GET,
+        host,
+        path,
+        &[],
+        Bytes::new(),
+        trusted_pem,
+    )
+    .await
 }
 
-/// [`get_https`] with extra request headers.
-pub async fn get_https_with(
+/// Any request over HTTPS, like [`get_https`], with extra headers and a body.
+pub async fn send_https(
     proxy_tls: SocketAddr,
+    method: Method,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: Bytes,
     trusted_pem: Option<&str>,
 ) -> Result<Exchange, RequestError> {
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
-        method: Method::GET,
+        method: method.clone(),
         host: host.to_owned(),
         path: path.to_owned(),
         source,
@@ -160,33 +171,29 @@ pub async fn get_https_with(
         .map_err(|e| fail(e.into()))?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = hyper_util::rt::TokioIo::new(tls);
-    let uri = format!("https://{host}{path}");
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(format!("https://{host}{path}"));
+    // HTTP/2 names the host in the URI (`:authority`); HTTP/1.1 in `Host`.
+    if !h2 {
+        request = request.header(http::header::HOST, host);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).map_err(|e| fail(e.into()))?;
     let response = if h2 {
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(|e| fail(e.into()))?;
         tokio::spawn(connection);
-        let mut request = Request::get(uri);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| fail(e.into()))?;
         sender.send_request(request).await
     } else {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| fail(e.into()))?;
         tokio::spawn(connection);
-        let mut request = Request::get(uri).header(http::header::HOST, host);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| fail(e.into()))?;
         sender.send_request(request).await
     }
     .map_err(|e| fail(e.into()))?;
@@ -195,7 +202,7 @@ pub async fn get_https_with(
     Ok(Exchange {
         scheme: "https",
         version: parts.version,
-        method: Method::GET,
+        method,
         host: host.to_owned(),
         path: path.to_owned(),
         status: parts.status,

@@ -42,7 +42,7 @@ use http::Method;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::client::{Exchange, LabClient, get_https_with};
+use crate::client::{Exchange, LabClient, send_https};
 use crate::stack::LabStack;
 use crate::transcript::Transcript;
 
@@ -608,11 +608,13 @@ async fn send(
     }
     if request.scheme == "https" {
         let root = request.trust_lab_ca.then_some(stack.ca_root_pem());
-        return match get_https_with(
+        return match send_https(
             stack.proxy_tls_addr(),
+            request.method.clone(),
             &request.host,
             &request.path,
             &headers,
+            request.body.clone(),
             root,
         )
         .await

@@ -71,6 +71,37 @@ async fn trace() {
     insta::assert_snapshot!("trace", run("trace").await);
 }
 
+#[tokio::test]
+async fn an_https_step_sends_its_method_and_body() {
+    let text = r#"
+title = "https post"
+[[steps]]
+request = "POST https://secure.localhost/api/tasks"
+headers = { content-type = "application/json" }
+body = '{"title":"over TLS"}'
+show = ["header:location"]
+expect = { status = 201 }
+"#;
+    let scenario = scenario::Scenario::parse(text, "inline.toml").expect("valid");
+    let mut stack = Stack::boot(StackOptions::default())
+        .await
+        .expect("the stack boots");
+    let outcome = scenario::run(&scenario, &mut stack, RunOptions::default())
+        .await
+        .expect("the scenario runs");
+    stack.shutdown().await;
+    let text = outcome.transcript.render();
+    assert!(
+        outcome.failures.is_empty(),
+        "{:?}\n{text}",
+        outcome.failures
+    );
+    assert!(
+        text.contains("POST https://secure.localhost/api/tasks -> 201 Created"),
+        "{text}"
+    );
+}
+
 #[test]
 fn every_scenario_file_is_listed_and_tested() {
     let mut files: Vec<String> =
