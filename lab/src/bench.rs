@@ -1,44 +1,79 @@
 //! `lab bench`: what a proxy hop costs, measured as a user would measure it.
 //!
-//! One small backend answers `ok`; the same closed-loop load (see
-//! [`crate::load`]) is sent straight to it, through this proxy, and through
-//! nginx when it is installed, each with keep-alive connections to the
-//! backend. Each side runs on its own threads: the backend on one, the proxy
-//! on `workers`, nginx with as many `worker_processes`, the load generator on
-//! the rest, so they compete for the cores as they would on one machine.
+//! One small backend answers `GET /` with `ok` (2 bytes) and `GET /1mib`
+//! with 1 MiB. The same load (see [`crate::load`]) is sent straight to it
+//! (`direct`), through this proxy, and through nginx and HAProxy when they
+//! are installed, each with keep-alive connections to the backend:
+//!
+//! 1. **closed loop**, 2 B and 1 MiB: the most each serves;
+//! 2. **fixed rate**, 2 B, at half of nginx's closed-loop rate (of the
+//!    proxy's without nginx): the latency each adds when it is not saturated;
+//! 3. **idle connections**: `idle_connections` keep-alive client connections
+//!    opened and left idle, and the memory each then holds.
+//!
+//! Each runs as its own process, so the table can say what each costs in CPU
+//! and memory (see [`crate::procstat`]): the backend and the proxy are this
+//! program again (`lab bench-serve backend|proxy`), with `workers` threads for
+//! the proxy and as many `worker_processes` for nginx and `nbthread` for
+//! HAProxy. The load generator runs in this process. On one machine all of
+//! them share the cores, as they would in production on one host.
 
 use std::convert::Infallible;
+use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::chart::{Bar, BarChart, Group};
+use crate::haproxy::{Haproxy, HaproxySetup, find_haproxy};
 use crate::load::{self, LoadOptions, LoadReport};
 use crate::nginx::{Nginx, NginxSetup, find_nginx};
+use crate::procstat::{ProcessTree, Usage};
+
+/// The backend's small answer (`GET /`) and its size label.
+const SMALL: (&str, &str) = ("/", "2 B");
+/// The backend's large answer (`GET /1mib`).
+const LARGE: (&str, &str) = ("/1mib", "1 MiB");
+const LARGE_BYTES: usize = 1 << 20;
 
 /// How to run the comparison.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Client connections.
+    /// Client connections of the loaded runs.
     pub connections: usize,
-    /// How long each target is loaded (after a short warm-up).
+    /// How long each run lasts (after a short warm-up).
     pub duration: Duration,
-    /// Proxy worker threads, and nginx `worker_processes`.
-    pub workers: usize,
+    /// The worker counts to compare at: proxy threads, nginx
+    /// `worker_processes`, HAProxy `nbthread`.
+    pub workers: Vec<usize>,
+    /// Idle keep-alive connections for the memory reading (0: none).
+    pub idle_connections: usize,
+    /// This program, run as `PROGRAM bench-serve backend|proxy` for the
+    /// backend and the proxy processes.
+    pub serve_with: PathBuf,
 }
 
-/// One target's figures.
-#[derive(Debug, Clone, Serialize)]
+/// One run's figures for one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    /// `direct`, `proxy` or `nginx`.
+    /// `direct`, `proxy`, `nginx` or `haproxy`.
     pub target: String,
+    /// Proxy workers (nginx worker processes, HAProxy threads).
+    pub workers: usize,
+    /// `2 B` or `1 MiB`.
+    pub body: String,
+    /// Requests per second offered in fixed-rate runs; `None` for closed loop.
+    pub offered_rate: Option<u64>,
     /// Successful requests per second.
     pub requests_per_second: f64,
-    /// Latency percentiles, microseconds.
+    /// Median latency, microseconds.
     pub p50_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
@@ -46,153 +81,591 @@ pub struct Row {
     pub p999_us: u64,
     /// Failed requests.
     pub errors: u64,
+    /// CPU the target used during the run, in % of one core (`direct`: the backend's).
+    pub cpu_percent: Option<f64>,
+    /// The target's peak resident memory so far, MiB.
+    pub peak_rss_mib: Option<f64>,
 }
 
-impl Row {
-    fn new(target: &str, report: &LoadReport) -> Row {
-        Row {
-            target: target.to_owned(),
-            requests_per_second: report.requests_per_second(),
-            p50_us: report.p50_us,
-            p99_us: report.p99_us,
-            p999_us: report.p999_us,
-            errors: report.errors,
+/// Memory held with many idle keep-alive connections open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleRow {
+    /// `proxy`, `nginx` or `haproxy`.
+    pub target: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections that opened and got an answer.
+    pub opened: usize,
+    /// Resident memory before opening them, MiB.
+    pub rss_before_mib: f64,
+    /// Resident memory with them open, MiB.
+    pub rss_mib: f64,
+}
+
+/// The comparison's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Client connections of the loaded runs.
+    pub connections: usize,
+    /// Seconds each run lasted.
+    pub seconds: f64,
+    /// Whether this was an optimised build (debug figures mean little).
+    pub release_build: bool,
+    /// The figures of the loaded runs.
+    pub rows: Vec<Row>,
+    /// The idle-connection memory readings.
+    pub idle: Vec<IdleRow>,
+    /// Targets left out, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Runs the comparison.
+pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
+    raise_file_limit(options.idle_connections);
+    let backend = Served::start(&options.serve_with, &["backend"])?;
+    let mut report = BenchReport {
+        connections: options.connections,
+        seconds: options.duration.as_secs_f64(),
+        release_build: !cfg!(debug_assertions),
+        rows: Vec::new(),
+        idle: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let nginx_bin = find_nginx().map_err(|reason| report.skipped.push(format!("nginx: {reason}")));
+    let haproxy_bin =
+        find_haproxy().map_err(|reason| report.skipped.push(format!("haproxy: {reason}")));
+    for (i, &workers) in options.workers.iter().enumerate() {
+        let workers = workers.max(1);
+        let threads = u32::try_from(workers).unwrap_or(1);
+        let proxy = Served::start(
+            &options.serve_with,
+            &[
+                "proxy",
+                "--workers",
+                &workers.to_string(),
+                "--upstream",
+                &backend.addr.to_string(),
+            ],
+        )?;
+        let mut targets = vec![
+            Target::new("direct", backend.addr, Some(backend.pid())),
+            Target::new("proxy", proxy.addr, Some(proxy.pid())),
+        ];
+        let nginx = match &nginx_bin {
+            Ok(bin) => Some(Nginx::start(bin, &nginx_setup(threads, options), backend.addr).await?),
+            Err(()) => None,
+        };
+        if let Some(nginx) = &nginx {
+            targets.push(Target::new("nginx", nginx.addr, nginx.pid()));
+        }
+        let haproxy = match &haproxy_bin {
+            Ok(bin) => {
+                let setup = HaproxySetup {
+                    threads,
+                    upstream_keepalive: true,
+                };
+                Some(Haproxy::start(bin, &setup, backend.addr).await?)
+            }
+            Err(()) => None,
+        };
+        if let Some(haproxy) = &haproxy {
+            targets.push(Target::new("haproxy", haproxy.addr, haproxy.pid()));
+        }
+
+        for (path, body) in [SMALL, LARGE] {
+            for target in &targets {
+                let load = options.load(path, None);
+                report
+                    .rows
+                    .push(measure(target, workers, body, &load, options.duration).await);
+            }
+        }
+        // Half of nginx's peak (else of the proxy's), 2 B answers.
+        let peak = |name: &str| {
+            report
+                .rows
+                .iter()
+                .find(|r| r.target == name && r.workers == workers && r.body == SMALL.1)
+                .map(|r| r.requests_per_second)
+        };
+        let rate = (peak("nginx").or(peak("proxy")).unwrap_or(1000.0) / 2.0).max(10.0) as u64;
+        for target in &targets {
+            let load = options.load(SMALL.0, Some(rate));
+            report
+                .rows
+                .push(measure(target, workers, SMALL.1, &load, options.duration).await);
+        }
+        // Memory with idle connections: once, at the first worker count.
+        if i == 0 && options.idle_connections > 0 {
+            for target in targets.iter().filter(|t| t.name != "direct") {
+                report
+                    .idle
+                    .push(idle_memory(target, options.idle_connections).await);
+            }
+        }
+    }
+    Ok(report)
+}
+
+impl BenchOptions {
+    fn load(&self, path: &str, rate: Option<u64>) -> LoadOptions {
+        LoadOptions {
+            connections: self.connections,
+            duration: self.duration,
+            rate,
+            host: "bench.localhost".into(),
+            path: path.into(),
         }
     }
 }
 
-/// The comparison's result: one row per target, and why a target is missing.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    /// Client connections.
-    pub connections: usize,
-    /// Seconds each target was loaded.
-    pub seconds: f64,
-    /// Proxy workers and nginx worker processes.
-    pub workers: usize,
-    /// The figures.
-    pub rows: Vec<Row>,
-    /// Targets left out, with the reason.
-    pub skipped: Vec<String>,
+/// nginx as the proxy is run: keep-alive to the backend, no access log
+/// (the proxy writes none in the bench either), room for the idle connections.
+fn nginx_setup(workers: u32, options: &BenchOptions) -> NginxSetup {
+    NginxSetup {
+        // nginx closes a client connection after 1,000 requests by default;
+        // the load generator would count each as an error.
+        http: "keepalive_requests 10000000;\n    access_log off;".into(),
+        workers,
+        upstream_keepalive: 64,
+        worker_connections: u32::try_from(options.idle_connections + 1024).unwrap_or(u32::MAX),
+        ..NginxSetup::default()
+    }
+}
+
+/// Something to load: its name, address and process.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    process: Option<ProcessTree>,
+}
+
+impl Target {
+    fn new(name: &'static str, addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target {
+            name,
+            addr,
+            process: pid.map(|pid| ProcessTree { pid }),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.process.and_then(|p| p.usage())
+    }
+}
+
+/// A warm-up, then the run, with the target's CPU time read around it.
+async fn measure(
+    target: &Target,
+    workers: usize,
+    body: &str,
+    load: &LoadOptions,
+    duration: Duration,
+) -> Row {
+    let warm_up = LoadOptions {
+        duration: Duration::from_millis(500).min(duration),
+        ..load.clone()
+    };
+    load::run(target.addr, &warm_up).await;
+    let before = target.usage();
+    let report: LoadReport = load::run(target.addr, load).await;
+    let after = target.usage();
+    let cpu_percent = before.zip(after).map(|(b, a)| {
+        100.0 * (a.cpu_seconds - b.cpu_seconds) / report.elapsed.as_secs_f64().max(f64::EPSILON)
+    });
+    Row {
+        target: target.name.to_owned(),
+        workers,
+        body: body.to_owned(),
+        offered_rate: load.rate,
+        requests_per_second: report.requests_per_second(),
+        p50_us: report.p50_us,
+        p99_us: report.p99_us,
+        p999_us: report.p999_us,
+        errors: report.errors,
+        cpu_percent,
+        peak_rss_mib: after.map(|u| mib(u.peak_rss_kib)),
+    }
+}
+
+/// Opens `count` keep-alive connections to `target`, one request on each,
+/// and reads the target's memory while they sit idle.
+async fn idle_memory(target: &Target, count: usize) -> IdleRow {
+    let before = target.usage().map_or(0.0, |u| mib(u.rss_kib));
+    let held = load::hold_idle(target.addr, count, "bench.localhost", SMALL.0).await;
+    // Let the target settle (buffers freed after the answers went out).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = target.usage().map_or(0.0, |u| mib(u.rss_kib));
+    let opened = held.len();
+    drop(held);
+    IdleRow {
+        target: target.name.to_owned(),
+        connections: count,
+        opened,
+        rss_before_mib: before,
+        rss_mib: with,
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Lifts this process's open-file limit to what `idle` connections need (its
+/// children, the proxy and the backend, inherit it), as far as the hard limit allows.
+fn raise_file_limit(idle: usize) {
+    let wanted = u64::try_from(idle).unwrap_or(u64::MAX).saturating_add(4096);
+    if let Err(err) = rlimit::increase_nofile_limit(wanted) {
+        eprintln!("lab bench: cannot raise the open-file limit: {err}");
+    }
 }
 
 impl BenchReport {
     /// The table, for a terminal.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} connections, {:.0} s each, {} worker(s)\n{:<8} {:>12} {:>9} {:>9} {:>9} {:>7}\n",
+            "{} connections, {:.0} s per run{}\n",
             self.connections,
             self.seconds,
-            self.workers,
-            "target",
-            "requests/s",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "errors"
+            if self.release_build {
+                ""
+            } else {
+                " (debug build: cargo run --release for real figures)"
+            }
         );
-        for row in &self.rows {
+        let mut workers: Vec<usize> = self.rows.iter().map(|r| r.workers).collect();
+        workers.dedup();
+        for w in workers {
             out.push_str(&format!(
-                "{:<8} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}\n",
-                row.target,
-                row.requests_per_second,
-                row.p50_us as f64 / 1000.0,
-                row.p99_us as f64 / 1000.0,
-                row.p999_us as f64 / 1000.0,
-                row.errors
+                "\nworkers {w}\n{:<8} {:<6} {:<13} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9}\n",
+                "target",
+                "body",
+                "load",
+                "requests/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "errors",
+                "CPU %",
+                "peak MiB"
             ));
+            for row in self.rows.iter().filter(|r| r.workers == w) {
+                let load = match row.offered_rate {
+                    Some(rate) => format!("{rate}/s"),
+                    None => "closed loop".into(),
+                };
+                let opt = |v: Option<f64>, precision: usize| {
+                    v.map_or("-".into(), |v| format!("{v:.precision$}"))
+                };
+                out.push_str(&format!(
+                    "{:<8} {:<6} {:<13} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>6} {:>9}\n",
+                    row.target,
+                    row.body,
+                    load,
+                    row.requests_per_second,
+                    ms(row.p50_us),
+                    ms(row.p99_us),
+                    ms(row.p999_us),
+                    row.errors,
+                    opt(row.cpu_percent, 0),
+                    opt(row.peak_rss_mib, 1)
+                ));
+            }
+            for line in self.comparisons(w) {
+                out.push_str(&format!("{line}\n"));
+            }
         }
-        let rate = |name: &str| {
-            self.rows
-                .iter()
-                .find(|r| r.target == name)
-                .map(|r| r.requests_per_second)
-        };
-        if let (Some(proxy), Some(nginx)) = (rate("proxy"), rate("nginx")) {
+        if let Some(first) = self.idle.first() {
             out.push_str(&format!(
-                "proxy / nginx: {:.2}x the requests per second\n",
-                proxy / nginx.max(1.0)
+                "\n{} idle keep-alive connections\n{:<8} {:>7} {:>12} {:>10} {:>15}\n",
+                first.connections, "target", "opened", "RSS before", "RSS with", "KiB/connection"
             ));
+            for row in &self.idle {
+                let per = (row.rss_mib - row.rss_before_mib) * 1024.0 / row.opened.max(1) as f64;
+                out.push_str(&format!(
+                    "{:<8} {:>7} {:>8.1} MiB {:>6.1} MiB {:>15.1}\n",
+                    row.target, row.opened, row.rss_before_mib, row.rss_mib, per
+                ));
+            }
         }
         for reason in &self.skipped {
             out.push_str(&format!("skipped: {reason}\n"));
         }
         out
     }
-}
 
-/// Runs the comparison.
-pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
-    let backend = start_on_own_thread("bench-backend", 1, backend)?;
-    let proxy_config = format!(
-        "workers = {}\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[servers]]\nroutes = [{{ path = \"/\", upstream = \"backend\" }}]\n[upstreams.backend]\nservers = [\"{backend}\"]\n",
-        options.workers.max(1)
-    );
-    let config = proxy::Config::parse(&proxy_config, "bench.toml").map_err(|e| e.to_string())?;
-    let proxy = start_on_own_thread("bench-proxy", options.workers.max(1), move || async move {
-        let server = proxy::ProxyServer::bind(config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = server.local_addrs()[0];
-        tokio::spawn(server.run(std::future::pending()));
-        Ok(addr)
-    })?;
-    let load = LoadOptions {
-        connections: options.connections,
-        duration: options.duration,
-        rate: None,
-        host: "bench.localhost".into(),
-        path: "/".into(),
-    };
-    let mut rows = Vec::new();
-    let mut skipped = Vec::new();
-    let measure = async |name: &str, addr: SocketAddr| {
-        let warm_up = LoadOptions {
-            duration: Duration::from_millis(500),
-            ..load.clone()
+    /// The proxy against each reference at `workers`: throughput ratios and
+    /// the fixed-rate p99s.
+    fn comparisons(&self, workers: usize) -> Vec<String> {
+        let find = |target: &str, body: &str, fixed: bool| {
+            self.rows.iter().find(|r| {
+                r.target == target
+                    && r.workers == workers
+                    && r.body == body
+                    && r.offered_rate.is_some() == fixed
+            })
         };
-        load::run(addr, &warm_up).await;
-        let report = load::run(addr, &load).await;
-        Row::new(name, &report)
-    };
-    rows.push(measure("direct", backend).await);
-    rows.push(measure("proxy", proxy).await);
-    match find_nginx() {
-        Ok(bin) => {
-            let setup = NginxSetup {
-                // nginx closes a client connection after 1,000 requests by
-                // default; the load generator would count each as an error.
-                http: "keepalive_requests 10000000;".into(),
-                workers: u32::try_from(options.workers.max(1)).unwrap_or(1),
-                upstream_keepalive: 64,
-                ..NginxSetup::default()
+        let mut lines = Vec::new();
+        for reference in ["nginx", "haproxy"] {
+            let ratio = |body: &str| {
+                let (p, r) = (find("proxy", body, false)?, find(reference, body, false)?);
+                Some(p.requests_per_second / r.requests_per_second.max(1.0))
             };
-            let nginx = Nginx::start(&bin, &setup, backend).await?;
-            rows.push(measure("nginx", nginx.addr).await);
+            let (Some(small), Some(large)) = (ratio(SMALL.1), ratio(LARGE.1)) else {
+                continue;
+            };
+            let mut line = format!(
+                "proxy / {reference}: {small:.2}x the requests/s with 2 B, {large:.2}x with 1 MiB"
+            );
+            if let (Some(p), Some(r)) =
+                (find("proxy", SMALL.1, true), find(reference, SMALL.1, true))
+            {
+                line.push_str(&format!(
+                    "; p99 at {}/s: {:.3} ms against {:.3} ms",
+                    p.offered_rate.unwrap_or(0),
+                    ms(p.p99_us),
+                    ms(r.p99_us)
+                ));
+            }
+            lines.push(line);
         }
-        Err(reason) => skipped.push(format!("nginx: {reason}")),
+        lines
     }
-    Ok(BenchReport {
-        connections: options.connections,
-        seconds: options.duration.as_secs_f64(),
-        workers: options.workers,
-        rows,
-        skipped,
-    })
+
+    /// The figures as charts: requests/s for 2 B and for 1 MiB (one chart
+    /// each, their scales differ a hundredfold), p99 at the fixed rate, and
+    /// memory with idle connections.
+    pub fn charts(&self) -> Vec<BarChart> {
+        let mut workers: Vec<usize> = self.rows.iter().map(|r| r.workers).collect();
+        workers.dedup();
+        let plural = |w: usize| if w == 1 { "" } else { "s" };
+        let chart = |title: String, unit: &str, fixed: bool, body: &str, value: fn(&Row) -> f64| {
+            let groups = workers
+                .iter()
+                .filter_map(|&w| {
+                    let rows: Vec<&Row> = self
+                        .rows
+                        .iter()
+                        .filter(|r| {
+                            r.workers == w && r.body == body && r.offered_rate.is_some() == fixed
+                        })
+                        .collect();
+                    let first = rows.first()?;
+                    let rate = first
+                        .offered_rate
+                        .map(|r| format!("{r}/s, "))
+                        .unwrap_or_default();
+                    Some(Group {
+                        label: format!("{rate}{w} worker{}", plural(w)),
+                        bars: rows
+                            .iter()
+                            .map(|r| Bar {
+                                series: r.target.clone(),
+                                value: value(r),
+                            })
+                            .collect(),
+                    })
+                })
+                .collect();
+            BarChart {
+                title,
+                unit: unit.into(),
+                groups,
+            }
+        };
+        let closed = |body: &str| {
+            format!(
+                "Closed loop, {body} answers, {} connections",
+                self.connections
+            )
+        };
+        let mut charts = vec![
+            chart(closed(SMALL.1), "requests/s", false, SMALL.1, |r| {
+                r.requests_per_second
+            }),
+            chart(closed(LARGE.1), "requests/s", false, LARGE.1, |r| {
+                r.requests_per_second
+            }),
+            chart(
+                "p99 latency at a fixed rate (half of nginx's peak), 2 B answers".into(),
+                "ms",
+                true,
+                SMALL.1,
+                |r| ms(r.p99_us),
+            ),
+        ];
+        charts.retain(|c| !c.groups.is_empty());
+        if let Some(first) = self.idle.first() {
+            charts.push(BarChart {
+                title: format!(
+                    "Resident memory with {} idle keep-alive connections",
+                    first.connections
+                ),
+                unit: "MiB".into(),
+                groups: vec![Group {
+                    label: format!("{} connections", first.connections),
+                    bars: self
+                        .idle
+                        .iter()
+                        .map(|r| Bar {
+                            series: r.target.clone(),
+                            value: r.rss_mib,
+                        })
+                        .collect(),
+                }],
+            });
+        }
+        charts
+    }
 }
 
-/// The backend: `ok` to every request.
+/// Writes `bench.json` (the figures) and `bench.svg` (the charts) into
+/// `dir`, creating it; returns the paths written.
+pub fn write_files(report: &BenchReport, dir: &std::path::Path) -> Result<Vec<String>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    let svg = crate::chart::to_svg(&report.charts())?;
+    let mut written = Vec::new();
+    for (name, text) in [("bench.json", json), ("bench.svg", svg)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// A backend or proxy process (`lab bench-serve ...`), stopped when dropped.
+/// It prints its address on its first line of output, and exits by itself
+/// when its standard input closes, so it never outlives the bench.
+struct Served {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Served {
+    fn start(program: &std::path::Path, args: &[&str]) -> Result<Served, String> {
+        let mut child = Command::new(program)
+            .arg("bench-serve")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {} bench-serve: {e}", program.display()))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        match line.trim().parse() {
+            Ok(addr) => Ok(Served { addr, child }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!(
+                    "{} bench-serve {} did not start (it printed {line:?})",
+                    program.display(),
+                    args.join(" ")
+                ))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `lab bench-serve` runs.
+#[derive(Debug, Clone)]
+pub enum ServeRole {
+    /// The backend: `ok` at `/`, 1 MiB at `/1mib`, on one thread.
+    Backend,
+    /// The proxy in front of `upstream` with `workers` threads.
+    Proxy {
+        /// Worker threads.
+        workers: usize,
+        /// The backend's address.
+        upstream: SocketAddr,
+    },
+}
+
+/// `lab bench-serve`: runs a backend or the proxy on 127.0.0.1 (any free
+/// port), prints the address as the first line, and serves until standard
+/// input closes (the bench ended or died).
+pub fn serve(role: ServeRole) -> Result<(), String> {
+    let threads = match role {
+        ServeRole::Backend => 1,
+        ServeRole::Proxy { workers, .. } => workers.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let addr = runtime.block_on(async {
+        match role {
+            ServeRole::Backend => backend().await,
+            ServeRole::Proxy { workers, upstream } => proxy(workers, upstream).await,
+        }
+    })?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{addr}").map_err(|e| e.to_string())?;
+    stdout.flush().map_err(|e| e.to_string())?;
+    // Serve until stdin reaches its end.
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+/// The proxy, configured like nginx and HAProxy in the bench: one route to
+/// the backend, keep-alive to it, no access log.
+async fn proxy(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, String> {
+    let text = format!(
+        "workers = {workers}\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[servers]]\nroutes = [{{ path = \"/\", upstream = \"backend\" }}]\n[upstreams.backend]\nservers = [\"{upstream}\"]\n"
+    );
+    let config = proxy::Config::parse(&text, "bench.toml").map_err(|e| e.to_string())?;
+    let server = proxy::ProxyServer::bind(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = server
+        .local_addrs()
+        .first()
+        .copied()
+        .ok_or("the proxy has no listener")?;
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(addr)
+}
+
+/// The backend: `ok` to `GET /`, 1 MiB to `GET /1mib`.
 async fn backend() -> Result<SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let large = Bytes::from(vec![b'x'; LARGE_BYTES]);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
+            let large = large.clone();
             tokio::spawn(async move {
-                let service = service_fn(|_request| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let body = if request.uri().path() == LARGE.0 {
+                        large.clone()
+                    } else {
+                        Bytes::from_static(b"ok")
+                    };
+                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -201,64 +674,4 @@ async fn backend() -> Result<SocketAddr, String> {
         }
     });
     Ok(addr)
-}
-
-/// Runs `start` on a new runtime with `threads` workers on its own OS
-/// thread, which lives as long as the process; returns what it returned.
-fn start_on_own_thread<F, Fut>(name: &str, threads: usize, start: F) -> Result<SocketAddr, String>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<SocketAddr, String>>,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(async move {
-                    let _ = tx.send(start().await);
-                    std::future::pending::<()>().await;
-                }),
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    rx.recv().map_err(|e| e.to_string())?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_short_run_measures_direct_and_proxy_and_prints_a_table() {
-        let report = run(&BenchOptions {
-            connections: 2,
-            duration: Duration::from_millis(300),
-            workers: 1,
-        })
-        .await
-        .expect("the bench runs");
-        let targets: Vec<&str> = report.rows.iter().map(|r| r.target.as_str()).collect();
-        assert_eq!(&targets[..2], ["direct", "proxy"]);
-        assert_eq!(
-            targets.len() + report.skipped.len(),
-            3,
-            "nginx ran or is skipped with a reason"
-        );
-        for row in &report.rows {
-            assert!(row.requests_per_second > 0.0 && row.errors == 0, "{row:?}");
-        }
-        let table = report.table();
-        assert!(
-            table.contains("requests/s") && table.contains("direct") && table.contains("proxy"),
-            "{table}"
-        );
-    }
 }

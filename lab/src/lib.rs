@@ -16,10 +16,13 @@
 //!   (`lab images`), with the same surface as [`stack`].
 
 pub mod bench;
+pub mod chart;
 pub mod client;
 pub mod docker;
+pub mod haproxy;
 pub mod load;
 pub mod nginx;
+pub mod procstat;
 pub mod scenario;
 pub mod stack;
 pub mod transcript;

@@ -194,6 +194,41 @@ async fn one_connection(
     part
 }
 
+/// Opens `count` keep-alive connections to `target`, sends `GET path` on
+/// each and reads the answer, and returns them open and idle (they close
+/// when dropped). Connections that fail are left out. Opened 256 at a time,
+/// so the target's listen backlog does not overflow.
+pub async fn hold_idle(
+    target: SocketAddr,
+    count: usize,
+    host: &str,
+    path: &str,
+) -> Vec<SendRequest<Empty<Bytes>>> {
+    let mut held = Vec::with_capacity(count);
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (host, path) = (host.to_owned(), path.to_owned());
+        opening.spawn(async move {
+            let mut sender = connect(target).await?;
+            let request = http::Request::get(path.as_str())
+                .header(http::header::HOST, host.as_str())
+                .body(Empty::new())
+                .ok()?;
+            let response = sender.send_request(request).await.ok()?;
+            response.into_body().collect().await.ok()?;
+            Some(sender)
+        });
+        if opening.len() >= 256 || i + 1 == count {
+            while let Some(done) = opening.join_next().await {
+                if let Ok(Some(sender)) = done {
+                    held.push(sender);
+                }
+            }
+        }
+    }
+    held
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +252,12 @@ mod tests {
         let fixed = run(stack.proxy_addr, &options).await;
         // 100 r/s for 0.3 s: about 30 requests, give or take the edges.
         assert!((20..=40).contains(&fixed.ok), "{fixed:?}");
+        let held = hold_idle(stack.proxy_addr, 20, "localhost", "/welcome").await;
+        assert_eq!(
+            held.len(),
+            20,
+            "every idle connection opened and was answered"
+        );
         stack.shutdown().await;
     }
 }

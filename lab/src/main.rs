@@ -7,7 +7,7 @@
 //! lab scenario round-robin failover   # some of them
 //! lab scenario --file my.toml --trace # your own scenario file, with the proxy's decision trace
 //! lab images && lab scenario --all --docker   # the same, on the stack as containers
-//! lab bench              # requests/s and latency: direct, through the proxy, through nginx
+//! lab bench              # direct, through the proxy, nginx, HAProxy: requests/s, latency, CPU, memory
 //! lab images            # build the Docker images of Docker mode (no registry needed)
 //! ```
 
@@ -72,27 +72,63 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Load a small backend directly, through the proxy and through nginx (when installed); print the figures.
+    /// Load a backend directly, through the proxy, nginx and HAProxy (when installed); print the figures, write JSON and a chart.
     Bench {
         /// Client connections (each with one request in flight).
         #[arg(long, default_value_t = 32)]
         connections: usize,
-        /// Seconds each target is loaded.
+        /// Seconds each run lasts.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Proxy worker threads and nginx worker processes.
+        /// Worker counts to compare at: proxy threads, nginx worker processes, HAProxy threads.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        workers: Vec<usize>,
+        /// Idle keep-alive connections opened for the memory reading (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Where to write bench.json and bench.svg.
+        #[arg(long, value_name = "DIR", default_value = "target/lab-bench")]
+        out: PathBuf,
+        /// Measure nothing: print the table and redraw the chart of a bench.json written before.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
+    /// (Used by `lab bench`.) Run its backend or its proxy; print the address; serve until stdin closes.
+    #[command(hide = true)]
+    BenchServe {
+        /// `backend` or `proxy`.
+        role: String,
+        /// The proxy's worker threads.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Also write the figures as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
+        /// The proxy's upstream.
+        #[arg(long)]
+        upstream: Option<SocketAddr>,
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    // The bench's backend and proxy processes run their own runtimes.
+    if let Command::BenchServe {
+        role,
+        workers,
+        upstream,
+    } = &cli.command
+    {
+        return bench_serve(role, *workers, *upstream);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
+        Err(err) => {
+            eprintln!("lab: cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
         Command::Up {
             port,
             tls_port,
@@ -108,11 +144,38 @@ async fn main() -> ExitCode {
         } => scenarios(&names, all, &file, RunOptions { trace }, docker).await,
         Command::Images { release } => images(release),
         Command::Bench {
+            out,
+            from: Some(json),
+            ..
+        } => bench_from(&json, &out),
+        Command::Bench {
             connections,
             seconds,
             workers,
-            json,
-        } => bench(connections, seconds, workers, json).await,
+            idle,
+            out,
+            from: None,
+        } => bench(connections, seconds, workers, idle, out).await,
+        Command::BenchServe { .. } => ExitCode::FAILURE,
+    }
+}
+
+/// `lab bench-serve backend|proxy`: one process of the bench.
+fn bench_serve(role: &str, workers: usize, upstream: Option<SocketAddr>) -> ExitCode {
+    let role = match (role, upstream) {
+        ("backend", _) => lab::bench::ServeRole::Backend,
+        ("proxy", Some(upstream)) => lab::bench::ServeRole::Proxy { workers, upstream },
+        _ => {
+            eprintln!("lab: bench-serve backend, or bench-serve proxy --upstream ADDR");
+            return ExitCode::from(2);
+        }
+    };
+    match lab::bench::serve(role) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lab: bench-serve: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -237,17 +300,56 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
     ExitCode::SUCCESS
 }
 
-/// `lab bench`: the comparison table, and the JSON if asked.
+/// `lab bench --from FILE`: the table and the chart of earlier figures.
+fn bench_from(json: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let report = std::fs::read_to_string(json)
+        .map_err(|e| format!("cannot read {}: {e}", json.display()))
+        .and_then(|text| {
+            serde_json::from_str::<lab::bench::BenchReport>(&text)
+                .map_err(|e| format!("{} is not a bench.json: {e}", json.display()))
+        });
+    let written = report.and_then(|report| {
+        print!("{}", report.table());
+        lab::bench::write_files(&report, out)
+    });
+    say_written(written)
+}
+
+/// Names the files `lab bench` wrote, or says why it could not.
+fn say_written(written: Result<Vec<String>, String>) -> ExitCode {
+    match written {
+        Ok(written) => {
+            println!("written: {}", written.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("lab: bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lab bench`: the comparison table, then the JSON and the chart in `out`.
 async fn bench(
     connections: usize,
     seconds: u64,
-    workers: usize,
-    json: Option<PathBuf>,
+    workers: Vec<usize>,
+    idle: usize,
+    out: PathBuf,
 ) -> ExitCode {
+    let serve_with = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("lab: bench: cannot find this program to start its backend: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = lab::bench::BenchOptions {
         connections,
         duration: std::time::Duration::from_secs(seconds.max(1)),
         workers,
+        idle_connections: idle,
+        serve_with,
     };
     if cfg!(debug_assertions) {
         println!("A debug build: for real figures, cargo run --release -p lab -- bench");
@@ -260,15 +362,7 @@ async fn bench(
         }
     };
     print!("{}", report.table());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(err) = std::fs::write(&path, text) {
-            eprintln!("lab: cannot write {}: {err}", path.display());
-            return ExitCode::FAILURE;
-        }
-        println!("figures written to {}", path.display());
-    }
-    ExitCode::SUCCESS
+    say_written(lab::bench::write_files(&report, &out))
 }
 
 /// Runs `scenario` on a freshly booted stack, then stops the stack.

@@ -16,28 +16,31 @@ use tokio::net::TcpStream;
 
 /// The nginx binary: `$NGINX_BIN`, else `nginx` on `PATH`, else `/usr/sbin/nginx`.
 pub fn find_nginx() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("NGINX_BIN") {
+    find_program("nginx", "NGINX_BIN")
+}
+
+/// A reference server's binary `name` (as Debian installs it): the file
+/// `$env_var` names, else `name` on `PATH`, else `/usr/sbin/NAME`; the error
+/// says how to install it.
+pub(crate) fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os(env_var) {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
             Ok(bin)
         } else {
-            Err(format!("NGINX_BIN={} is not a file", bin.display()))
+            Err(format!("{env_var}={} is not a file", bin.display()))
         };
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("nginx"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin/nginx")])
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .chain([Path::new("/usr/sbin").join(name)])
         .find(|bin| bin.is_file())
         .ok_or_else(|| {
-            "nginx is not installed (apt-get install nginx), neither on PATH nor at /usr/sbin/nginx"
-                .into()
+            format!(
+                "{name} is not installed (apt-get install {name}), neither on PATH nor at /usr/sbin/{name}"
+            )
         })
 }
 
@@ -69,6 +72,9 @@ pub struct NginxSetup {
     /// Idle keep-alive connections kept to the upstream (`keepalive N`; 0: none,
     /// nginx's default of a new connection per request).
     pub upstream_keepalive: u32,
+    /// `worker_connections` (0: 4096). Each client connection and each
+    /// upstream connection counts; the worker may open twice as many files.
+    pub worker_connections: u32,
 }
 
 /// nginx running in the foreground; stopped when dropped.
@@ -154,17 +160,22 @@ impl Nginx {
         } else {
             ""
         };
+        let connections = match setup.worker_connections {
+            0 => 4096,
+            n => n,
+        };
         let user = if running_as_root() { "user root;" } else { "" };
         let conf_text = format!(
             r#"
 {user}
 worker_processes {workers};
+worker_rlimit_nofile {files};
 pid "{path}/nginx.pid";
 lock_file "{path}/nginx.lock";
 error_log "{path}/error.log" info;
 
 events {{
-    worker_connections 4096;
+    worker_connections {connections};
 }}
 
 http {{
@@ -196,6 +207,7 @@ http {{
             http = setup.http,
             server = setup.server.replace("{dir}", &path),
             workers = setup.workers.max(1),
+            files = 2 * connections + 64,
         );
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, conf_text).map_err(|e| failed("write nginx.conf", e))?;

@@ -327,6 +327,7 @@ where
             .collect(),
         workers: 1,
         upstream_keepalive: 0,
+        worker_connections: 0,
     };
     let nginx = Nginx::start(&bin, &nginx_setup, upstream.addr)
         .await

@@ -83,8 +83,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// the client to `X-Forwarded-For` (several incoming `X-Forwarded-For` lines
 /// are joined into one list first).
 pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) {
-    let ip = client.ip.to_string();
     let peer = client.peer.to_string();
+    // Usually the same address: formatted once.
+    let ip = if client.ip == client.peer {
+        peer.clone()
+    } else {
+        client.ip.to_string()
+    };
 
     let mut forwarded_for = String::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {

@@ -674,7 +674,7 @@ pub async fn forward(
         0 => pool.servers().len(),
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let may_retry = rules.enabled() && max_tries > 1;
     let mut body = ReplayableBody::new(body, may_retry).await?;
     let started = tokio::time::Instant::now();
@@ -686,8 +686,14 @@ pub async fn forward(
         let sent_at = ctx.trace.is_on().then(Instant::now);
         let mut attempt = Request::new(body.next());
         *attempt.method_mut() = parts.method.clone();
-        *attempt.uri_mut() = parts.uri.clone();
-        *attempt.headers_mut() = parts.headers.clone();
+        // The last possible attempt takes the URI and headers; others copy them.
+        if may_retry && tried.len() < max_tries {
+            *attempt.uri_mut() = parts.uri.clone();
+            *attempt.headers_mut() = parts.headers.clone();
+        } else {
+            *attempt.uri_mut() = std::mem::take(&mut parts.uri);
+            *attempt.headers_mut() = std::mem::take(&mut parts.headers);
+        }
         if !attempt.headers().contains_key(header::HOST) {
             attempt
                 .headers_mut()
