@@ -192,23 +192,21 @@ impl ProxyError {
     }
 }
 
-/// Classifies an error from the upstream client by walking its chain of causes:
-/// the outermost layers say "connect failed" or "message incomplete", the
-/// innermost `io::Error` says refused or timed out.
-pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ErrorKind {
-    // The request body went over max_body_size while it streamed upstream.
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return ErrorKind::BodyTooLarge;
-        }
-        source = e.source();
+/// Classifies a failed exchange on an open upstream connection by walking
+/// the error's chain of causes: the request body went over `max_body_size`
+/// while it streamed, the upstream closed the connection or sent something
+/// that is not HTTP, or an `io::Error` underneath says what the socket saw.
+pub fn classify_send_error(err: &hyper::Error) -> ErrorKind {
+    let chain = || {
+        std::iter::successors(Some(err as &(dyn StdError + 'static)), |e| {
+            let e: &(dyn StdError + 'static) = *e;
+            e.source()
+        })
+    };
+    if chain().any(|e| e.is::<http_body_util::LengthLimitError>()) {
+        return ErrorKind::BodyTooLarge;
     }
-    if err.is_connect() {
-        return classify_connect_error(err);
-    }
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(e) = source {
+    for e in chain() {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
                 return ErrorKind::ConnectionTerminated;
@@ -226,12 +224,14 @@ pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ErrorKi
                 _ => ErrorKind::ConnectionTerminated,
             };
         }
-        source = e.source();
     }
     ErrorKind::ConnectionTerminated
 }
 
-fn classify_connect_error(err: &(dyn StdError + 'static)) -> ErrorKind {
+/// Classifies a failure to open a connection: a TLS error anywhere in the
+/// chain, else what the innermost `io::Error` says (refused, timed out, a
+/// host name that did not resolve).
+pub fn classify_connect_error(err: &(dyn StdError + 'static)) -> ErrorKind {
     if let Some(tls) = find_tls_error(err) {
         return classify_tls_error(tls);
     }

@@ -132,6 +132,7 @@ impl Snapshot {
                             crate::upstream::checks::start(&pool, check);
                         }
                         crate::upstream::resolve::start(&pool, resolver.clone());
+                        crate::upstream::connections::start_pruning(&pool);
                     }
                     pool
                 })

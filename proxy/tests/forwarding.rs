@@ -3,12 +3,15 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn the_upstream_sees_the_forwarding_headers_of_the_nginx_tutorials() {
@@ -124,6 +127,114 @@ async fn upstream_connections_are_reused_across_requests() {
         1,
         "20 sequential requests should share one pooled upstream connection"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_idle_connections_is_never_an_error() {
+    // Answers one request per connection, keep-alive style (no
+    // `Connection: close`), then closes it a moment later, as an upstream
+    // does when its own keep-alive timeout expires.
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let closer = raw_upstream(move |mut stream| {
+        let count = count.clone();
+        async move {
+            read_head(&mut stream).await;
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    let proxy = start_proxy(&single_upstream_config(&[closer], "")).await;
+    let client = client();
+    for _ in 0..5 {
+        let (response, body) = get(&client, proxy.addr, "app.localhost", "/").await;
+        assert_eq!(
+            response.status(),
+            200,
+            "a closed pooled connection is skipped"
+        );
+        assert_eq!(&body[..], b"ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        5,
+        "one new connection per request"
+    );
+}
+
+/// A keep-alive upstream that answers `GET /slow` with a body sent in two
+/// halves 500 ms apart, and anything else with `ok`; counts its connections.
+async fn slow_body_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    let addr = raw_upstream(move |mut stream| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+                if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    continue;
+                }
+                let answer: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+                if head.starts_with(b"GET /slow") {
+                    let _ = stream.write_all(b"ab").await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = stream.write_all(b"cd").await;
+                } else {
+                    let _ = stream.write_all(b"okok").await;
+                }
+                head.clear();
+            }
+        }
+    })
+    .await;
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_connection_still_streaming_a_body_is_not_given_another_request() {
+    // A second request sent while the first one's body still trickles must
+    // go on another connection, not queue behind it.
+    let (upstream, connections) = slow_body_upstream().await;
+    let proxy = start_proxy(&single_upstream_config(&[upstream], "")).await;
+    let client = client();
+    let slow = {
+        let client = client.clone();
+        let addr = proxy.addr;
+        tokio::spawn(async move { get(&client, addr, "app.localhost", "/slow").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let (response, body) = get(&client, proxy.addr, "app.localhost", "/").await;
+    assert_eq!((response.status().as_u16(), &body[..]), (200, &b"okok"[..]));
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the second request waited for the first one's body: {:?}",
+        started.elapsed()
+    );
+    let (slow_response, slow_body) = slow.await.expect("the slow request completes");
+    assert_eq!(
+        (slow_response.status().as_u16(), &slow_body[..]),
+        (200, &b"abcd"[..])
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // Both connections are idle now: later requests reuse them.
+    for _ in 0..5 {
+        get(&client, proxy.addr, "app.localhost", "/").await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -2,11 +2,10 @@
 //!
 //! Opening a TCP connection costs a round trip (and a TLS handshake costs more),
 //! so the proxy keeps connections to upstreams open after a response and reuses
-//! them for later requests: HTTP/1.1 keep-alive. Each [`UpstreamPool`] has its
-//! own client with its own connection pool and timeouts; hyper-util's pooled
-//! client does the bookkeeping (idle connections are closed after 90 s, and a
-//! request that finds a pooled connection closed by the upstream is retried on
-//! a new one before any byte of it was sent).
+//! them for later requests: HTTP/1.1 keep-alive. Each server of an
+//! [`UpstreamPool`] keeps its own idle connections ([`connections`]: closed
+//! after 90 s idle; a request that finds a pooled connection closed by the
+//! upstream goes on a new one, since no byte of it was sent).
 //!
 //! Usually the proxy talks plain HTTP to upstreams: it terminated TLS already,
 //! and the upstream sits on a private network. A pool whose servers are written
@@ -21,6 +20,7 @@
 //! [`crate::proxy::forward`], where the request's whole path can be read.
 
 pub mod checks;
+pub mod connections;
 pub mod health;
 pub mod resolve;
 
@@ -29,23 +29,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::Authority;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::balance::{Balancer, Peer};
 use crate::body::ProxyBody;
 use crate::config::{Upstream, UpstreamServerConfig, UpstreamTls};
-use crate::error::{ErrorKind, ProxyError, classify_client_error};
+use crate::error::{ErrorKind, ProxyError};
+use connections::{Connector, IdleConnections};
 use health::{Change, ServerHealth};
-
-/// How long an idle pooled connection is kept before it is closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A named group of interchangeable servers (nginx `upstream`), with a
 /// balancer to spread requests, the servers' health, and a client that pools
@@ -59,8 +53,7 @@ pub struct UpstreamPool {
     /// The servers now. Replaced as a whole when DNS gives a new set.
     servers: ArcSwap<Vec<Arc<UpstreamServer>>>,
     balancer: Balancer,
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    scheme: Scheme,
+    connector: Connector,
     /// Background tasks (health checks, DNS), stopped with the pool.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -77,7 +70,8 @@ pub struct UpstreamServer {
     /// The `Host` the upstream receives by default: the address as configured
     /// (a DNS name stays a name even when connecting to one of its addresses).
     pub host: HeaderValue,
-    authority: Authority,
+    /// Its idle keep-alive connections.
+    pub connections: IdleConnections,
 }
 
 impl AsRef<Peer> for UpstreamServer {
@@ -95,14 +89,15 @@ impl AsRef<Peer> for Arc<UpstreamServer> {
 impl UpstreamServer {
     /// A server reached at `address` (`ip:port` or `host:port`), configured as `configured`.
     pub fn new(address: &str, configured: &UpstreamServerConfig) -> Option<UpstreamServer> {
-        let authority = address.parse::<Authority>().ok()?;
+        // Only a valid `host:port` makes a server.
+        address.parse::<Authority>().ok()?;
         let peer = Arc::new(Peer::new(address, configured.weight));
         Some(UpstreamServer {
             address: peer.address.clone(),
             peer,
             health: ServerHealth::default(),
             host: HeaderValue::from_str(&configured.address).ok()?,
-            authority,
+            connections: IdleConnections::default(),
         })
     }
 }
@@ -117,20 +112,15 @@ pub enum NoServer {
 impl UpstreamPool {
     /// Builds the pool for a validated upstream config.
     pub fn new(config: &Upstream) -> UpstreamPool {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls_config(&config.tls))
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let connector = Connector {
+            tls: match config.tls {
+                UpstreamTls::Off => None,
+                UpstreamTls::On { .. } => Some(tokio_rustls::TlsConnector::from(Arc::new(
+                    client_tls_config(&config.tls),
+                ))),
+            },
+            connect_timeout: config.connect_timeout,
+        };
         let servers = config
             .servers
             .iter()
@@ -140,11 +130,7 @@ impl UpstreamPool {
             name: config.name.clone(),
             balancer: Balancer::new(config.balance),
             servers: ArcSwap::from_pointee(servers),
-            client,
-            scheme: match config.tls {
-                UpstreamTls::Off => Scheme::HTTP,
-                UpstreamTls::On { .. } => Scheme::HTTPS,
-            },
+            connector,
             config: config.clone(),
             tasks: Mutex::default(),
         }
@@ -223,35 +209,21 @@ impl UpstreamPool {
     }
 
     /// Sends `request` to `server` on a pooled connection and waits for the
-    /// response head (not the body: that is streamed later). The request must
-    /// already carry the path to send (origin form); the scheme and authority
-    /// are added here.
+    /// response head (not the body: that is streamed later), at most
+    /// `read_timeout`. The request carries the path to send (origin form) and
+    /// its `Host`.
     pub async fn send(
         &self,
         server: &UpstreamServer,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(server.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        *request.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| ProxyError::upstream(ErrorKind::Internal, &server.address, e))?;
         // Upstream connections are HTTP/1.1, whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
-
-        match tokio::time::timeout(self.config.read_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(ProxyError::upstream(
-                classify_client_error(&err),
-                &server.address,
-                err,
-            )),
+        let exchange = self
+            .connector
+            .send(&server.address, &server.connections, request);
+        match tokio::time::timeout(self.config.read_timeout, exchange).await {
+            Ok(result) => result,
             Err(elapsed) => Err(ProxyError::upstream(
                 ErrorKind::ResponseTimeout,
                 &server.address,
@@ -297,7 +269,7 @@ fn client_tls_config(tls: &UpstreamTls) -> rustls::ClientConfig {
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    match rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
         Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
@@ -305,5 +277,8 @@ fn client_tls_config(tls: &UpstreamTls) -> rustls::ClientConfig {
         Err(_) => rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
-    }
+    };
+    // Upstream connections speak HTTP/1.1 (ALPN says so to the server).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
 }
