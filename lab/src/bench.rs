@@ -604,26 +604,29 @@ pub enum ServeRole {
 /// port), prints the address as the first line, and serves until standard
 /// input closes (the bench ended or died).
 pub fn serve(role: ServeRole) -> Result<(), String> {
+    // The proxy's runtime is the one the `proxy` command would use.
     let threads = match role {
         ServeRole::Backend => 1,
         ServeRole::Proxy { workers, .. } => workers.max(1),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let addr = runtime.block_on(async {
-        match role {
+    let runtime = proxy::build_runtime(Some(threads)).map_err(|e| e.to_string())?;
+    // Everything runs inside `block_on`: a one-thread runtime runs its tasks
+    // only there.
+    runtime.block_on(async {
+        let addr = match role {
             ServeRole::Backend => backend().await,
             ServeRole::Proxy { workers, upstream } => proxy(workers, upstream).await,
-        }
+        }?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{addr}").map_err(|e| e.to_string())?;
+        stdout.flush().map_err(|e| e.to_string())?;
+        // Serve until stdin reaches its end.
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        })
+        .await;
+        Ok::<(), String>(())
     })?;
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "{addr}").map_err(|e| e.to_string())?;
-    stdout.flush().map_err(|e| e.to_string())?;
-    // Serve until stdin reaches its end.
-    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }

@@ -127,11 +127,7 @@ fn run(path: &Path) -> ExitCode {
     };
     proxy::init_logging();
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.workers {
-        runtime.worker_threads(workers);
-    }
-    let runtime = match runtime.enable_all().build() {
+    let runtime = match proxy::build_runtime(config.workers) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("proxy: cannot start the runtime: {err}");
