@@ -48,7 +48,7 @@ use crate::transcript::Transcript;
 
 /// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
 /// built into the binary so `lab scenario NAME` works from any folder.
-pub const BUILT_IN: [(&str, &str); 9] = [
+pub const BUILT_IN: &[(&str, &str)] = &[
     ("routing", include_str!("../scenarios/routing.toml")),
     (
         "host-routing",
@@ -64,6 +64,7 @@ pub const BUILT_IN: [(&str, &str); 9] = [
     ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
     ("cors", include_str!("../scenarios/cors.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
+    ("rewrite", include_str!("../scenarios/rewrite.toml")),
 ];
 
 /// A parsed scenario.

@@ -127,3 +127,8 @@ fn every_scenario_file_is_listed_and_tested() {
         );
     }
 }
+
+#[tokio::test]
+async fn rewrite() {
+    insta::assert_snapshot!("rewrite", run("rewrite").await);
+}

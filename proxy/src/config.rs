@@ -41,6 +41,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, uri::Authority};
+
+use crate::header_rules::{HeaderRules, Template};
+use crate::rewrite::RewriteRule;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -94,6 +97,9 @@ pub struct Config {
     /// Clients (by TCP peer address) whose `X-Lab-Trace: 1` is answered with
     /// the decision trace ([`crate::trace`]); none by default: tracing is off.
     pub trace_from: crate::access::Networks,
+    /// The header that carries each request's id (`X-Request-Id` by default;
+    /// see [`crate::request_id`]).
+    pub request_id_header: http::HeaderName,
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
@@ -134,6 +140,15 @@ pub struct Server {
     pub basic_auth: Option<crate::access::BasicAuth>,
     /// Its CORS rules, for routes that set none of their own.
     pub cors: Option<crate::cors::Cors>,
+    /// Headers changed on requests to the upstream, before its routes' rules.
+    pub request_headers: Option<HeaderRules>,
+    /// Headers changed on responses to the client, before its routes' rules.
+    pub response_headers: Option<HeaderRules>,
+    /// Path rewrites applied before a route is chosen (see [`crate::rewrite`]).
+    pub rewrite: Vec<RewriteRule>,
+    /// Whether any of its routes has `slash_redirect` (so requests to the
+    /// others skip the lookup).
+    pub has_slash_redirects: bool,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -248,6 +263,15 @@ pub struct Route {
     pub basic_auth: Option<crate::access::BasicAuth>,
     /// Its CORS rules, replacing the server's.
     pub cors: Option<crate::cors::Cors>,
+    /// Headers changed on requests to the upstream, after the server's rules.
+    pub request_headers: Option<HeaderRules>,
+    /// Headers changed on responses to the client, after the server's rules.
+    pub response_headers: Option<HeaderRules>,
+    /// Path rewrites applied once this route is chosen (see [`crate::rewrite`]).
+    pub rewrite: Vec<RewriteRule>,
+    /// For a prefix ending in `/`: the same path without the slash is
+    /// redirected (301) to it, as nginx does for its `proxy_pass` locations.
+    pub slash_redirect: bool,
 }
 
 /// What a route does with a request.
@@ -658,6 +682,7 @@ struct RawConfig {
     limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
     trace_from: Option<Vec<Spanned<String>>>,
+    request_id_header: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -720,6 +745,9 @@ struct RawServer {
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
     cors: Option<Spanned<RawCors>>,
+    request_headers: Option<Spanned<RawHeaderRules>>,
+    response_headers: Option<Spanned<RawHeaderRules>>,
+    rewrite: Option<Vec<Spanned<RawRewrite>>>,
 }
 
 #[derive(Deserialize)]
@@ -757,6 +785,29 @@ struct RawRoute {
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
     cors: Option<Spanned<RawCors>>,
+    request_headers: Option<Spanned<RawHeaderRules>>,
+    response_headers: Option<Spanned<RawHeaderRules>>,
+    rewrite: Option<Vec<Spanned<RawRewrite>>>,
+    slash_redirect: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRules {
+    #[serde(default)]
+    remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    set: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    add: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    redirect: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -938,6 +989,7 @@ impl Validator<'_> {
             default_server: default_server.unwrap_or(0),
             upstreams,
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
+            request_id_header: self.request_id_header(raw.request_id_header.as_ref()),
             rate_zones,
             conn_zones,
             trusted_proxies: raw
@@ -1401,6 +1453,7 @@ impl Validator<'_> {
         }
         Server {
             names,
+            has_slash_redirects: routes.iter().any(|r| r.slash_redirect),
             routes,
             tls,
             redirect_https: https.0,
@@ -1415,6 +1468,9 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|a| self.basic_auth(a)),
             cors: raw.get_ref().cors.as_ref().and_then(|c| self.cors(c)),
+            request_headers: self.header_rules(raw.get_ref().request_headers.as_ref(), true),
+            response_headers: self.header_rules(raw.get_ref().response_headers.as_ref(), false),
+            rewrite: self.rewrites(raw.get_ref().rewrite.as_ref()),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1479,6 +1535,141 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `request_id_header = "X-Correlation-Id"`: a valid header name that the
+    /// proxy does not manage itself.
+    fn request_id_header(&mut self, raw: Option<&Spanned<String>>) -> http::HeaderName {
+        let default = http::HeaderName::from_static(crate::request_id::DEFAULT_HEADER);
+        let Some(raw) = raw else {
+            return default;
+        };
+        match http::HeaderName::from_bytes(raw.get_ref().trim().as_bytes()) {
+            Ok(name) if !crate::header_rules::is_protected(&name) && name != http::header::HOST => {
+                name
+            }
+            _ => {
+                self.error(
+                    raw.span(),
+                    format!("`{}` cannot carry the request id", raw.get_ref()),
+                    "use a header name of letters, digits and dashes, such as \"X-Request-Id\"",
+                );
+                default
+            }
+        }
+    }
+
+    /// `request_headers = { set = {...}, add = {...}, remove = [...] }` (and
+    /// `response_headers`): header names checked, values parsed as templates.
+    fn header_rules(
+        &mut self,
+        raw: Option<&Spanned<RawHeaderRules>>,
+        request: bool,
+    ) -> Option<HeaderRules> {
+        let raw = raw?.get_ref();
+        let mut rules = HeaderRules::default();
+        let direction = if request { "request" } else { "response" };
+        let name = |v: &mut Self, raw: &Spanned<String>| -> Option<http::HeaderName> {
+            let Ok(name) = http::HeaderName::from_bytes(raw.get_ref().trim().as_bytes()) else {
+                v.error(
+                    raw.span(),
+                    format!("`{}` is not a header name", raw.get_ref()),
+                    "header names are letters, digits and `-`, such as \"X-Env\"",
+                );
+                return None;
+            };
+            if crate::header_rules::is_protected(&name) {
+                v.error(
+                    raw.span(),
+                    format!("`{name}` belongs to the connection, and {direction}_headers may not change it"),
+                    "remove this rule: the proxy sets the message's framing and connection headers itself",
+                );
+                return None;
+            }
+            Some(name)
+        };
+        for raw_name in &raw.remove {
+            if let Some(header) = name(self, raw_name) {
+                rules.remove.push(header);
+            }
+        }
+        for (list, out) in [(&raw.set, &mut rules.set), (&raw.add, &mut rules.add)] {
+            for (raw_name, raw_value) in list {
+                let header = name(self, raw_name);
+                match Template::parse(raw_value.get_ref()) {
+                    Ok(template) => {
+                        if let Some(header) = header {
+                            out.push((header, template));
+                        }
+                    }
+                    Err(err) => self.error(raw_value.span(), err.message, err.help),
+                }
+            }
+        }
+        Some(rules)
+    }
+
+    /// `rewrite = [{ from = "^/old/(.*)$", to = "/new/$1", redirect = 301 }]`.
+    fn rewrites(&mut self, raw: Option<&Vec<Spanned<RawRewrite>>>) -> Vec<RewriteRule> {
+        let mut rules = Vec::new();
+        for raw in raw.into_iter().flatten() {
+            let r = raw.get_ref();
+            let from = match regex::Regex::new(r.from.get_ref()) {
+                Ok(from) => from,
+                Err(err) => {
+                    let detail = err.to_string();
+                    self.error(
+                        r.from.span(),
+                        format!(
+                            "`from` is not a valid regular expression: {}",
+                            detail.lines().last().unwrap_or("").trim()
+                        ),
+                        "the syntax is Rust's regex crate's (like nginx's PCRE without look-around); in TOML, write a backslash as \\\\ or use '...' quotes",
+                    );
+                    continue;
+                }
+            };
+            if let Err((message, help)) = crate::rewrite::check_references(&from, r.to.get_ref()) {
+                self.error(r.to.span(), message, help);
+                continue;
+            }
+            let redirect = match &r.redirect {
+                None => None,
+                Some(status) => match *status.get_ref() {
+                    code @ (301 | 302 | 303 | 307 | 308) => {
+                        StatusCode::from_u16(u16::try_from(code).unwrap_or(302)).ok()
+                    }
+                    other => {
+                        self.error(
+                            status.span(),
+                            format!("`redirect = {other}` is not a redirect status"),
+                            "use 301 or 308 (permanent), 302, 303 or 307 (temporary)",
+                        );
+                        continue;
+                    }
+                },
+            };
+            let to = r.to.get_ref();
+            let absolute = to.starts_with("http://") || to.starts_with("https://");
+            if !(to.starts_with('/') || to.starts_with('$') || (absolute && redirect.is_some())) {
+                self.error(
+                    r.to.span(),
+                    format!("`to = \"{to}\"` must be a path starting with `/`"),
+                    if absolute {
+                        "a rule that sends the client to another site needs `redirect = 301` (or 302, ...)"
+                    } else {
+                        "write the new path, such as \"/new/$1\""
+                    },
+                );
+                continue;
+            }
+            rules.push(RewriteRule {
+                from,
+                to: to.clone(),
+                redirect,
+            });
+        }
+        rules
     }
 
     /// `cors = { allow_origins = ["http://app.localhost:8080"], ... }`.
@@ -1986,6 +2177,32 @@ impl Validator<'_> {
                 self.fixed_response(fixed).map(Action::Return)
             }
         };
+        let rewrite = self.rewrites(r.rewrite.as_ref());
+        if let (Some(rules), Some(Action::Proxy(pass))) = (&r.rewrite, action.as_ref())
+            && pass.rewrite != PathRewrite::Keep
+            && let Some(first) = rules.first()
+        {
+            self.error(
+                first.span(),
+                "a route cannot both `rewrite` its path and use `strip_prefix`/`replace_prefix`",
+                "keep one: a rewrite rule such as { from = \"^/api/(.*)$\", to = \"/$1\" } does what strip_prefix does",
+            );
+        }
+        let slash_redirect = match &r.slash_redirect {
+            Some(flag) if *flag.get_ref() => {
+                if r.exact || !path.ends_with('/') || path == "/" {
+                    self.error(
+                        flag.span(),
+                        format!("`slash_redirect` needs a prefix route ending in `/`, and `{path}` is not one"),
+                        "use it on a route such as path = \"/app/\": then /app is redirected to /app/",
+                    );
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        };
         match (ok, action) {
             (true, Some(action)) => Some(Route {
                 path: path.clone(),
@@ -1997,6 +2214,10 @@ impl Validator<'_> {
                 access: self.access(r.access.as_ref()),
                 basic_auth: r.basic_auth.as_ref().and_then(|a| self.basic_auth(a)),
                 cors: r.cors.as_ref().and_then(|c| self.cors(c)),
+                request_headers: self.header_rules(r.request_headers.as_ref(), true),
+                response_headers: self.header_rules(r.response_headers.as_ref(), false),
+                rewrite,
+                slash_redirect,
             }),
             _ => None,
         }

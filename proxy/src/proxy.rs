@@ -5,19 +5,22 @@
 //!
 //! 1. [`route`]: which virtual server (by host) and which route (by path)?
 //! 2. a plain-HTTP request to a server with `redirect_https` is sent to HTTPS
-//!    ([`redirect_to_https`]); a `return` route answers at once
+//!    ([`redirect_to_https`]); `rewrite` rules change the path or redirect
+//!    ([`rewrite_url`]); a `return` route answers at once
 //!    ([`fixed_response`]); no route is a 404;
 //! 3. [`limit_request`]: the request-rate limit may delay or refuse it;
 //!    [`check_access`]: allow/deny and basic auth;
 //!    [`check_body_size`]: a body over `max_body_size` gets 413;
 //! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
-//!    forwarding headers (`X-Forwarded-For`, ...) added;
+//!    forwarding headers (`X-Forwarded-For`, ...), the request id and
+//!    `traceparent` added, `request_headers` rules applied;
 //! 5. [`forward`]: [`pick_upstream`] has the balancer choose a server that is
 //!    up, and the request goes there on a pooled keep-alive connection; a
 //!    failed attempt may go on to the next server (retries);
 //! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
 //!    streamed back to the client as it arrives;
-//! 7. [`log_access`]: one line per request.
+//! 7. [`add_response_headers`]: the request id and `response_headers` rules;
+//!    [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
@@ -42,8 +45,10 @@ use crate::config::{
     Action, Config, FixedResponse, HashKey, LimitKey, PathRewrite, ProxyPass, Route, Server,
 };
 use crate::error::{ErrorKind, ProxyError};
+use crate::header_rules::Vars;
 use crate::headers::{self, ClientInfo};
 use crate::limit::{self, ConnLimitZone, ConnPermit, Decision, RateLimitZone};
+use crate::request_id::{RequestIds, TRACEPARENT};
 use crate::router::{RouteMatch, Router};
 use crate::trace::{self, NoRetry, Trace};
 use crate::upstream::resolve::Resolver;
@@ -109,6 +114,10 @@ pub struct RequestCtx {
     pub limited: Option<String>,
     /// The page origin that sent it (`Origin`), for CORS.
     pub origin: Option<HeaderValue>,
+    /// The host the client asked for (`Host`, or the URI's authority).
+    pub host: Option<HeaderValue>,
+    /// Its request id and trace context (see [`crate::request_id`]).
+    pub ids: RequestIds,
     /// The decision trace: off unless the client asked and may ask.
     pub trace: Trace,
 }
@@ -180,6 +189,7 @@ impl Proxy {
         let snapshot = self.snapshot();
         // Taken off every request: a trace is asked of this proxy, never of the upstream.
         let asked = request.headers_mut().remove(&trace::HEADER);
+        let ids = RequestIds::assign(request.headers_mut(), &snapshot.config.request_id_header);
         let mut ctx = RequestCtx {
             started: Instant::now(),
             conn,
@@ -196,6 +206,8 @@ impl Proxy {
             error: None,
             limited: None,
             origin: request.headers().get(header::ORIGIN).cloned(),
+            host: request_host_value(request.uri(), request.headers()),
+            ids,
             trace: Trace::start(
                 asked.as_ref(),
                 &snapshot.config.trace_from,
@@ -210,6 +222,7 @@ impl Proxy {
         };
         add_hsts(&snapshot, &mut ctx, &mut response);
         add_cors(&snapshot, &mut ctx, &mut response);
+        add_response_headers(&snapshot, &mut ctx, &mut response);
         add_trace(&ctx, &mut response);
         log_access(&ctx, &response);
         response
@@ -220,9 +233,9 @@ impl Proxy {
 async fn proxy_request(
     snapshot: &Snapshot,
     ctx: &mut RequestCtx,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let Some((server, route)) = route(snapshot, ctx, &request) else {
+    let Some((server, mut route)) = route(snapshot, ctx, &request) else {
         return Ok(not_found(ctx));
     };
     if let Some(status) = server.redirect_https
@@ -235,9 +248,29 @@ async fn proxy_request(
             snapshot.config.https_port(),
         ));
     }
+    if !server.rewrite.is_empty()
+        && let Some(rewritten) = rewrite_url(ctx, &server.rewrite, "server", &mut request)
+    {
+        if let Some(status) = rewritten.redirect {
+            return Ok(redirect_to(status, &rewritten.target));
+        }
+        // The new path is routed again: the route for it may be another one.
+        route = self::route(snapshot, ctx, &request).and_then(|(_, route)| route);
+    }
+    if server.has_slash_redirects
+        && let Some(location) = slash_redirect(snapshot, ctx, &request)
+    {
+        return Ok(redirect_to(StatusCode::MOVED_PERMANENTLY, &location));
+    }
     let Some(route) = route else {
         return Ok(not_found(ctx));
     };
+    if !route.rewrite.is_empty()
+        && let Some(rewritten) = rewrite_url(ctx, &route.rewrite, "route", &mut request)
+        && let Some(status) = rewritten.redirect
+    {
+        return Ok(redirect_to(status, &rewritten.target));
+    }
     // A CORS preflight asks the proxy, not the upstream (see add_cors).
     if let Some(cors) = route.cors.as_ref().or(server.cors.as_ref())
         && crate::cors::is_preflight(request.method(), request.headers())
@@ -262,7 +295,7 @@ async fn proxy_request(
     }
     let request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
-    let upstream_request = rewrite_request(request, route, pass, ctx);
+    let upstream_request = rewrite_request(request, server, route, pass, ctx);
     let (upstream_response, in_flight) = forward(pool, ctx, upstream_request).await?;
     let response = respond(upstream_response, pool.read_timeout());
     // The connection-limit slot stays taken, and the server counts the
@@ -354,7 +387,81 @@ pub fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     response
 }
 
-/// Step 2c: no route matched the path.
+/// Step 2c: the `rewrite` rules of the server (before routing) or of the
+/// route (after it): the first rule whose `from` matches the path gives the
+/// new path, written into the request, or a redirect for the caller to send.
+/// See [`crate::rewrite`].
+pub fn rewrite_url<B>(
+    ctx: &mut RequestCtx,
+    rules: &[crate::rewrite::RewriteRule],
+    whose: &str,
+    request: &mut Request<B>,
+) -> Option<crate::rewrite::Rewritten> {
+    let uri = request.uri();
+    let rewritten = crate::rewrite::apply(rules, uri.path(), uri.query())?;
+    ctx.trace
+        .note(|| trace::url_rewrite(whose, rules, &rewritten, uri.path()));
+    if rewritten.redirect.is_none() {
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = rewritten.target.parse().ok();
+        match Uri::from_parts(parts) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(err) => {
+                tracing::warn!(target = %rewritten.target, error = %err, "a rewrite made an invalid URI; the path is left as it was");
+                return None;
+            }
+        }
+    }
+    Some(rewritten)
+}
+
+/// Step 2d: `/app` when the server has a route `/app/` with `slash_redirect`
+/// (and no exact route for `/app`) is answered with a 301 to `/app/`, the
+/// query kept, as nginx does for a `location /app/` that proxies: the
+/// folder's relative links then resolve under it.
+fn slash_redirect<B>(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    request: &Request<B>,
+) -> Option<String> {
+    let path = request.uri().path();
+    let matched = ctx.matched?;
+    let server = snapshot.config.servers.get(matched.server)?;
+    if path.ends_with('/') || matched.route.is_some_and(|i| server.routes[i].exact) {
+        return None;
+    }
+    let with_slash = server
+        .routes
+        .iter()
+        .find(|r| r.slash_redirect && r.path.len() == path.len() + 1 && r.path.starts_with(path))?;
+    ctx.trace.note(|| {
+        format!(
+            "slash_redirect: {path} is the route {} without its slash: 301 to it",
+            with_slash.path
+        )
+    });
+    Some(match request.uri().query() {
+        Some(query) => format!("{}?{query}", with_slash.path),
+        None => with_slash.path.clone(),
+    })
+}
+
+/// A redirect the proxy answers itself, to `location`.
+fn redirect_to(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut response = plain_response(status, "");
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => plain_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error: a redirect rule made an invalid Location\n",
+        ),
+    }
+}
+
+/// Step 2e: no route matched the path.
 fn not_found(ctx: &mut RequestCtx) -> Response<ProxyBody> {
     ctx.trace.note(trace::not_found);
     plain_response(
@@ -579,6 +686,7 @@ pub fn check_body_size(
 /// (nginx's default `Host $proxy_host`).
 pub fn rewrite_request(
     request: Request<ProxyBody>,
+    server: &Server,
     route: &Route,
     pass: &ProxyPass,
     ctx: &mut RequestCtx,
@@ -606,7 +714,38 @@ pub fn rewrite_request(
         (true, Some(host)) => parts.headers.insert(header::HOST, host),
         _ => parts.headers.remove(header::HOST),
     };
+    // The request's names travel with it (see crate::request_id).
+    parts
+        .headers
+        .insert(ctx.ids.header.clone(), ctx.ids.request_id.clone());
+    parts
+        .headers
+        .insert(TRACEPARENT.clone(), ctx.ids.traceparent.clone());
+    for rules in [&server.request_headers, &route.request_headers]
+        .into_iter()
+        .flatten()
+    {
+        rules.apply(&mut parts.headers, &vars(ctx));
+        ctx.trace.note(|| trace::header_rules("request", rules));
+    }
     Request::from_parts(parts, incoming)
+}
+
+/// The values of the variables header rules may use (see [`crate::header_rules`]).
+fn vars(ctx: &RequestCtx) -> Vars<'_> {
+    let host = ctx
+        .host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    Vars {
+        remote_addr: ctx.client_ip,
+        host: crate::router::normalize_host(host).unwrap_or_default(),
+        scheme: ctx.conn.proto,
+        request_id: &ctx.ids.request_id,
+        request_uri: ctx.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        request_method: ctx.method.as_str(),
+    }
 }
 
 fn request_host_value(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
@@ -979,6 +1118,35 @@ pub fn add_cors(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Respon
     cors.decorate(ctx.origin.as_ref(), response.headers_mut());
 }
 
+/// Before the response leaves: the request id goes back to the client, so
+/// it can be quoted when something went wrong; then the `response_headers`
+/// rules of the server and of the route (see [`crate::header_rules`]) run,
+/// on every answer, the proxy's own error pages included.
+pub fn add_response_headers(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    response: &mut Response<ProxyBody>,
+) {
+    response
+        .headers_mut()
+        .insert(ctx.ids.header.clone(), ctx.ids.request_id.clone());
+    let Some(matched) = ctx.matched else {
+        return;
+    };
+    let Some(server) = snapshot.config.servers.get(matched.server) else {
+        return;
+    };
+    let route = matched.route.and_then(|i| server.routes.get(i));
+    let rules = [
+        server.response_headers.as_ref(),
+        route.and_then(|r| r.response_headers.as_ref()),
+    ];
+    for rules in rules.into_iter().flatten() {
+        rules.apply(response.headers_mut(), &vars(ctx));
+        ctx.trace.note(|| trace::header_rules("response", rules));
+    }
+}
+
 /// Before the response leaves: when the client asked with `X-Lab-Trace: 1`
 /// from an address in `trace_from`, every decision noted on the way becomes a
 /// numbered header, `x-lab-trace-01: ...`. Headers only: the body, perhaps
@@ -990,7 +1158,7 @@ pub fn add_trace(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
 /// Step 7: one access-log line per request, when the response head is ready:
 ///
 /// ```text
-/// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms
+/// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms id=4bf92f3577b34da6a3ce929d0e0e4736
 /// ```
 ///
 /// The duration is the time to the response head; the body streams afterwards.
@@ -998,7 +1166,7 @@ pub fn add_trace(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
 pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
     tracing::info!(
         target: "proxy::access",
-        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms{}{}",
+        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms id={}{}{}",
         ctx.conn.client,
         ctx.method,
         ctx.uri,
@@ -1006,6 +1174,7 @@ pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
         response.status().as_u16(),
         ctx.upstream.as_deref().unwrap_or("-"),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
+        ctx.ids.request_id.to_str().unwrap_or("-"),
         if ctx.limited.is_some() { " limited=" } else { "" },
         ctx.limited.as_deref().unwrap_or(""),
     );
@@ -1025,6 +1194,10 @@ mod tests {
             access: None,
             basic_auth: None,
             cors: None,
+            request_headers: None,
+            response_headers: None,
+            rewrite: Vec::new(),
+            slash_redirect: false,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

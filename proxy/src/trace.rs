@@ -496,6 +496,50 @@ pub fn rewrite(
     format!("upstream request: {path}, {host}, X-Forwarded-For `{xff}`")
 }
 
+/// A `rewrite` rule that matched: the new path, or the redirect it makes.
+pub fn url_rewrite(
+    whose: &str,
+    rules: &[crate::rewrite::RewriteRule],
+    rewritten: &crate::rewrite::Rewritten,
+    path: &str,
+) -> String {
+    let rule = rules
+        .get(rewritten.rule)
+        .map_or_else(String::new, |r| format!("`{}` -> `{}`", r.from, r.to));
+    let order = match whose {
+        "server" => "; the new path is routed again",
+        _ => "",
+    };
+    match rewritten.redirect {
+        Some(status) => format!(
+            "{whose} rewrite rule {} {rule} matches `{path}`: {} redirect to `{}`",
+            rewritten.rule + 1,
+            status.as_u16(),
+            rewritten.target
+        ),
+        None => format!(
+            "{whose} rewrite rule {} {rule} matches `{path}`: now `{}`{order}",
+            rewritten.rule + 1,
+            rewritten.target
+        ),
+    }
+}
+
+/// Header rules that ran on the request or the response.
+pub fn header_rules(direction: &str, rules: &crate::header_rules::HeaderRules) -> String {
+    let mut said = Vec::new();
+    if !rules.remove.is_empty() {
+        let names: Vec<&str> = rules.remove.iter().map(|n| n.as_str()).collect();
+        said.push(format!("removed {}", names.join(", ")));
+    }
+    for (verb, list) in [("set", &rules.set), ("added", &rules.add)] {
+        for (name, template) in list {
+            said.push(format!("{verb} {name}: {template}"));
+        }
+    }
+    format!("{direction}_headers: {}", said.join("; "))
+}
+
 /// The pool's servers as the balancer sees them for attempt `attempt`:
 /// health, weight, requests in flight, and which are left out and why.
 pub fn servers(

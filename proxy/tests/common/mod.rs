@@ -333,3 +333,15 @@ pub fn seen_header<'a>(echo: &'a serde_json::Value, name: &str) -> Option<&'a st
         .find(|pair| pair[0] == name)
         .and_then(|pair| pair[1].as_str())
 }
+
+/// Checks that `config` is refused with an error containing `message` and
+/// `help`, located in the file (`proxy.toml:LINE:COLUMN`).
+pub fn assert_refused(config: &str, message: &str, help: &str) {
+    let errors = match Config::parse(config, "proxy.toml") {
+        Ok(_) => panic!("this config was accepted:\n{config}"),
+        Err(errors) => errors.to_string(),
+    };
+    assert!(errors.contains(message), "no `{message}` in:\n{errors}");
+    assert!(errors.contains(help), "no `{help}` in:\n{errors}");
+    assert!(errors.contains("proxy.toml:"), "{errors}");
+}
