@@ -5,6 +5,10 @@
 //! the proxy's address, so no `/etc/hosts` editing is needed. Over HTTPS the
 //! name also goes into the TLS handshake (SNI), and the client trusts only the
 //! roots it is given: the lab's local CA, or none at all.
+//!
+//! Like a browser, it decodes a compressed answer (`Content-Encoding: gzip`,
+//! `br` or `zstd`) before anyone reads it, and keeps how many bytes travelled,
+//! so a scenario can show both sizes instead of binary noise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,8 +44,10 @@ pub struct Exchange {
     pub status: StatusCode,
     /// The response headers.
     pub headers: HeaderMap,
-    /// The whole response body.
+    /// The whole response body, decoded if it came compressed.
     pub body: Bytes,
+    /// How many body bytes came over the wire (before decoding).
+    pub wire_len: usize,
 }
 
 /// A request could not be completed at all (no status came back).
@@ -98,7 +104,11 @@ impl LabClient {
             .await
             .map_err(|e| fail(e.into()))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
+        let wire = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
+        let wire_len = wire.len();
+        let body = decode(&parts.headers, wire)
+            .await
+            .map_err(|e| fail(e.into()))?;
         Ok(Exchange {
             scheme: "http",
             version: parts.version,
@@ -108,6 +118,7 @@ impl LabClient {
             status: parts.status,
             headers: parts.headers,
             body,
+            wire_len,
         })
     }
 }
@@ -198,7 +209,11 @@ pub async fn send_https(
     }
     .map_err(|e| fail(e.into()))?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
+    let wire = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
+    let wire_len = wire.len();
+    let body = decode(&parts.headers, wire)
+        .await
+        .map_err(|e| fail(e.into()))?;
     Ok(Exchange {
         scheme: "https",
         version: parts.version,
@@ -208,10 +223,58 @@ pub async fn send_https(
         status: parts.status,
         headers: parts.headers,
         body,
+        wire_len,
     })
 }
 
+/// The body as it was before the sender compressed it: decoded by its
+/// `Content-Encoding` (gzip, br or zstd), or as it is without one. A body
+/// that does not decode is an error, never shown as if it were text.
+async fn decode(headers: &HeaderMap, wire: Bytes) -> std::io::Result<Bytes> {
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZstdDecoder};
+    use tokio::io::AsyncReadExt;
+    let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(wire);
+    };
+    let encoding = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let mut out = Vec::new();
+    let read = match encoding.as_str() {
+        "gzip" | "x-gzip" => GzipDecoder::new(&wire[..]).read_to_end(&mut out).await,
+        "br" => BrotliDecoder::new(&wire[..]).read_to_end(&mut out).await,
+        "zstd" => ZstdDecoder::new(&wire[..]).read_to_end(&mut out).await,
+        "" | "identity" => return Ok(wire),
+        other => {
+            return Err(std::io::Error::other(format!(
+                "the lab's client cannot decode Content-Encoding: {other}"
+            )));
+        }
+    };
+    read.map_err(|e| std::io::Error::new(e.kind(), format!("a broken {encoding} body: {e}")))?;
+    Ok(Bytes::from(out))
+}
+
 impl Exchange {
+    /// The body's size: `5000 bytes`, or for a compressed answer
+    /// `5000 bytes decoded, about 25% of that as gzip`. The share is rounded
+    /// to 5%: the exact compressed size moves by a few bytes with how the
+    /// upstream's body was split into chunks (each chunk is flushed), and a
+    /// transcript must not.
+    pub fn size(&self) -> String {
+        match self.header("content-encoding") {
+            Some(encoding) if encoding != "identity" => {
+                let percent = (self.wire_len * 100)
+                    .checked_div(self.body.len())
+                    .unwrap_or(100);
+                format!(
+                    "{} bytes decoded, about {}% of that as {encoding}",
+                    self.body.len(),
+                    (percent + 2) / 5 * 5
+                )
+            }
+            _ => format!("{} bytes", self.body.len()),
+        }
+    }
+
     /// The body parsed as JSON, if it is JSON.
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
@@ -225,5 +288,45 @@ impl Exchange {
     /// The body as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn encoded_as(encoding: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_str(encoding).expect("value"),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_compressed_body_is_decoded_and_a_broken_one_is_an_error() {
+        let text = b"hello, hello, hello, compressed world\n".repeat(20);
+        let mut gzip = Vec::new();
+        async_compression::tokio::bufread::GzipEncoder::new(&text[..])
+            .read_to_end(&mut gzip)
+            .await
+            .expect("encode");
+        let decoded = decode(&encoded_as("gzip"), Bytes::from(gzip.clone()))
+            .await
+            .expect("decodes");
+        assert_eq!(decoded, text);
+        let cut = Bytes::from(gzip[..gzip.len() / 2].to_vec());
+        assert!(decode(&encoded_as("gzip"), cut).await.is_err());
+        assert!(
+            decode(&encoded_as("deflate"), Bytes::from_static(b"x"))
+                .await
+                .is_err()
+        );
+        let plain = decode(&HeaderMap::new(), Bytes::from_static(b"plain"))
+            .await
+            .expect("as it is");
+        assert_eq!(plain, "plain");
     }
 }

@@ -65,6 +65,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("cors", include_str!("../scenarios/cors.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
+    ("compression", include_str!("../scenarios/compression.toml")),
 ];
 
 /// A parsed scenario.
@@ -160,6 +161,9 @@ pub enum Show {
     Version,
     /// `trace`: the proxy's decision trace (`x-lab-trace-N` headers).
     Trace,
+    /// `size`: the body's size, and for a compressed answer its size on the
+    /// wire and decoded.
+    Size,
 }
 
 /// What the answers of a request step must be.
@@ -352,7 +356,7 @@ impl Scenario {
                                 at(
                                     item.span(),
                                     format!("`{}` is not something to show", item.get_ref()),
-                                    "use served-by, header:NAME, body, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
+                                    "use served-by, header:NAME, body, size, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
                                 )
                             })?;
                             Ok((label, what))
@@ -463,6 +467,7 @@ fn parse_show(text: &str) -> Option<Show> {
         "tasks" => Show::Tasks,
         "version" => Show::Version,
         "trace" => Show::Trace,
+        "size" => Show::Size,
         _ => {
             if let Some(name) = what.strip_prefix("header:") {
                 Show::Header(name.trim().to_ascii_lowercase())
@@ -589,7 +594,7 @@ pub async fn run(
 
 /// An answer, or an HTTPS client refusing the proxy's certificate.
 enum Answer {
-    Exchange(Exchange),
+    Exchange(Box<Exchange>),
     Refused { line: String },
 }
 
@@ -620,7 +625,7 @@ async fn send(
         )
         .await
         {
-            Ok(exchange) => Ok(Answer::Exchange(exchange)),
+            Ok(exchange) => Ok(Answer::Exchange(Box::new(exchange))),
             Err(err) if !request.trust_lab_ca => Ok(Answer::Refused {
                 line: format!(
                     "{} https://{}{} -> refused: {}",
@@ -642,7 +647,7 @@ async fn send(
             request.body.clone(),
         )
         .await
-        .map(Answer::Exchange)
+        .map(|exchange| Answer::Exchange(Box::new(exchange)))
 }
 
 /// Prints one answer and checks it against the step's expectations.
@@ -709,6 +714,7 @@ fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Opti
         ),
         Show::Header(name) => detail(name, exchange.header(name).unwrap_or("(none)")),
         Show::Body => detail("body", exchange.text().trim()),
+        Show::Size => detail("size", &exchange.size()),
         Show::Title => detail("page title", &page_title(exchange)),
         Show::Tasks => detail("tasks", &task_titles(exchange)),
         Show::Version => detail(

@@ -149,6 +149,8 @@ pub struct Server {
     /// Whether any of its routes has `slash_redirect` (so requests to the
     /// others skip the lookup).
     pub has_slash_redirects: bool,
+    /// Its response compression, for routes that set none of their own.
+    pub compress: Option<crate::compress::Compress>,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -272,6 +274,9 @@ pub struct Route {
     /// For a prefix ending in `/`: the same path without the slash is
     /// redirected (301) to it, as nginx does for its `proxy_pass` locations.
     pub slash_redirect: bool,
+    /// Its response compression, replacing the server's (`compress = false`
+    /// turns the server's off here).
+    pub compress: Option<crate::compress::Compress>,
 }
 
 /// What a route does with a request.
@@ -748,6 +753,7 @@ struct RawServer {
     request_headers: Option<Spanned<RawHeaderRules>>,
     response_headers: Option<Spanned<RawHeaderRules>>,
     rewrite: Option<Vec<Spanned<RawRewrite>>>,
+    compress: Option<Spanned<RawCompress>>,
 }
 
 #[derive(Deserialize)]
@@ -789,6 +795,7 @@ struct RawRoute {
     response_headers: Option<Spanned<RawHeaderRules>>,
     rewrite: Option<Vec<Spanned<RawRewrite>>>,
     slash_redirect: Option<Spanned<bool>>,
+    compress: Option<Spanned<RawCompress>>,
 }
 
 #[derive(Deserialize)]
@@ -851,6 +858,44 @@ struct RawCors {
     #[serde(default)]
     allow_credentials: bool,
     max_age: Option<Spanned<String>>,
+}
+
+/// `compress = true`, `compress = false` or `compress = { ... }`.
+enum RawCompress {
+    Switch(bool),
+    Table(RawCompressTable),
+}
+
+impl<'de> Deserialize<'de> for RawCompress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawCompress;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a table such as { algorithms = [\"br\", \"gzip\"] }")
+            }
+            fn visit_bool<E>(self, on: bool) -> Result<RawCompress, E> {
+                Ok(RawCompress::Switch(on))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawCompress, A::Error> {
+                RawCompressTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawCompress::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompressTable {
+    algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    min_length: Option<Spanned<i64>>,
+    types: Option<Spanned<Vec<Spanned<String>>>>,
+    level: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1471,6 +1516,7 @@ impl Validator<'_> {
             request_headers: self.header_rules(raw.get_ref().request_headers.as_ref(), true),
             response_headers: self.header_rules(raw.get_ref().response_headers.as_ref(), false),
             rewrite: self.rewrites(raw.get_ref().rewrite.as_ref()),
+            compress: raw.get_ref().compress.as_ref().map(|c| self.compress(c)),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1765,6 +1811,108 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|m| self.duration(Some(m), Duration::from_secs(600))),
         })
+    }
+
+    /// `compress = true`, `false`, or `{ algorithms = ["br", "gzip"],
+    /// min_length = 256, types = ["text/html"], level = "default" }`; what
+    /// the table leaves out has the defaults of `compress = true`.
+    fn compress(&mut self, raw: &Spanned<RawCompress>) -> crate::compress::Compress {
+        use crate::compress::{Algorithm, Compress, Level};
+        let table = match raw.get_ref() {
+            RawCompress::Switch(true) => return Compress::default(),
+            RawCompress::Switch(false) => return Compress::off(),
+            RawCompress::Table(table) => table,
+        };
+        let mut compress = Compress::default();
+        let names = || {
+            Algorithm::ALL
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(list) = &table.algorithms {
+            compress.algorithms.clear();
+            for name in list.get_ref() {
+                match Algorithm::from_name(name.get_ref()) {
+                    Some(a) if compress.algorithms.contains(&a) => self.error(
+                        name.span(),
+                        format!("`{}` is listed twice", name.get_ref()),
+                        "list each algorithm once, the most preferred first",
+                    ),
+                    Some(a) => compress.algorithms.push(a),
+                    None => self.error(
+                        name.span(),
+                        format!(
+                            "`{}` is not a compression algorithm the proxy has",
+                            name.get_ref()
+                        ),
+                        format!("choose among {}, the most preferred first", names()),
+                    ),
+                }
+            }
+            if list.get_ref().is_empty() {
+                self.error(
+                    list.span(),
+                    "`algorithms` lists no algorithm",
+                    format!(
+                        "list some of {}, or write compress = false to turn compression off",
+                        names()
+                    ),
+                );
+            }
+        }
+        if let Some(min) = &table.min_length {
+            match u64::try_from(*min.get_ref()) {
+                Ok(n) => compress.min_length = n,
+                Err(_) => self.error(
+                    min.span(),
+                    format!("`{}` is not a length", min.get_ref()),
+                    "write a number of bytes, 0 or more, e.g. 256",
+                ),
+            }
+        }
+        if let Some(list) = &table.types {
+            compress.types.clear();
+            for media in list.get_ref() {
+                let text = media.get_ref().trim().to_ascii_lowercase();
+                let valid = text.split_once('/').is_some_and(|(kind, sub)| {
+                    let token = |s: &str| {
+                        !s.is_empty()
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+                    };
+                    token(kind) && (sub == "*" || token(sub))
+                });
+                if valid {
+                    compress.types.push(text);
+                } else {
+                    self.error(
+                        media.span(),
+                        format!("`{}` is not a media type", media.get_ref()),
+                        "write type/subtype, e.g. \"text/html\" or \"application/json\", or type/* for a whole type, e.g. \"text/*\"",
+                    );
+                }
+            }
+            if list.get_ref().is_empty() {
+                self.error(
+                    list.span(),
+                    "`types` lists no media type: nothing would be compressed",
+                    "list some, e.g. [\"text/*\", \"application/json\"], or write compress = false",
+                );
+            }
+        }
+        if let Some(level) = &table.level {
+            match Level::from_name(level.get_ref()) {
+                Some(l) => compress.level = l,
+                None => self.error(
+                    level.span(),
+                    format!("`{}` is not a compression level", level.get_ref()),
+                    "choose \"fastest\", \"default\" or \"best\"",
+                ),
+            }
+        }
+        compress
     }
 
     /// `basic_auth = { realm = "...", users = { alice = "$2b$12$..." } }`.
@@ -2218,6 +2366,7 @@ impl Validator<'_> {
                 response_headers: self.header_rules(r.response_headers.as_ref(), false),
                 rewrite,
                 slash_redirect,
+                compress: r.compress.as_ref().map(|c| self.compress(c)),
             }),
             _ => None,
         }

@@ -36,6 +36,7 @@
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod compress;
 pub mod config;
 pub mod conn_timeouts;
 pub mod cors;

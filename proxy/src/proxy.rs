@@ -19,8 +19,11 @@
 //!    failed attempt may go on to the next server (retries);
 //! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
 //!    streamed back to the client as it arrives;
-//! 7. [`add_response_headers`]: the request id and `response_headers` rules;
-//!    [`log_access`]: one line per request.
+//! 7. before it leaves, the response may be compressed ([`compress_response`])
+//!    and gets the server's added headers ([`add_hsts`], [`add_cors`],
+//!    [`add_response_headers`]: the request id and `response_headers` rules,
+//!    [`add_trace`]);
+//! 8. [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
@@ -118,6 +121,8 @@ pub struct RequestCtx {
     pub host: Option<HeaderValue>,
     /// Its request id and trace context (see [`crate::request_id`]).
     pub ids: RequestIds,
+    /// The encodings the client can decode (`Accept-Encoding`), for compression.
+    pub accept_encoding: Option<HeaderValue>,
     /// The decision trace: off unless the client asked and may ask.
     pub trace: Trace,
 }
@@ -208,6 +213,7 @@ impl Proxy {
             origin: request.headers().get(header::ORIGIN).cloned(),
             host: request_host_value(request.uri(), request.headers()),
             ids,
+            accept_encoding: crate::compress::accept_encoding(request.headers()),
             trace: Trace::start(
                 asked.as_ref(),
                 &snapshot.config.trace_from,
@@ -220,6 +226,7 @@ impl Proxy {
             Ok(response) => response,
             Err(err) => fail_to_proxy(&mut ctx, err),
         };
+        compress_response(&snapshot, &mut ctx, &mut response);
         add_hsts(&snapshot, &mut ctx, &mut response);
         add_cors(&snapshot, &mut ctx, &mut response);
         add_response_headers(&snapshot, &mut ctx, &mut response);
@@ -1066,6 +1073,58 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
     response
 }
 
+/// Before the response leaves: with a `compress` setting on the route (else
+/// its server), a text body is compressed with the best encoding the client
+/// accepts (`Accept-Encoding`), as it streams; see [`crate::compress`].
+///
+/// It runs on *every* response of such a route, whatever made it: the
+/// upstream, a `return`, a cache (which keeps the upstream's form and is
+/// shared by all clients, while the encoding is chosen per client), or the
+/// proxy's own error pages (mostly under `min_length`, so sent as they are).
+/// One rule at the one place where the response leaves is simpler to reason
+/// about than a rule per source.
+pub fn compress_response(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    response: &mut Response<ProxyBody>,
+) {
+    use crate::compress::{self, Decision};
+    use http_body::Body as _;
+    let Some(matched) = ctx.matched else {
+        return;
+    };
+    let Some(server) = snapshot.config.servers.get(matched.server) else {
+        return;
+    };
+    let route = matched.route.and_then(|i| server.routes.get(i));
+    let Some(setting) = route
+        .and_then(|r| r.compress.as_ref())
+        .or(server.compress.as_ref())
+        .filter(|c| c.is_on())
+    else {
+        return;
+    };
+    let decision = compress::decide(
+        setting,
+        &ctx.method,
+        ctx.accept_encoding.as_ref(),
+        response.status(),
+        response.headers(),
+        response.body().size_hint().exact(),
+    );
+    ctx.trace.note(|| decision.to_string());
+    match decision {
+        Decision::NotCompressible | Decision::Untouchable(_) => {}
+        Decision::Identity(_) => compress::add_vary(response.headers_mut()),
+        Decision::Compress(algorithm) => {
+            compress::add_vary(response.headers_mut());
+            compress::mark_encoded(response.headers_mut(), algorithm);
+            let body = std::mem::replace(response.body_mut(), body::empty());
+            *response.body_mut() = compress::encode(body, algorithm, setting.level);
+        }
+    }
+}
+
 /// Before the response leaves: on HTTPS, the server's `Strict-Transport-Security`
 /// header tells the browser to use HTTPS for this host from now on, even when
 /// the user types `http://`. Never sent over plain HTTP, where an attacker in
@@ -1198,6 +1257,7 @@ mod tests {
             response_headers: None,
             rewrite: Vec::new(),
             slash_redirect: false,
+            compress: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),
