@@ -88,6 +88,9 @@ pub struct Config {
     /// Concurrency limit zones (nginx `limit_conn_zone`); `limit_conn`
     /// settings refer to them by index.
     pub conn_zones: Vec<ConnZone>,
+    /// Response cache stores (nginx `proxy_cache_path`); `cache` settings
+    /// refer to them by index.
+    pub cache_zones: Vec<CacheZone>,
     /// Peers whose `X-Forwarded-For` is believed for the client's address
     /// (none by default: a client could write anything there).
     pub trusted_proxies: crate::access::Networks,
@@ -134,6 +137,37 @@ pub struct Server {
     pub basic_auth: Option<crate::access::BasicAuth>,
     /// Its CORS rules, for routes that set none of their own.
     pub cors: Option<crate::cors::Cors>,
+    /// Its response cache, for routes that set none of their own.
+    pub cache: Option<CacheSettings>,
+}
+
+/// A response cache store (nginx `proxy_cache_path ... keys_zone=NAME max_size=...`):
+/// responses kept in memory, the least recently used thrown out first.
+#[derive(Debug, Clone)]
+pub struct CacheZone {
+    /// The name `cache = { zone = ... }` uses.
+    pub name: String,
+    /// The most bytes (bodies and headers) it keeps.
+    pub max_size: u64,
+    /// The largest body it stores; bigger ones are passed through, not kept.
+    pub max_entry_size: u64,
+}
+
+/// Default for [`CacheZone::max_entry_size`].
+pub const DEFAULT_CACHE_MAX_ENTRY_SIZE: u64 = 1024 * 1024;
+
+/// A route's or server's use of a cache zone (nginx `proxy_cache NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Index into [`Config::cache_zones`].
+    pub zone: usize,
+    /// How long a response that says nothing about its freshness stays fresh
+    /// (only for statuses that may be cached by default: 200, 301, 404, ...);
+    /// `None`: such responses are not stored.
+    pub default_ttl: Option<Duration>,
+    /// How long a stale response may still be served while it is refreshed in
+    /// the background, when the response gives no `stale-while-revalidate`.
+    pub stale_while_revalidate: Duration,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -248,6 +282,8 @@ pub struct Route {
     pub basic_auth: Option<crate::access::BasicAuth>,
     /// Its CORS rules, replacing the server's.
     pub cors: Option<crate::cors::Cors>,
+    /// Its response cache, replacing the server's.
+    pub cache: Option<CacheSettings>,
 }
 
 /// What a route does with a request.
@@ -476,6 +512,7 @@ impl Config {
             base,
             zone_names: Vec::new(),
             conn_zone_names: Vec::new(),
+            cache_zone_names: Vec::new(),
             diagnostics: Vec::new(),
         };
         let config = check.config(raw);
@@ -656,8 +693,25 @@ struct RawConfig {
     limit_req_zones: BTreeMap<Spanned<String>, RawRateZone>,
     #[serde(default)]
     limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
+    #[serde(default)]
+    cache_zones: BTreeMap<Spanned<String>, RawCacheZone>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
     trace_from: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheZone {
+    max_size: Spanned<String>,
+    max_entry_size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    zone: Spanned<String>,
+    default_ttl: Option<Spanned<String>>,
+    stale_while_revalidate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -720,6 +774,7 @@ struct RawServer {
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
     cors: Option<Spanned<RawCors>>,
+    cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Deserialize)]
@@ -757,6 +812,7 @@ struct RawRoute {
     access: Option<Vec<Spanned<String>>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
     cors: Option<Spanned<RawCors>>,
+    cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Deserialize)]
@@ -824,6 +880,8 @@ struct Validator<'a> {
     zone_names: Vec<String>,
     /// The `limit_conn_zones` names, for `limit_conn` to refer to.
     conn_zone_names: Vec<String>,
+    /// The `cache_zones` names, for `cache` to refer to.
+    cache_zone_names: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -884,6 +942,12 @@ impl Validator<'_> {
             })
             .collect();
         self.conn_zone_names = conn_zones.iter().map(|z| z.name.clone()).collect();
+        let cache_zones: Vec<CacheZone> = raw
+            .cache_zones
+            .iter()
+            .map(|(name, zone)| self.cache_zone(name, zone))
+            .collect();
+        self.cache_zone_names = cache_zones.iter().map(|z| z.name.clone()).collect();
         let tls_listener = raw.listen.iter().find(|l| l.tls).map(|l| l.addr.span());
 
         // Upstreams first: routes refer to them.
@@ -940,6 +1004,7 @@ impl Validator<'_> {
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
             rate_zones,
             conn_zones,
+            cache_zones,
             trusted_proxies: raw
                 .trusted_proxies
                 .iter()
@@ -1415,6 +1480,7 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|a| self.basic_auth(a)),
             cors: raw.get_ref().cors.as_ref().and_then(|c| self.cors(c)),
+            cache: raw.get_ref().cache.as_ref().and_then(|c| self.cache(c)),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -1728,6 +1794,101 @@ impl Validator<'_> {
         }
     }
 
+    /// `[cache_zones.NAME]`: `max_size` (required) and `max_entry_size`.
+    fn cache_zone(&mut self, name: &Spanned<String>, raw: &RawCacheZone) -> CacheZone {
+        let size = |raw: &Spanned<String>, this: &mut Self| match cache_size(raw.get_ref()) {
+            Some(bytes) if bytes > 0 => Some(bytes),
+            _ => {
+                this.error(
+                    raw.span(),
+                    format!("`{}` is not a cache size", raw.get_ref()),
+                    "write bytes with a unit, e.g. \"64MiB\", \"512KiB\" or \"1m\" (more than zero)",
+                );
+                None
+            }
+        };
+        let max_size = size(&raw.max_size, self).unwrap_or(u64::MAX);
+        let max_entry_size = match &raw.max_entry_size {
+            Some(entry) => match size(entry, self) {
+                Some(bytes) if bytes > max_size => {
+                    self.error(
+                        entry.span(),
+                        format!(
+                            "`max_entry_size` ({}) is larger than the zone's `max_size` ({})",
+                            entry.get_ref(),
+                            raw.max_size.get_ref()
+                        ),
+                        "an entry must fit in its zone: make max_entry_size smaller or max_size larger",
+                    );
+                    max_size
+                }
+                Some(bytes) => bytes,
+                None => DEFAULT_CACHE_MAX_ENTRY_SIZE,
+            },
+            None => DEFAULT_CACHE_MAX_ENTRY_SIZE.min(max_size),
+        };
+        CacheZone {
+            name: name.get_ref().clone(),
+            max_size,
+            max_entry_size,
+        }
+    }
+
+    /// `cache = { zone = "NAME", default_ttl = "10s", stale_while_revalidate = "5s" }`
+    /// on a server or route.
+    fn cache(&mut self, raw: &Spanned<RawCache>) -> Option<CacheSettings> {
+        let r = raw.get_ref();
+        let zone = self
+            .cache_zone_names
+            .iter()
+            .position(|z| z == r.zone.get_ref());
+        if zone.is_none() {
+            let help = if self.cache_zone_names.is_empty() {
+                format!(
+                    "define it:\n      [cache_zones.{}]\n      max_size = \"64MiB\"",
+                    r.zone.get_ref()
+                )
+            } else {
+                format!(
+                    "define [cache_zones.{}], or use one of: {}",
+                    r.zone.get_ref(),
+                    self.cache_zone_names.join(", ")
+                )
+            };
+            self.error(
+                r.zone.span(),
+                format!("cache zone `{}` is not defined", r.zone.get_ref()),
+                help,
+            );
+        }
+        let seconds = |raw: Option<&Spanned<String>>, what: &str, this: &mut Self| {
+            let raw = raw?;
+            match humantime::parse_duration(raw.get_ref().trim()) {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    this.error(
+                        raw.span(),
+                        format!("`{what}` = `{}` is not a duration", raw.get_ref()),
+                        "write it like \"10s\", \"5m\" or \"1h\"",
+                    );
+                    None
+                }
+            }
+        };
+        let default_ttl = seconds(r.default_ttl.as_ref(), "default_ttl", self);
+        let stale_while_revalidate = seconds(
+            r.stale_while_revalidate.as_ref(),
+            "stale_while_revalidate",
+            self,
+        )
+        .unwrap_or_default();
+        Some(CacheSettings {
+            zone: zone?,
+            default_ttl,
+            stale_while_revalidate,
+        })
+    }
+
     /// `limit_req = { zone, burst, nodelay, delay, status }` on a server or route.
     fn limit_req(&mut self, raw: &Spanned<RawLimitReq>) -> Option<LimitReq> {
         let r = raw.get_ref();
@@ -1973,6 +2134,7 @@ impl Validator<'_> {
                     r.replace_prefix
                         .as_ref()
                         .map(|s| ("replace_prefix", s.span())),
+                    r.cache.as_ref().map(|s| ("cache", s.span())),
                 ]
                 .into_iter()
                 .flatten()
@@ -1997,6 +2159,7 @@ impl Validator<'_> {
                 access: self.access(r.access.as_ref()),
                 basic_auth: r.basic_auth.as_ref().and_then(|a| self.basic_auth(a)),
                 cors: r.cors.as_ref().and_then(|c| self.cors(c)),
+                cache: r.cache.as_ref().and_then(|c| self.cache(c)),
             }),
             _ => None,
         }
@@ -2118,6 +2281,24 @@ impl Validator<'_> {
             location,
         })
     }
+}
+
+/// A cache size: a number with an optional unit, `k`/`KiB`, `m`/`MiB` or
+/// `g`/`GiB` (powers of 1024, as nginx reads `k` and `m`); no unit is bytes.
+fn cache_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let unit = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 #[cfg(test)]
