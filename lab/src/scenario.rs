@@ -48,7 +48,7 @@ use crate::transcript::Transcript;
 
 /// The scenarios shipped with the lab, by name (`lab/scenarios/NAME.toml`),
 /// built into the binary so `lab scenario NAME` works from any folder.
-pub const BUILT_IN: [(&str, &str); 9] = [
+pub const BUILT_IN: [(&str, &str); 10] = [
     ("routing", include_str!("../scenarios/routing.toml")),
     (
         "host-routing",
@@ -63,6 +63,7 @@ pub const BUILT_IN: [(&str, &str); 9] = [
     ),
     ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
     ("cors", include_str!("../scenarios/cors.toml")),
+    ("caching", include_str!("../scenarios/caching.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
 ];
 
