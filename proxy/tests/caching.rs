@@ -547,17 +547,35 @@ async fn waiters_go_upstream_themselves_when_the_response_is_not_storable() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_upstream_does_not_leave_waiters_hanging() {
-    let addr = refused_addr().await;
+    // Reads the request, waits, then hangs up without answering: 502.
+    let addr = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(stream);
+    })
+    .await;
     let proxy = start_proxy(&config(addr)).await;
+    let started = tokio::time::Instant::now();
     let answers = futures_util::future::join_all((0..3).map(|_| get(proxy.addr, "/l"))).await;
-    for answer in answers {
-        assert_eq!(answer.status, 502);
-        assert!(
-            answer.cache_status().starts_with("proxy; fwd=uri-miss"),
-            "{}",
-            answer.cache_status()
-        );
-    }
+    let mut statuses: Vec<(u16, &str)> = answers
+        .iter()
+        .map(|a| (a.status, a.cache_status()))
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [
+            (502, "proxy; fwd=uri-miss"),
+            (502, "proxy; fwd=uri-miss; collapsed=?0"),
+            (502, "proxy; fwd=uri-miss; collapsed=?0"),
+        ]
+    );
+    // The waiters were woken by the failure, not by the 5 s collapse timeout.
+    assert!(
+        started.elapsed() < proxy::cache::COLLAPSE_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -608,13 +626,23 @@ async fn a_body_over_max_entry_size_is_streamed_whole_but_not_stored() {
 }
 
 #[tokio::test]
-async fn post_is_never_cached() {
+async fn post_is_never_cached_and_invalidates_the_stored_copy() {
     let (up, proxy) = setup().await;
     for _ in 0..2 {
         let answer = request(proxy.addr, "POST", "/p?cc=max-age=60", &[]).await;
         assert_eq!(answer.cache_status(), "proxy; fwd=bypass; detail=method");
     }
     assert_eq!(up.count(), 2);
+    // A successful POST to a stored URL throws the stored copy away.
+    get(proxy.addr, "/p?cc=max-age=60").await;
+    assert_eq!(
+        get(proxy.addr, "/p?cc=max-age=60").await.cache_status(),
+        "proxy; hit; ttl=60"
+    );
+    request(proxy.addr, "POST", "/p?cc=max-age=60", &[]).await;
+    let after = get(proxy.addr, "/p?cc=max-age=60").await;
+    assert_eq!(after.cache_status(), "proxy; fwd=uri-miss; stored");
+    assert_eq!(up.count(), 5);
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@
 //! Responses are found by scheme, host, path and query *as the client sent
 //! them* (before the route's rewrite), plus the `Vary`'d header values. Only
 //! GET responses are stored; a HEAD request may be answered from a stored GET.
+//! A successful POST, PUT or DELETE to a URL throws its stored copy away: it
+//! may have changed what is there.
 //!
 //! # Many clients, one upstream request
 //! When many clients ask for the same missing URL at once, only the first
@@ -486,6 +488,11 @@ pub fn finish(
             let served = serve(&refreshed, &pending.method, &pending.request_headers, now);
             return (served, pending.status);
         }
+    }
+    // A successful POST, PUT, DELETE, ... may have changed the resource: its
+    // stored copy goes (RFC 9111 section 4.4).
+    if !pending.method.is_safe() && (status.is_success() || status.is_redirection()) {
+        pending.zone.store.remove(&pending.key);
     }
     if !pending.may_store {
         if pending.method == Method::HEAD && pending.status.detail.is_none() {
