@@ -11,6 +11,8 @@
 //! proxy had its say: the `host` header, the `x-forwarded-*` headers, and the
 //! `remote_addr` of the TCP peer, which behind a proxy is the proxy itself.
 //!
+//! `GET /cached` is for the caching tour: see [`app`].
+//!
 //! Run with: `cargo run -p backends --bin whoami -- --name whoami-1`
 
 use std::collections::BTreeMap;
@@ -95,7 +97,8 @@ pub struct Echo {
     pub body_bytes: u64,
 }
 
-/// The whoami service: `GET /health` answers `ok`, and every other request,
+/// The whoami service: `GET /health` answers `ok`, `GET /cached` answers with
+/// caching headers chosen by its query (see `cached`), and every other request,
 /// whatever its method or path, is echoed back as an [`Echo`] JSON body.
 ///
 /// Every answer carries an `x-served-by: <name>` header.
@@ -104,6 +107,12 @@ pub fn app(identity: Identity) -> Router {
     Router::new()
         // Only GET /health is special; POST /health and the like are echoed.
         .route("/health", get(health).fallback(echo))
+        .route(
+            "/cached",
+            get(cached)
+                .with_state(Arc::new(std::sync::atomic::AtomicU64::new(0)))
+                .fallback(echo),
+        )
         .fallback(echo)
         .layer(middleware::map_response_with_state(
             served_by,
@@ -153,6 +162,44 @@ async fn echo(State(identity): State<Arc<Identity>>, request: Request) -> Respon
         "echoed request"
     );
     Json(reply).into_response()
+}
+
+/// `GET /cached?cache_control=max-age=5&etag=v1`, for the caching tour: an
+/// answer whose `Cache-Control` is the `cache_control` parameter, with an
+/// `ETag` (`"v1"`, or the `etag` parameter). A request whose `If-None-Match`
+/// names that ETag gets `304 Not Modified` and no body. Every request,
+/// 304s too, is counted: the count is in the body (`built on request #3`) and
+/// in an `x-whoami-requests` header, so a transcript shows when a cache
+/// really asked this upstream.
+async fn cached(
+    State(count): State<Arc<std::sync::atomic::AtomicU64>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let param = |name: &str| {
+        uri.query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let etag = format!("\"{}\"", param("etag").unwrap_or("v1"));
+    let not_modified = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        format!("built on request #{n}\n").into_response()
+    };
+    let out = response.headers_mut();
+    if let Some(value) = param("cache_control").and_then(|v| HeaderValue::from_str(v).ok()) {
+        out.insert(axum::http::header::CACHE_CONTROL, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        out.insert(axum::http::header::ETAG, value);
+    }
+    out.insert("x-whoami-requests", HeaderValue::from(n));
+    response
 }
 
 /// Reads the body frame by frame, keeping only a count, so that a body of any

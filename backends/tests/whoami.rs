@@ -135,3 +135,34 @@ async fn whoami_echoes_other_methods_on_the_health_path() {
     assert_eq!(echo["body_bytes"], 4);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cached_answers_with_the_asked_cache_control_an_etag_and_a_request_count() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+    let url = server.url("/cached?cache_control=max-age=5");
+
+    let first = send("GET", &url, &[], Bytes::new()).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("cache-control"), Some("max-age=5"));
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    assert_eq!(first.header("x-whoami-requests"), Some("1"));
+    assert_eq!(first.text(), "built on request #1\n");
+
+    let unchanged = send("GET", &url, &[("if-none-match", "\"v1\"")], Bytes::new()).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.header("x-whoami-requests"), Some("2"));
+    assert!(unchanged.body.is_empty());
+
+    let other = send(
+        "GET",
+        &server.url("/cached?etag=v2"),
+        &[("if-none-match", "\"v1\"")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.header("cache-control"), None);
+    assert_eq!(other.text(), "built on request #3\n");
+
+    server.stop().await;
+}

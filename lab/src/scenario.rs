@@ -63,6 +63,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ),
     ("rate-limit", include_str!("../scenarios/rate-limit.toml")),
     ("cors", include_str!("../scenarios/cors.toml")),
+    ("caching", include_str!("../scenarios/caching.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
     ("compression", include_str!("../scenarios/compression.toml")),

@@ -67,6 +67,11 @@ async fn cors() {
 }
 
 #[tokio::test]
+async fn caching() {
+    insta::assert_snapshot!("caching", run("caching").await);
+}
+
+#[tokio::test]
 async fn trace() {
     insta::assert_snapshot!("trace", run("trace").await);
 }

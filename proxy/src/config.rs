@@ -91,6 +91,9 @@ pub struct Config {
     /// Concurrency limit zones (nginx `limit_conn_zone`); `limit_conn`
     /// settings refer to them by index.
     pub conn_zones: Vec<ConnZone>,
+    /// Response cache stores (nginx `proxy_cache_path`); `cache` settings
+    /// refer to them by index.
+    pub cache_zones: Vec<CacheZone>,
     /// Peers whose `X-Forwarded-For` is believed for the client's address
     /// (none by default: a client could write anything there).
     pub trusted_proxies: crate::access::Networks,
@@ -151,6 +154,37 @@ pub struct Server {
     pub has_slash_redirects: bool,
     /// Its response compression, for routes that set none of their own.
     pub compress: Option<crate::compress::Compress>,
+    /// Its response cache, for routes that set none of their own.
+    pub cache: Option<CacheSettings>,
+}
+
+/// A response cache store (nginx `proxy_cache_path ... keys_zone=NAME max_size=...`):
+/// responses kept in memory, the least recently used thrown out first.
+#[derive(Debug, Clone)]
+pub struct CacheZone {
+    /// The name `cache = { zone = ... }` uses.
+    pub name: String,
+    /// The most bytes (bodies and headers) it keeps.
+    pub max_size: u64,
+    /// The largest body it stores; bigger ones are passed through, not kept.
+    pub max_entry_size: u64,
+}
+
+/// Default for [`CacheZone::max_entry_size`].
+pub const DEFAULT_CACHE_MAX_ENTRY_SIZE: u64 = 1024 * 1024;
+
+/// A route's or server's use of a cache zone (nginx `proxy_cache NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Index into [`Config::cache_zones`].
+    pub zone: usize,
+    /// How long a response that says nothing about its freshness stays fresh
+    /// (only for statuses that may be cached by default: 200, 301, 404, ...);
+    /// `None`: such responses are not stored.
+    pub default_ttl: Option<Duration>,
+    /// How long a stale response may still be served while it is refreshed in
+    /// the background, when the response gives no `stale-while-revalidate`.
+    pub stale_while_revalidate: Duration,
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
@@ -277,6 +311,8 @@ pub struct Route {
     /// Its response compression, replacing the server's (`compress = false`
     /// turns the server's off here).
     pub compress: Option<crate::compress::Compress>,
+    /// Its response cache, replacing the server's.
+    pub cache: Option<CacheSettings>,
 }
 
 /// What a route does with a request.
@@ -505,6 +541,7 @@ impl Config {
             base,
             zone_names: Vec::new(),
             conn_zone_names: Vec::new(),
+            cache_zone_names: Vec::new(),
             diagnostics: Vec::new(),
         };
         let config = check.config(raw);
@@ -685,9 +722,26 @@ struct RawConfig {
     limit_req_zones: BTreeMap<Spanned<String>, RawRateZone>,
     #[serde(default)]
     limit_conn_zones: BTreeMap<Spanned<String>, RawConnZone>,
+    #[serde(default)]
+    cache_zones: BTreeMap<Spanned<String>, RawCacheZone>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
     trace_from: Option<Vec<Spanned<String>>>,
     request_id_header: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheZone {
+    max_size: Spanned<String>,
+    max_entry_size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    zone: Spanned<String>,
+    default_ttl: Option<Spanned<String>>,
+    stale_while_revalidate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -754,6 +808,7 @@ struct RawServer {
     response_headers: Option<Spanned<RawHeaderRules>>,
     rewrite: Option<Vec<Spanned<RawRewrite>>>,
     compress: Option<Spanned<RawCompress>>,
+    cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Deserialize)]
@@ -796,6 +851,7 @@ struct RawRoute {
     rewrite: Option<Vec<Spanned<RawRewrite>>>,
     slash_redirect: Option<Spanned<bool>>,
     compress: Option<Spanned<RawCompress>>,
+    cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Deserialize)]
@@ -920,6 +976,8 @@ struct Validator<'a> {
     zone_names: Vec<String>,
     /// The `limit_conn_zones` names, for `limit_conn` to refer to.
     conn_zone_names: Vec<String>,
+    /// The `cache_zones` names, for `cache` to refer to.
+    cache_zone_names: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -980,6 +1038,12 @@ impl Validator<'_> {
             })
             .collect();
         self.conn_zone_names = conn_zones.iter().map(|z| z.name.clone()).collect();
+        let cache_zones: Vec<CacheZone> = raw
+            .cache_zones
+            .iter()
+            .map(|(name, zone)| self.cache_zone(name, zone))
+            .collect();
+        self.cache_zone_names = cache_zones.iter().map(|z| z.name.clone()).collect();
         let tls_listener = raw.listen.iter().find(|l| l.tls).map(|l| l.addr.span());
 
         // Upstreams first: routes refer to them.
@@ -1037,6 +1101,7 @@ impl Validator<'_> {
             request_id_header: self.request_id_header(raw.request_id_header.as_ref()),
             rate_zones,
             conn_zones,
+            cache_zones,
             trusted_proxies: raw
                 .trusted_proxies
                 .iter()
@@ -1517,6 +1582,7 @@ impl Validator<'_> {
             response_headers: self.header_rules(raw.get_ref().response_headers.as_ref(), false),
             rewrite: self.rewrites(raw.get_ref().rewrite.as_ref()),
             compress: raw.get_ref().compress.as_ref().map(|c| self.compress(c)),
+            cache: raw.get_ref().cache.as_ref().and_then(|c| self.cache(c)),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -2067,6 +2133,101 @@ impl Validator<'_> {
         }
     }
 
+    /// `[cache_zones.NAME]`: `max_size` (required) and `max_entry_size`.
+    fn cache_zone(&mut self, name: &Spanned<String>, raw: &RawCacheZone) -> CacheZone {
+        let size = |raw: &Spanned<String>, this: &mut Self| match cache_size(raw.get_ref()) {
+            Some(bytes) if bytes > 0 => Some(bytes),
+            _ => {
+                this.error(
+                    raw.span(),
+                    format!("`{}` is not a cache size", raw.get_ref()),
+                    "write bytes with a unit, e.g. \"64MiB\", \"512KiB\" or \"1m\" (more than zero)",
+                );
+                None
+            }
+        };
+        let max_size = size(&raw.max_size, self).unwrap_or(u64::MAX);
+        let max_entry_size = match &raw.max_entry_size {
+            Some(entry) => match size(entry, self) {
+                Some(bytes) if bytes > max_size => {
+                    self.error(
+                        entry.span(),
+                        format!(
+                            "`max_entry_size` ({}) is larger than the zone's `max_size` ({})",
+                            entry.get_ref(),
+                            raw.max_size.get_ref()
+                        ),
+                        "an entry must fit in its zone: make max_entry_size smaller or max_size larger",
+                    );
+                    max_size
+                }
+                Some(bytes) => bytes,
+                None => DEFAULT_CACHE_MAX_ENTRY_SIZE,
+            },
+            None => DEFAULT_CACHE_MAX_ENTRY_SIZE.min(max_size),
+        };
+        CacheZone {
+            name: name.get_ref().clone(),
+            max_size,
+            max_entry_size,
+        }
+    }
+
+    /// `cache = { zone = "NAME", default_ttl = "10s", stale_while_revalidate = "5s" }`
+    /// on a server or route.
+    fn cache(&mut self, raw: &Spanned<RawCache>) -> Option<CacheSettings> {
+        let r = raw.get_ref();
+        let zone = self
+            .cache_zone_names
+            .iter()
+            .position(|z| z == r.zone.get_ref());
+        if zone.is_none() {
+            let help = if self.cache_zone_names.is_empty() {
+                format!(
+                    "define it:\n      [cache_zones.{}]\n      max_size = \"64MiB\"",
+                    r.zone.get_ref()
+                )
+            } else {
+                format!(
+                    "define [cache_zones.{}], or use one of: {}",
+                    r.zone.get_ref(),
+                    self.cache_zone_names.join(", ")
+                )
+            };
+            self.error(
+                r.zone.span(),
+                format!("cache zone `{}` is not defined", r.zone.get_ref()),
+                help,
+            );
+        }
+        let seconds = |raw: Option<&Spanned<String>>, what: &str, this: &mut Self| {
+            let raw = raw?;
+            match humantime::parse_duration(raw.get_ref().trim()) {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    this.error(
+                        raw.span(),
+                        format!("`{what}` = `{}` is not a duration", raw.get_ref()),
+                        "write it like \"10s\", \"5m\" or \"1h\"",
+                    );
+                    None
+                }
+            }
+        };
+        let default_ttl = seconds(r.default_ttl.as_ref(), "default_ttl", self);
+        let stale_while_revalidate = seconds(
+            r.stale_while_revalidate.as_ref(),
+            "stale_while_revalidate",
+            self,
+        )
+        .unwrap_or_default();
+        Some(CacheSettings {
+            zone: zone?,
+            default_ttl,
+            stale_while_revalidate,
+        })
+    }
+
     /// `limit_req = { zone, burst, nodelay, delay, status }` on a server or route.
     fn limit_req(&mut self, raw: &Spanned<RawLimitReq>) -> Option<LimitReq> {
         let r = raw.get_ref();
@@ -2312,6 +2473,7 @@ impl Validator<'_> {
                     r.replace_prefix
                         .as_ref()
                         .map(|s| ("replace_prefix", s.span())),
+                    r.cache.as_ref().map(|s| ("cache", s.span())),
                 ]
                 .into_iter()
                 .flatten()
@@ -2367,6 +2529,7 @@ impl Validator<'_> {
                 rewrite,
                 slash_redirect,
                 compress: r.compress.as_ref().map(|c| self.compress(c)),
+                cache: r.cache.as_ref().and_then(|c| self.cache(c)),
             }),
             _ => None,
         }
@@ -2488,6 +2651,24 @@ impl Validator<'_> {
             location,
         })
     }
+}
+
+/// A cache size: a number with an optional unit, `k`/`KiB`, `m`/`MiB` or
+/// `g`/`GiB` (powers of 1024, as nginx reads `k` and `m`); no unit is bytes.
+fn cache_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let unit = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! - [`proxy`]: the request path, step by step.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
+//! - [`cache`]: response caching (RFC 9111): fresh, stale, revalidated, `Cache-Status`.
 //! - [`cors`]: which other sites' pages may call this one, preflights answered here.
 //! - [`access`]: the client's address (trusted proxies) and allow/deny lists.
 //! - [`limit`]: request-rate limits (nginx `limit_req`), a leaky bucket per key.
@@ -36,6 +37,7 @@
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod cache;
 pub mod compress;
 pub mod config;
 pub mod conn_timeouts;

@@ -14,15 +14,18 @@
 //! 4. [`rewrite_request`]: the path is rewritten, hop-by-hop headers removed,
 //!    forwarding headers (`X-Forwarded-For`, ...), the request id and
 //!    `traceparent` added, `request_headers` rules applied;
-//! 5. [`forward`]: [`pick_upstream`] has the balancer choose a server that is
-//!    up, and the request goes there on a pooled keep-alive connection; a
-//!    failed attempt may go on to the next server (retries);
+//! 5. [`cache_lookup`]: on a route with a `cache`, a fresh stored response is
+//!    served without going upstream; [`forward`]: [`pick_upstream`] has the
+//!    balancer choose a server that is up, and the request goes there on a
+//!    pooled keep-alive connection; a failed attempt may go on to the next
+//!    server (retries);
 //! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
-//!    streamed back to the client as it arrives;
+//!    streamed back to the client as it arrives; [`cache_store`] copies a
+//!    cacheable one into the cache as it passes;
 //! 7. before it leaves, the response may be compressed ([`compress_response`])
-//!    and gets the server's added headers ([`add_hsts`], [`add_cors`],
-//!    [`add_response_headers`]: the request id and `response_headers` rules,
-//!    [`add_trace`]);
+//!    and gets the proxy's added headers ([`add_hsts`], [`add_cors`],
+//!    [`add_cache_status`], [`add_response_headers`]: the request id and
+//!    `response_headers` rules, [`add_trace`]);
 //! 8. [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
@@ -79,6 +82,8 @@ pub struct Snapshot {
     pub rate_zones: Vec<RateLimitZone>,
     /// One zone per `[limit_conn_zones.NAME]`, in the order of `config.conn_zones`.
     pub conn_zones: Vec<ConnLimitZone>,
+    /// One store per `[cache_zones.NAME]`, in the order of `config.cache_zones`.
+    pub cache_zones: Vec<Arc<crate::cache::Zone>>,
 }
 
 /// What the proxy knows about the connection a request came on.
@@ -125,6 +130,8 @@ pub struct RequestCtx {
     pub accept_encoding: Option<HeaderValue>,
     /// The decision trace: off unless the client asked and may ask.
     pub trace: Trace,
+    /// What the route's cache did, for the `Cache-Status` header.
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 impl Snapshot {
@@ -160,6 +167,11 @@ impl Snapshot {
                 .conn_zones
                 .iter()
                 .map(|z| ConnLimitZone::new(&z.name))
+                .collect(),
+            cache_zones: config
+                .cache_zones
+                .iter()
+                .map(|z| Arc::new(crate::cache::Zone::new(z)))
                 .collect(),
             config,
         }
@@ -219,6 +231,7 @@ impl Proxy {
                 &snapshot.config.trace_from,
                 conn.client.ip(),
             ),
+            cache: None,
         };
         ctx.trace
             .note_lines(|| trace::arrival(&request, &conn, ctx.client_ip));
@@ -229,6 +242,7 @@ impl Proxy {
         compress_response(&snapshot, &mut ctx, &mut response);
         add_hsts(&snapshot, &mut ctx, &mut response);
         add_cors(&snapshot, &mut ctx, &mut response);
+        add_cache_status(&ctx, &mut response);
         add_response_headers(&snapshot, &mut ctx, &mut response);
         add_trace(&ctx, &mut response);
         log_access(&ctx, &response);
@@ -300,11 +314,16 @@ async fn proxy_request(
     if let Some(denied) = check_access(ctx, server, route, &request).await {
         return Ok(denied);
     }
-    let request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
+    let mut request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
+    let cached = match cache_lookup(snapshot, ctx, server, route, pass, &mut request).await {
+        Ok(cached) => cached,
+        Err(answer) => return Ok(answer),
+    };
     let upstream_request = rewrite_request(request, server, route, pass, ctx);
     let (upstream_response, in_flight) = forward(pool, ctx, upstream_request).await?;
     let response = respond(upstream_response, pool.read_timeout());
+    let response = cache_store(ctx, cached, response);
     // The connection-limit slot stays taken, and the server counts the
     // request as in progress (least_conn), until the body has been sent.
     Ok(response.map(|body| body::holding(body, (permit, in_flight))))
@@ -1038,6 +1057,130 @@ pub fn respond(
     Response::from_parts(parts, body)
 }
 
+/// Step 5, first: with a `cache` on the route (else its server), the
+/// cache is asked before the upstream ([`crate::cache`]). A fresh stored
+/// response is the answer (`Err`, so nothing goes upstream). Otherwise the
+/// request goes on, maybe made conditional (`If-None-Match`) to revalidate a
+/// stale copy, with what [`cache_store`] needs afterwards. A stale copy served
+/// within its stale-while-revalidate window starts one background refresh.
+pub async fn cache_lookup(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    server: &Server,
+    route: &Route,
+    pass: &ProxyPass,
+    request: &mut Request<ProxyBody>,
+) -> Result<Option<crate::cache::Pending>, Response<ProxyBody>> {
+    use crate::cache::{self, Lookup};
+    let Some(settings) = route.cache.as_ref().or(server.cache.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(zone) = snapshot.cache_zones.get(settings.zone) else {
+        return Ok(None);
+    };
+    let key = cache::key(ctx.conn.proto, request_host(request), &ctx.uri);
+    match cache::lookup(zone, settings, request, key).await {
+        Lookup::Answer {
+            response,
+            status,
+            refresh,
+        } => {
+            ctx.trace
+                .note(|| format!("cache `{}`: answered from the cache: {status}", zone.name));
+            ctx.cache = Some(status);
+            if let Some(refresh) = refresh {
+                let refresh = *refresh;
+                let upstream_request = rewrite_request(refresh.request, server, route, pass, ctx);
+                let pool = snapshot.upstreams[pass.upstream].clone();
+                refresh_in_background(ctx, pool, upstream_request, refresh.pending);
+            }
+            Err(response)
+        }
+        Lookup::Forward(pending) => {
+            ctx.trace
+                .note(|| format!("cache `{}`: goes upstream: {}", zone.name, pending.status));
+            ctx.cache = Some(pending.status.clone());
+            Ok(Some(pending))
+        }
+    }
+}
+
+/// stale-while-revalidate: the conditional request goes upstream on its own
+/// task, after the client already has the stale copy; its response refreshes
+/// (304) or replaces (200) the stored one.
+fn refresh_in_background(
+    ctx: &RequestCtx,
+    pool: Arc<UpstreamPool>,
+    request: Request<ProxyBody>,
+    pending: crate::cache::Pending,
+) {
+    let mut own = RequestCtx {
+        started: Instant::now(),
+        conn: ctx.conn,
+        client_ip: ctx.client_ip,
+        method: Method::GET,
+        uri: ctx.uri.clone(),
+        version: ctx.version,
+        matched: ctx.matched,
+        upstream: None,
+        error: None,
+        limited: None,
+        origin: None,
+        host: ctx.host.clone(),
+        ids: ctx.ids.clone(),
+        accept_encoding: None,
+        trace: Trace::off(),
+        cache: None,
+    };
+    tokio::spawn(async move {
+        let Ok((response, in_flight)) = forward(&pool, &mut own, request).await else {
+            return;
+        };
+        let response = respond(response, pool.read_timeout());
+        let (response, _) = crate::cache::finish(pending, response);
+        // Reading the body to its end is what stores it.
+        let _ = response.into_body().collect().await;
+        drop(in_flight);
+    });
+}
+
+/// Step 6, last: on a cached route, the upstream's answer to a revalidation
+/// (`304`: the stored body, refreshed) or a storable response, streamed to
+/// the client and copied into the cache as it passes.
+pub fn cache_store(
+    ctx: &mut RequestCtx,
+    pending: Option<crate::cache::Pending>,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let Some(pending) = pending else {
+        return response;
+    };
+    let (response, status) = crate::cache::finish(pending, response);
+    ctx.trace.note(|| format!("cache: {status}"));
+    ctx.cache = Some(status);
+    response
+}
+
+/// Before the response leaves: on a route with a cache, `Cache-Status`
+/// (RFC 9211) says what the cache did, e.g. `proxy; hit; ttl=7`. A cache
+/// further upstream may have said something already: ours goes last, as the
+/// one closest to the client.
+pub fn add_cache_status(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
+    let Some(status) = &ctx.cache else {
+        return;
+    };
+    let ours = status.to_string();
+    let value = match response.headers().get(&crate::cache::CACHE_STATUS) {
+        Some(theirs) => format!("{}, {ours}", String::from_utf8_lossy(theirs.as_bytes())),
+        None => ours,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response
+            .headers_mut()
+            .insert(crate::cache::CACHE_STATUS.clone(), value);
+    }
+}
+
 /// The one place where a failure becomes a response: the status for its kind,
 /// a `Proxy-Status` header (RFC 9209) saying what went wrong, and a short
 /// text body for people.
@@ -1258,6 +1401,7 @@ mod tests {
             rewrite: Vec::new(),
             slash_redirect: false,
             compress: None,
+            cache: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),
