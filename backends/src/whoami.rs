@@ -12,6 +12,12 @@
 //! `remote_addr` of the TCP peer, which behind a proxy is the proxy itself.
 //!
 //! `GET /cached` is for the caching tour: see [`app`].
+//! `/ws` is also a WebSocket endpoint: a client that asks to upgrade is
+//! greeted with one text message naming the replica (`connected to
+//! whoami-1`), then every text or binary message it sends comes back
+//! unchanged, until it closes. Through a proxy this shows the handshake
+//! passing through and, connection after connection, the round-robin.
+//! A plain `GET /ws` is echoed as JSON like any other request.
 //!
 //! Run with: `cargo run -p backends --bin whoami -- --name whoami-1`
 
@@ -20,7 +26,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -113,6 +120,7 @@ pub fn app(identity: Identity) -> Router {
                 .with_state(Arc::new(std::sync::atomic::AtomicU64::new(0)))
                 .fallback(echo),
         )
+        .route("/ws", get(websocket_or_echo).fallback(echo))
         .fallback(echo)
         .layer(middleware::map_response_with_state(
             served_by,
@@ -200,6 +208,40 @@ async fn cached(
     }
     out.insert("x-whoami-requests", HeaderValue::from(n));
     response
+}
+
+/// `GET /ws`: a WebSocket when the client asks for one (`Connection:
+/// upgrade`, `Upgrade: websocket`), else the JSON echo like everywhere else.
+async fn websocket_or_echo(State(identity): State<Arc<Identity>>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => {
+            let name = identity.name.clone();
+            upgrade.on_upgrade(move |socket| greet_and_echo(socket, name))
+        }
+        Err(_) => echo(State(identity), Request::from_parts(parts, body)).await,
+    }
+}
+
+/// After the handshake: one greeting naming the replica, then every text or
+/// binary message is sent back as it came, until the client closes (axum
+/// answers its close frame and pings by itself: the next `recv` sends the
+/// close reply, then ends).
+async fn greet_and_echo(mut socket: WebSocket, name: String) {
+    let greeting = format!("connected to {name}");
+    if socket.send(Message::Text(greeting.into())).await.is_err() {
+        return;
+    }
+    while let Some(Ok(message)) = socket.recv().await {
+        let reply = match message {
+            Message::Text(_) | Message::Binary(_) => message,
+            Message::Close(_) | Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(reply).await.is_err() {
+            break;
+        }
+    }
+    tracing::info!(name = %name, "websocket closed");
 }
 
 /// Reads the body frame by frame, keeping only a count, so that a body of any

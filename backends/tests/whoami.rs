@@ -166,3 +166,53 @@ async fn cached_answers_with_the_asked_cache_control_an_etag_and_a_request_count
 
     server.stop().await;
 }
+
+/// A WebSocket client connected to `server`'s `/ws`.
+async fn open_websocket(
+    server: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/ws", server.addr);
+    let (ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the WebSocket handshake succeeds");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+#[tokio::test]
+async fn whoami_ws_greets_with_its_name_then_echoes_text_and_binary() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start(whoami::app(named("whoami-3"))).await;
+    let mut ws = open_websocket(&server).await;
+    let greeting = ws.next().await.expect("a greeting").expect("a message");
+    assert_eq!(greeting, Message::text("connected to whoami-3"));
+
+    for message in [
+        Message::text("hello"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text("bye"),
+    ] {
+        ws.send(message.clone()).await.expect("send");
+        let back = ws.next().await.expect("a reply").expect("a message");
+        assert_eq!(back, message);
+    }
+
+    // Closing: whoami answers the close frame and the stream ends.
+    ws.close(None).await.expect("close");
+    while let Some(reply) = ws.next().await {
+        let message = reply.expect("a clean close");
+        assert!(message.is_close(), "only the close reply: {message:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn whoami_ws_without_an_upgrade_is_echoed_like_any_request() {
+    let server = TestServer::start(whoami::app(named("w"))).await;
+    let reply = send("GET", &server.url("/ws"), &[], Bytes::new()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["path"], "/ws");
+    server.stop().await;
+}

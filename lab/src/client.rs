@@ -291,6 +291,142 @@ impl Exchange {
     }
 }
 
+/// A WebSocket conversation through the proxy: the handshake's answer, then
+/// what was sent and what came back, in order.
+#[derive(Debug, Clone)]
+pub struct WebSocketTalk {
+    /// The handshake: a `GET` with `Upgrade: websocket`, answered `101
+    /// Switching Protocols` when the upgrade went through (then no body), or
+    /// an ordinary answer when it did not.
+    pub handshake: Exchange,
+    /// The messages, in the order they were sent and received.
+    pub events: Vec<WebSocketEvent>,
+}
+
+/// One thing that happened on an open WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebSocketEvent {
+    /// A text message the client sent.
+    Sent(String),
+    /// A text message that came back (binary ones as `<N bytes>`).
+    Received(String),
+    /// Nothing came back within [`WEBSOCKET_WAIT`].
+    Silence,
+    /// The client sent a close frame; the text says how the server answered.
+    Closed(String),
+}
+
+/// How long a WebSocket step waits for each message back.
+pub const WEBSOCKET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a WebSocket to `ws://{host}{path}` through the proxy (`Host: host`),
+/// reads one message (a greeting), then for each of `messages` sends it and
+/// reads one message back, then closes. A handshake the server refuses is
+/// returned as it was answered, with no events.
+pub async fn websocket(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    messages: &[String],
+) -> Result<WebSocketTalk, RequestError> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
+        method: Method::GET,
+        host: host.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut request = format!("ws://{host}{path}")
+        .into_client_request()
+        .map_err(|e| fail(e.into()))?;
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| fail(e.into()))?;
+        let value = http::HeaderValue::from_str(value).map_err(|e| fail(e.into()))?;
+        request.headers_mut().insert(name, value);
+    }
+    let tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let exchange = |status, headers, body: Option<Vec<u8>>| {
+        let body = Bytes::from(body.unwrap_or_default());
+        Exchange {
+            scheme: "ws",
+            version: Version::HTTP_11,
+            method: Method::GET,
+            host: host.to_owned(),
+            path: path.to_owned(),
+            status,
+            headers,
+            wire_len: body.len(),
+            body,
+        }
+    };
+    let (mut ws, response) = match tokio_tungstenite::client_async(request, tcp).await {
+        Ok(open) => open,
+        Err(tungstenite::Error::Http(refused)) => {
+            let (parts, body) = refused.into_parts();
+            return Ok(WebSocketTalk {
+                handshake: exchange(parts.status, parts.headers, body),
+                events: Vec::new(),
+            });
+        }
+        Err(err) => return Err(fail(err.into())),
+    };
+    let (parts, _) = response.into_parts();
+    let handshake = exchange(parts.status, parts.headers, None);
+
+    // The next text or binary message, skipping pings; `None` if nothing
+    // comes in time or the stream ends.
+    async fn next_message<S>(ws: &mut S) -> Option<Message>
+    where
+        S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    {
+        let wait = async {
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() || message.is_binary() || message.is_close() {
+                    return Some(message);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(WEBSOCKET_WAIT, wait)
+            .await
+            .ok()
+            .flatten()
+    }
+    fn received(message: Option<Message>) -> WebSocketEvent {
+        match message {
+            Some(Message::Text(text)) => WebSocketEvent::Received(text.to_string()),
+            Some(Message::Binary(data)) => {
+                WebSocketEvent::Received(format!("<{} bytes>", data.len()))
+            }
+            Some(Message::Close(_)) => WebSocketEvent::Closed("the server closed".into()),
+            _ => WebSocketEvent::Silence,
+        }
+    }
+
+    let mut events = vec![received(next_message(&mut ws).await)];
+    for message in messages {
+        ws.send(Message::text(message.as_str()))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        events.push(WebSocketEvent::Sent(message.clone()));
+        events.push(received(next_message(&mut ws).await));
+    }
+    let answered = match ws.close(None).await {
+        Ok(()) => match next_message(&mut ws).await {
+            Some(Message::Close(_)) => "the server answered with its close frame",
+            _ => "the server closed without a close frame",
+        },
+        Err(_) => "the connection was already closed",
+    };
+    events.push(WebSocketEvent::Closed(answered.into()));
+    Ok(WebSocketTalk { handshake, events })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 //! - [`transcript`]: records requests and answers as normalised text.
 //! - [`scenario`]: scenario files (`lab/scenarios/*.toml`): scripted runs
 //!   (routing, host routing, headers, round-robin, failover, HTTPS, rate
-//!   limits) with expectations, and the runner that prints their transcripts.
+//!   limits, WebSockets) with expectations, and the runner that prints their transcripts.
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
 

@@ -26,6 +26,12 @@
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
 //!   `headers`): an answer that differs is marked in the transcript and fails
 //!   the run;
+//! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
+//!   and shows the handshake's answer (`101 Switching Protocols` when the
+//!   upgrade went through), then one message it receives, then for each of
+//!   `send = ["hello", "bye"]` the message sent and the one message that
+//!   comes back (waiting at most 5 s), then closes; it takes `headers`,
+//!   `show` (about the handshake's answer) and `expect` too;
 //! - `stop = "whoami-2"` / `start = "whoami-2"` stops or restarts a service;
 //! - `wait = "1s"` lets time pass (rate limits refill, health checks run);
 //! - `wait_for = { request = "GET ...", status = 200, within = "10s" }` polls
@@ -42,7 +48,7 @@ use http::Method;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::client::{Exchange, LabClient, send_https};
+use crate::client::{Exchange, LabClient, WebSocketEvent, send_https};
 use crate::stack::LabStack;
 use crate::transcript::Transcript;
 
@@ -67,6 +73,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("trace", include_str!("../scenarios/trace.toml")),
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
     ("compression", include_str!("../scenarios/compression.toml")),
+    ("websocket", include_str!("../scenarios/websocket.toml")),
 ];
 
 /// A parsed scenario.
@@ -87,6 +94,8 @@ pub enum Step {
     Gap,
     /// Requests sent through the proxy.
     Request(Box<RequestStep>),
+    /// A WebSocket opened through the proxy, and messages sent on it.
+    WebSocket(Box<WebSocketStep>),
     /// Stop a service; the proxy is not told.
     Stop(String),
     /// Start a stopped service again.
@@ -140,6 +149,23 @@ pub struct RequestStep {
     /// ... and of answers with a 4xx or 5xx status only.
     pub show_errors: Vec<(Option<String>, Show)>,
     /// What each answer must be.
+    pub expect: Expect,
+}
+
+/// A `websocket` step.
+#[derive(Debug, Clone)]
+pub struct WebSocketStep {
+    /// The host name the client asks for (the `Host` header).
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra handshake headers.
+    pub headers: Vec<(String, String)>,
+    /// Text messages to send, one at a time, each waiting for one reply.
+    pub send: Vec<String>,
+    /// What to print of the handshake's answer.
+    pub show: Vec<(Option<String>, Show)>,
+    /// What the handshake's answer must be.
     pub expect: Expect,
 }
 
@@ -244,6 +270,8 @@ struct RawStep {
     start: Option<String>,
     wait: Option<Spanned<String>>,
     wait_for: Option<RawWaitFor>,
+    websocket: Option<Spanned<String>>,
+    send: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -295,28 +323,64 @@ impl Scenario {
                 step.start.is_some(),
                 step.wait.is_some(),
                 step.wait_for.is_some(),
+                step.websocket.is_some(),
             ];
             if actions.iter().filter(|a| **a).count() != 1 {
                 return Err(here(
                     "a step must do exactly one thing".into(),
-                    "give it one of: note, gap, request, stop, start, wait, wait_for",
+                    "give it one of: note, gap, request, websocket, stop, start, wait, wait_for",
                 ));
             }
-            let request_only = step.headers.is_some()
-                || step.body.is_some()
+            let request_only = step.body.is_some()
                 || step.repeat.is_some()
                 || step.concurrency.is_some()
                 || step.trust_lab_ca.is_some()
-                || step.show.is_some()
                 || step.show_ok.is_some()
-                || step.show_errors.is_some()
-                || step.expect.is_some();
+                || step.show_errors.is_some();
             if request_only && step.request.is_none() {
                 return Err(here(
-                    "headers, body, repeat, concurrency, trust_lab_ca, show, show_ok, show_errors and expect belong to a request step".into(),
+                    "body, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
                     "add request = \"GET http://localhost/\", or remove them",
                 ));
             }
+            let answered = step.headers.is_some() || step.show.is_some() || step.expect.is_some();
+            if answered && step.request.is_none() && step.websocket.is_none() {
+                return Err(here(
+                    "headers, show and expect belong to a request or websocket step".into(),
+                    "add request = \"GET http://localhost/\" or websocket = \"ws://localhost/ws\", or remove them",
+                ));
+            }
+            if step.send.is_some() && step.websocket.is_none() {
+                return Err(here(
+                    "`send` belongs to a websocket step".into(),
+                    "add websocket = \"ws://localhost/ws\", or remove `send`",
+                ));
+            }
+            let shows = |list: &Option<Vec<Spanned<String>>>| {
+                list.iter()
+                    .flatten()
+                    .map(|item| {
+                        let label = show_label(item.get_ref()).map(str::to_owned);
+                        let what = parse_show(item.get_ref()).ok_or_else(|| {
+                            at(
+                                item.span(),
+                                format!("`{}` is not something to show", item.get_ref()),
+                                "use served-by, header:NAME, body, size, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
+                            )
+                        })?;
+                        Ok((label, what))
+                    })
+                    .collect::<Result<Vec<_>, ScenarioError>>()
+            };
+            let expect = step
+                .expect
+                .as_ref()
+                .map(|e| Expect {
+                    status: e.status,
+                    statuses: e.statuses.clone(),
+                    headers: e.headers.clone().into_iter().collect(),
+                })
+                .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
                 Step::Note(text.clone())
             } else if step.gap.is_some() {
@@ -348,27 +412,6 @@ impl Scenario {
                             )
                         }),
                 };
-                let shows = |list: &Option<Vec<Spanned<String>>>| {
-                    list.iter()
-                        .flatten()
-                        .map(|item| {
-                            let label = show_label(item.get_ref()).map(str::to_owned);
-                            let what = parse_show(item.get_ref()).ok_or_else(|| {
-                                at(
-                                    item.span(),
-                                    format!("`{}` is not something to show", item.get_ref()),
-                                    "use served-by, header:NAME, body, size, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
-                                )
-                            })?;
-                            Ok((label, what))
-                        })
-                        .collect::<Result<Vec<_>, ScenarioError>>()
-                };
-                let expect = step.expect.as_ref().map(|e| Expect {
-                    status: e.status,
-                    statuses: e.statuses.clone(),
-                    headers: e.headers.clone().into_iter().collect(),
-                });
                 Step::Request(Box::new(RequestStep {
                     request: parse_request(
                         request,
@@ -382,7 +425,28 @@ impl Scenario {
                     show: shows(&step.show)?,
                     show_ok: shows(&step.show_ok)?,
                     show_errors: shows(&step.show_errors)?,
-                    expect: expect.unwrap_or_default(),
+                    expect,
+                }))
+            } else if let Some(url) = &step.websocket {
+                if expect.statuses.is_some() {
+                    return Err(here(
+                        "`expect.statuses` is for a repeated request; a websocket step has one handshake".into(),
+                        "use expect = { status = 101 }",
+                    ));
+                }
+                let (host, path) = parse_websocket_url(url).map_err(|(s, m, h)| at(s, m, h))?;
+                Step::WebSocket(Box::new(WebSocketStep {
+                    host,
+                    path,
+                    headers: step
+                        .headers
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    send: step.send.clone().unwrap_or_default(),
+                    show: shows(&step.show)?,
+                    expect,
                 }))
             } else {
                 return Err(here("an empty step".into(), "give it one thing to do"));
@@ -453,6 +517,35 @@ fn parse_request(
         body: Bytes::from(body.unwrap_or_default().to_owned()),
         trust_lab_ca: trust_lab_ca.unwrap_or(true),
     })
+}
+
+/// `"ws://localhost/ws"`: the host and the path of a WebSocket step.
+fn parse_websocket_url(raw: &Spanned<String>) -> Result<(String, String), RawError> {
+    let help = "write \"ws://HOST/PATH\", e.g. \"ws://localhost/ws\"";
+    let url = raw.get_ref().trim();
+    let bad = |message: String| (raw.span(), message, help);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| bad(format!("`{url}` is not a URL")))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err((
+                raw.span(),
+                format!("`{url}`: wss:// (WebSocket over TLS) is not supported by the lab's steps"),
+                "use ws://, which goes to the proxy's plain HTTP listener",
+            ));
+        }
+        _ => return Err(bad(format!("`{url}` must start with ws://"))),
+    }
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or_else(|| bad(format!("`{url}` has no host")))?;
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    Ok((host, path))
 }
 
 /// `served-by`, `header:NAME`, ...; `LABEL = WHAT` prints under LABEL.
@@ -565,6 +658,10 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+            Step::WebSocket(step) => {
+                let trace = options.trace || step.show.iter().any(|(_, s)| *s == Show::Trace);
+                run_websocket(&mut t, &mut failures, stack, step, trace).await?;
+            }
             Step::Request(step) => {
                 // Showing the trace means asking for it.
                 let trace = options.trace
@@ -649,6 +746,71 @@ async fn send(
         )
         .await
         .map(|exchange| Answer::Exchange(Box::new(exchange)))
+}
+
+/// Runs a `websocket` step: the handshake's answer, what it shows, and each
+/// message sent (`->`) and received (`<-`).
+async fn run_websocket(
+    t: &mut Transcript,
+    failures: &mut Vec<String>,
+    stack: &impl LabStack,
+    step: &WebSocketStep,
+    trace: bool,
+) -> Result<(), RunError> {
+    let mut headers: Vec<(&str, &str)> = step
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if trace {
+        headers.push(("x-lab-trace", "1"));
+    }
+    let talk = crate::client::websocket(
+        stack.proxy_addr(),
+        &step.host,
+        &step.path,
+        &headers,
+        &step.send,
+    )
+    .await?;
+    let exchange = &talk.handshake;
+    t.exchange(exchange);
+    for (label, show) in &step.show {
+        show_detail(t, exchange, show, label.as_deref());
+    }
+    if trace && !step.show.iter().any(|(_, s)| *s == Show::Trace) {
+        show_detail(t, exchange, &Show::Trace, None);
+    }
+    for event in &talk.events {
+        t.line(&match event {
+            WebSocketEvent::Sent(text) => format!("    -> {text:?}"),
+            WebSocketEvent::Received(text) => format!("    <- {text:?}"),
+            WebSocketEvent::Silence => format!(
+                "    <- (nothing within {})",
+                humantime::format_duration(crate::client::WEBSOCKET_WAIT)
+            ),
+            WebSocketEvent::Closed(how) => format!("    closed: {how}"),
+        });
+    }
+    let mut wrong = Vec::new();
+    if let Some(status) = step.expect.status
+        && exchange.status.as_u16() != status
+    {
+        wrong.push(format!("expected status {status}"));
+    }
+    for (name, value) in &step.expect.headers {
+        if exchange.header(name) != Some(value.as_str()) {
+            wrong.push(format!("expected {name}: {value}"));
+        }
+    }
+    for problem in wrong {
+        t.line(&format!("!! {problem}"));
+        failures.push(format!(
+            "websocket ws://{}{}: {problem}, got {}",
+            step.host, step.path, exchange.status
+        ));
+    }
+    Ok(())
 }
 
 /// Prints one answer and checks it against the step's expectations.
@@ -830,7 +992,55 @@ mod tests {
         let err = Scenario::parse(orphan, "x.toml")
             .expect_err("invalid")
             .to_string();
-        assert!(err.contains("belong to a request step"), "{err}");
+        assert!(
+            err.contains("belong to a request or websocket step"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_websocket_step_is_parsed_and_its_mistakes_explained() {
+        let text = "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws?room=1\"\nsend = [\"hello\", \"bye\"]\nshow = [\"served-by\"]\nexpect = { status = 101 }\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::WebSocket(step) = &scenario.steps[0] else {
+            panic!("a websocket step");
+        };
+        assert_eq!(step.host, "localhost");
+        assert_eq!(step.path, "/ws?room=1");
+        assert_eq!(step.send, ["hello", "bye"]);
+        assert_eq!(step.show, [(None, Show::ServedBy)]);
+        assert_eq!(step.expect.status, Some(101));
+
+        let err = |text: &str| {
+            Scenario::parse(text, "x.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let http = err("title = \"t\"\n[[steps]]\nwebsocket = \"http://localhost/ws\"\n");
+        assert!(http.starts_with("x.toml:3:"), "{http}");
+        assert!(http.contains("must start with ws://"), "{http}");
+        assert!(http.contains("help: write \"ws://HOST/PATH\""), "{http}");
+        let tls = err("title = \"t\"\n[[steps]]\nwebsocket = \"wss://localhost/ws\"\n");
+        assert!(
+            tls.contains("wss:// (WebSocket over TLS) is not supported"),
+            "{tls}"
+        );
+        let orphan =
+            err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nsend = [\"hi\"]\n");
+        assert!(
+            orphan.contains("`send` belongs to a websocket step"),
+            "{orphan}"
+        );
+        let both = err(
+            "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nrequest = \"GET http://localhost/\"\n",
+        );
+        assert!(both.contains("exactly one thing"), "{both}");
+        let repeat =
+            err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nrepeat = 2\n");
+        assert!(repeat.contains("belong to a request step"), "{repeat}");
+        let sends =
+            err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nsend = \"hi\"\n");
+        assert!(sends.starts_with("x.toml:4:"), "{sends}");
     }
 
     #[test]

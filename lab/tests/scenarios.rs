@@ -82,6 +82,11 @@ async fn compression() {
 }
 
 #[tokio::test]
+async fn websocket() {
+    insta::assert_snapshot!("websocket", run("websocket").await);
+}
+
+#[tokio::test]
 async fn an_https_step_sends_its_method_and_body() {
     let text = r#"
 title = "https post"

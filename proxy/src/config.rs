@@ -62,6 +62,9 @@ pub const DEFAULT_HEALTH_CHECK: (Duration, Duration, u32, u32) =
     (Duration::from_secs(5), Duration::from_secs(2), 3, 2);
 /// Default for [`Config::keepalive_timeout`] (nginx's `keepalive_timeout`).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default idle timeout of an upgraded connection (a WebSocket tunnel): like
+/// nginx, whose `proxy_read_timeout` (60 s) closes a silent WebSocket.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // The checked model: what the rest of the proxy reads.
@@ -156,6 +159,9 @@ pub struct Server {
     pub compress: Option<crate::compress::Compress>,
     /// Its response cache, for routes that set none of their own.
     pub cache: Option<CacheSettings>,
+    /// How long an upgraded connection (WebSocket) may stay silent in both
+    /// directions before the proxy closes it, for routes that set none.
+    pub websocket_idle_timeout: Option<Duration>,
 }
 
 /// A response cache store (nginx `proxy_cache_path ... keys_zone=NAME max_size=...`):
@@ -313,6 +319,9 @@ pub struct Route {
     pub compress: Option<crate::compress::Compress>,
     /// Its response cache, replacing the server's.
     pub cache: Option<CacheSettings>,
+    /// Its idle timeout for upgraded connections (WebSocket), replacing the
+    /// server's; with neither, [`DEFAULT_WEBSOCKET_IDLE_TIMEOUT`].
+    pub websocket_idle_timeout: Option<Duration>,
 }
 
 /// What a route does with a request.
@@ -809,6 +818,7 @@ struct RawServer {
     rewrite: Option<Vec<Spanned<RawRewrite>>>,
     compress: Option<Spanned<RawCompress>>,
     cache: Option<Spanned<RawCache>>,
+    websocket_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -852,6 +862,7 @@ struct RawRoute {
     slash_redirect: Option<Spanned<bool>>,
     compress: Option<Spanned<RawCompress>>,
     cache: Option<Spanned<RawCache>>,
+    websocket_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1583,6 +1594,8 @@ impl Validator<'_> {
             rewrite: self.rewrites(raw.get_ref().rewrite.as_ref()),
             compress: raw.get_ref().compress.as_ref().map(|c| self.compress(c)),
             cache: raw.get_ref().cache.as_ref().and_then(|c| self.cache(c)),
+            websocket_idle_timeout: self
+                .websocket_idle_timeout(raw.get_ref().websocket_idle_timeout.as_ref()),
             max_body_size: self.max_body_size(raw.get_ref().max_body_size.as_ref()),
             limit_conn: raw
                 .get_ref()
@@ -2117,6 +2130,34 @@ impl Validator<'_> {
             .map(|n| n.saturating_mul(unit))
     }
 
+    /// `websocket_idle_timeout = "5m"` on a server or route: how long a
+    /// tunnel may carry no byte either way before it is closed.
+    fn websocket_idle_timeout(&mut self, raw: Option<&Spanned<String>>) -> Option<Duration> {
+        let raw = raw?;
+        match humantime::parse_duration(raw.get_ref().trim()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.error(
+                    raw.span(),
+                    "a WebSocket idle timeout of zero would close every tunnel at once",
+                    format!(
+                        "leave it out for the default ({}), or give a duration such as \"5m\"",
+                        humantime::format_duration(DEFAULT_WEBSOCKET_IDLE_TIMEOUT)
+                    ),
+                );
+                None
+            }
+            Err(err) => {
+                self.error(
+                    raw.span(),
+                    format!("`{}` is not a duration: {err}", raw.get_ref()),
+                    "write a number and a unit, e.g. \"30s\", \"5m\" or \"1h\"",
+                );
+                None
+            }
+        }
+    }
+
     /// `max_body_size = "1m"` on a server or route.
     fn max_body_size(&mut self, raw: Option<&Spanned<String>>) -> Option<u64> {
         let raw = raw?;
@@ -2530,6 +2571,8 @@ impl Validator<'_> {
                 slash_redirect,
                 compress: r.compress.as_ref().map(|c| self.compress(c)),
                 cache: r.cache.as_ref().and_then(|c| self.cache(c)),
+                websocket_idle_timeout: self
+                    .websocket_idle_timeout(r.websocket_idle_timeout.as_ref()),
             }),
             _ => None,
         }
@@ -2872,6 +2915,50 @@ error: upstream `apii` is not defined
                 "{expected}: {messages:#?}"
             );
         }
+    }
+
+    #[test]
+    fn websocket_idle_timeout_is_set_per_route_or_server_and_checked() {
+        let text = MINIMAL
+            .replace(
+                "server_names = [\"app.localhost\", \"*.example.com\"]",
+                "server_names = [\"app.localhost\", \"*.example.com\"]\nwebsocket_idle_timeout = \"5m\"",
+            )
+            .replace(
+                "strip_prefix = true",
+                "strip_prefix = true\nwebsocket_idle_timeout = \"30s\"",
+            );
+        let config = Config::parse(&text, "proxy.toml").expect("valid config");
+        let server = &config.servers[0];
+        assert_eq!(
+            server.websocket_idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            server.routes[0].websocket_idle_timeout,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(server.routes[1].websocket_idle_timeout, None);
+
+        let bad = text.replace("\"30s\"", "\"half a minute\"");
+        let d = errors(&bad);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].message
+                .starts_with("`half a minute` is not a duration")
+        );
+        assert!(d[0].help.as_deref().unwrap_or("").contains("\"5m\""));
+        let at = d[0].at.as_ref().expect("position");
+        assert_eq!(at.line, 13);
+
+        let zero = text.replace("\"5m\"", "\"0s\"");
+        let d = errors(&zero);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].message,
+            "a WebSocket idle timeout of zero would close every tunnel at once"
+        );
+        assert!(d[0].help.as_deref().unwrap_or("").contains("1m"));
     }
 
     #[test]

@@ -23,6 +23,11 @@
 //! `Transfer-Encoding`, `Upgrade`, and every header that `Connection` names.
 //! A proxy holds two connections, so it removes them and lets each side's
 //! connection manage its own framing and keep-alive.
+//!
+//! One exception: an HTTP/1.1 request asking to switch protocols
+//! (`Connection: upgrade` with `Upgrade: websocket`) keeps those two headers,
+//! or the upstream would never learn what the client asked for, and so does a
+//! `101 Switching Protocols` answer (see [`crate::upgrade`]).
 
 use std::net::IpAddr;
 
@@ -77,6 +82,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// The protocol an HTTP/1.1 message asks to switch to: the `Upgrade` value,
+/// when `Connection` lists the `upgrade` token. `None` for every other
+/// message, and for HTTP/2 and HTTP/1.0, which have no such switch.
+pub fn upgrade_protocol(version: http::Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two headers of a protocol switch, after
+/// [`remove_hop_by_hop`] took them with the rest: `Connection: upgrade` and
+/// `Upgrade: PROTOCOL`.
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Sets `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends
@@ -152,6 +182,36 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn an_http11_upgrade_is_recognised_and_its_two_headers_put_back() {
+        let headers = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        let v11 = http::Version::HTTP_11;
+        assert_eq!(
+            upgrade_protocol(v11, &headers)
+                .as_ref()
+                .map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(upgrade_protocol(http::Version::HTTP_2, &headers), None);
+        assert_eq!(upgrade_protocol(http::Version::HTTP_10, &headers), None);
+        // `Upgrade` alone, without the `Connection` token, asks for nothing.
+        let alone = map(&[("upgrade", "websocket")]);
+        assert_eq!(upgrade_protocol(v11, &alone), None);
+
+        let mut forwarded = headers.clone();
+        let protocol = upgrade_protocol(v11, &forwarded).expect("an upgrade");
+        remove_hop_by_hop(&mut forwarded);
+        keep_upgrade(&mut forwarded, protocol);
+        assert_eq!(forwarded["connection"], "upgrade");
+        assert_eq!(forwarded["upgrade"], "websocket");
+        assert!(forwarded.get("keep-alive").is_none());
+        assert_eq!(forwarded["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - [`upstream`]: upstream pools, their servers' health (passive and active),
 //!   DNS re-resolution, and pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
+//! - [`upgrade`]: WebSocket and other protocol switches: a 101, then a byte pipe.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).
 //! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
@@ -54,6 +55,7 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors};

@@ -21,7 +21,9 @@
 //!    server (retries);
 //! 6. [`respond`]: the response's hop-by-hop headers are removed and its body is
 //!    streamed back to the client as it arrives; [`cache_store`] copies a
-//!    cacheable one into the cache as it passes;
+//!    cacheable one into the cache as it passes; or, when the upstream agreed
+//!    to switch protocols (WebSocket), [`tunnel_upgrade`] answers 101 and
+//!    joins the two connections into a byte pipe;
 //! 7. before it leaves, the response may be compressed ([`compress_response`])
 //!    and gets the proxy's added headers ([`add_hsts`], [`add_cors`],
 //!    [`add_cache_status`], [`add_response_headers`]: the request id and
@@ -48,7 +50,8 @@ use hyper::body::Incoming;
 use crate::balance::PeerRequest;
 use crate::body::{self, ProxyBody};
 use crate::config::{
-    Action, Config, FixedResponse, HashKey, LimitKey, PathRewrite, ProxyPass, Route, Server,
+    Action, Config, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, FixedResponse, HashKey, LimitKey, PathRewrite,
+    ProxyPass, Route, Server,
 };
 use crate::error::{ErrorKind, ProxyError};
 use crate::header_rules::Vars;
@@ -57,6 +60,7 @@ use crate::limit::{self, ConnLimitZone, ConnPermit, Decision, RateLimitZone};
 use crate::request_id::{RequestIds, TRACEPARENT};
 use crate::router::{RouteMatch, Router};
 use crate::trace::{self, NoRetry, Trace};
+use crate::upgrade;
 use crate::upstream::resolve::Resolver;
 use crate::upstream::{UpstreamPool, UpstreamServer};
 
@@ -314,14 +318,33 @@ async fn proxy_request(
     if let Some(denied) = check_access(ctx, server, route, &request).await {
         return Ok(denied);
     }
+    // Claimed before the request is taken apart: hyper keeps it there.
+    let client_upgrade = upgrade::take_client_side(&mut request);
     let mut request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
     let pool = &snapshot.upstreams[pass.upstream];
-    let cached = match cache_lookup(snapshot, ctx, server, route, pass, &mut request).await {
-        Ok(cached) => cached,
-        Err(answer) => return Ok(answer),
+    // An upgrade is a conversation, never a stored answer.
+    let cached = match client_upgrade {
+        Some(_) => None,
+        None => match cache_lookup(snapshot, ctx, server, route, pass, &mut request).await {
+            Ok(cached) => cached,
+            Err(answer) => return Ok(answer),
+        },
     };
     let upstream_request = rewrite_request(request, server, route, pass, ctx);
     let (upstream_response, in_flight) = forward(pool, ctx, upstream_request).await?;
+    if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let idle = route
+            .websocket_idle_timeout
+            .or(server.websocket_idle_timeout)
+            .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT);
+        return tunnel_upgrade(
+            ctx,
+            client_upgrade,
+            upstream_response,
+            idle,
+            (permit, in_flight),
+        );
+    }
     let response = respond(upstream_response, pool.read_timeout());
     let response = cache_store(ctx, cached, response);
     // The connection-limit slot stays taken, and the server counts the
@@ -723,7 +746,12 @@ pub fn rewrite_request(
     let client_host = request_host_value(&parts.uri, &parts.headers);
 
     let uri = rewrite_path(&parts.uri, route, &pass.rewrite);
+    // A protocol switch (WebSocket) must reach the upstream, or it never happens.
+    let upgrade = headers::upgrade_protocol(parts.version, &parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        headers::keep_upgrade(&mut parts.headers, protocol);
+    }
     headers::add_forwarding_headers(
         &mut parts.headers,
         &ClientInfo {
@@ -1181,6 +1209,49 @@ pub fn add_cache_status(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
     }
 }
 
+/// Step 6, for an upgrade: the client asked to switch protocols
+/// (`Connection: upgrade`, `Upgrade: websocket`), the request went upstream
+/// with those two headers, and the upstream agreed with `101 Switching
+/// Protocols`. From here the connection is no longer HTTP: the client gets
+/// the 101 (with the upstream's `Upgrade` and `Sec-WebSocket-Accept`), and a
+/// task of its own copies bytes both ways between the client's connection and
+/// the upstream's until one side closes or nothing moves for `idle`
+/// ([`crate::upgrade`]). The connection-limit slot and the server's
+/// in-progress count are held until then.
+///
+/// An upstream that answers 101 to a request that asked for no upgrade (or
+/// came over HTTP/2) is broken: 502.
+pub fn tunnel_upgrade<G: Send + 'static>(
+    ctx: &mut RequestCtx,
+    client_side: Option<hyper::upgrade::OnUpgrade>,
+    upstream_response: Response<Incoming>,
+    idle: std::time::Duration,
+    guard: G,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let address = ctx.upstream.clone().unwrap_or_else(|| Arc::from("-"));
+    let Some(client_side) = client_side else {
+        return Err(ProxyError::upstream(
+            ErrorKind::ProtocolError,
+            &address,
+            "the upstream switched protocols (101) but the client asked for no upgrade",
+        ));
+    };
+    let (response, upstream_side) = upgrade::switched_response(upstream_response);
+    ctx.trace.note(|| {
+        format!(
+            "upgrade: the upstream switched to `{}` (101); the proxy now copies bytes both ways until one side closes or nothing moves for {} (websocket_idle_timeout)",
+            response
+                .headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?"),
+            humantime::format_duration(idle)
+        )
+    });
+    upgrade::spawn_tunnel(client_side, upstream_side, idle, address, guard);
+    Ok(response)
+}
+
 /// The one place where a failure becomes a response: the status for its kind,
 /// a `Proxy-Status` header (RFC 9209) saying what went wrong, and a short
 /// text body for people.
@@ -1402,6 +1473,7 @@ mod tests {
             slash_redirect: false,
             compress: None,
             cache: None,
+            websocket_idle_timeout: None,
             action: Action::Return(FixedResponse {
                 status: StatusCode::OK,
                 body: Default::default(),

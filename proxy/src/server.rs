@@ -10,9 +10,14 @@
 //! to [`Proxy::handle_request`]. Its two clocks, the header timeout and the
 //! keep-alive timeout, are kept by [`conn_timeouts`](crate::conn_timeouts).
 //!
+//! Connections are served with upgrades on: after a `101 Switching Protocols`
+//! (a WebSocket), hyper hands the socket to the tunnel ([`crate::upgrade`])
+//! and this connection's HTTP work is over.
+//!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
-//! [`SHUTDOWN_GRACE`] to finish.
+//! [`SHUTDOWN_GRACE`] to finish. Open tunnels are not waited for: they end
+//! when either side closes, when they go idle, or when the process exits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -263,7 +268,7 @@ fn serve_connection(
                 // Boxed: passing hyper-util's connection future into a generic
                 // async fn makes the compiler fail to prove it Send.
                 let served: ServedConn<'_> =
-                    Box::pin(watcher.watch(http.serve_connection(io, service)));
+                    Box::pin(watcher.watch(http.serve_connection_with_upgrades(io, service)));
                 conn_timeouts::watch(activity, timeouts, served).await
             }
             Some(acceptor) => {
@@ -276,8 +281,9 @@ fn serve_connection(
                         let io = TokioIo::new(WatchedIo::new(tls_stream, activity.clone()));
                         // Boxed: passing hyper-util's connection future into a generic
                         // async fn makes the compiler fail to prove it Send.
-                        let served: ServedConn<'_> =
-                            Box::pin(watcher.watch(http.serve_connection(io, service)));
+                        let served: ServedConn<'_> = Box::pin(
+                            watcher.watch(http.serve_connection_with_upgrades(io, service)),
+                        );
                         conn_timeouts::watch(activity, timeouts, served).await
                     }
                     Ok(Err(err)) => {

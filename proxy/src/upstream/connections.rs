@@ -16,7 +16,10 @@
 //!   timeout); a request that meets such a connection before any byte of it
 //!   was written goes on a new connection instead, so this is never an error;
 //! - connections idle for longer than [`IDLE_TIMEOUT`] are closed, and at most
-//!   [`MAX_IDLE_PER_SERVER`] are kept per server.
+//!   [`MAX_IDLE_PER_SERVER`] are kept per server;
+//! - a connection whose response is `101 Switching Protocols` (a WebSocket)
+//!   is no longer HTTP: it is handed to the tunnel ([`crate::upgrade`]) and
+//!   never goes back to the pool.
 //!
 //! Each connection runs in its own task (hyper's `Connection` future), which
 //! reads and writes the socket; the proxy holds a `SendRequest` handle to it.
@@ -135,7 +138,7 @@ impl Connector {
         while let Some(mut sender) = idle.take(Instant::now()) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    idle.put(sender, Instant::now());
+                    keep_unless_switched(idle, sender, &response);
                     return Ok(response);
                 }
                 Err(mut failed) => match failed.take_message() {
@@ -149,7 +152,7 @@ impl Connector {
         let mut sender = self.connect(address).await?;
         match sender.try_send_request(request).await {
             Ok(response) => {
-                idle.put(sender, Instant::now());
+                keep_unless_switched(idle, sender, &response);
                 Ok(response)
             }
             Err(failed) => Err(send_error(address, failed.into_error())),
@@ -188,6 +191,18 @@ impl Connector {
     }
 }
 
+/// Puts the connection back in the pool after a response head, unless the
+/// upstream switched protocols: that connection now belongs to the tunnel.
+fn keep_unless_switched(
+    idle: &IdleConnections,
+    sender: SendRequest<ProxyBody>,
+    response: &Response<Incoming>,
+) {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        idle.put(sender, Instant::now());
+    }
+}
+
 /// The HTTP/1.1 handshake on a new socket (nothing is exchanged yet); the
 /// connection's task is spawned here.
 async fn handshake<T>(io: T) -> std::io::Result<SendRequest<ProxyBody>>
@@ -198,7 +213,8 @@ where
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
-        if let Err(err) = connection.await {
+        // With upgrades, a 101 hands the socket over to the tunnel.
+        if let Err(err) = connection.with_upgrades().await {
             tracing::debug!("upstream connection ended: {err}");
         }
     });
