@@ -696,20 +696,26 @@ enum Answer {
     Refused { line: String },
 }
 
+/// A step's request headers, plus `X-Lab-Trace: 1` when the run asks the
+/// proxy for its decision trace.
+fn with_trace(headers: &[(String, String)], trace: bool) -> Vec<(&str, &str)> {
+    let mut list: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if trace {
+        list.push(("x-lab-trace", "1"));
+    }
+    list
+}
+
 async fn send(
     client: &LabClient,
     stack: &impl LabStack,
     request: &Request,
     trace: bool,
 ) -> Result<Answer, crate::client::RequestError> {
-    let mut headers: Vec<(&str, &str)> = request
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    if trace {
-        headers.push(("x-lab-trace", "1"));
-    }
+    let headers = with_trace(&request.headers, trace);
     if request.scheme == "https" {
         let root = request.trust_lab_ca.then_some(stack.ca_root_pem());
         return match send_https(
@@ -757,14 +763,7 @@ async fn run_websocket(
     step: &WebSocketStep,
     trace: bool,
 ) -> Result<(), RunError> {
-    let mut headers: Vec<(&str, &str)> = step
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    if trace {
-        headers.push(("x-lab-trace", "1"));
-    }
+    let headers = with_trace(&step.headers, trace);
     let talk = crate::client::websocket(
         stack.proxy_addr(),
         &step.host,

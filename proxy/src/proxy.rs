@@ -474,9 +474,8 @@ fn slash_redirect<B>(
     request: &Request<B>,
 ) -> Option<String> {
     let path = request.uri().path();
-    let matched = ctx.matched?;
-    let server = snapshot.config.servers.get(matched.server)?;
-    if path.ends_with('/') || matched.route.is_some_and(|i| server.routes[i].exact) {
+    let (server, route) = matched(snapshot, ctx)?;
+    if path.ends_with('/') || route.is_some_and(|r| r.exact) {
         return None;
     }
     let with_slash = server
@@ -1287,6 +1286,17 @@ pub fn fail_to_proxy(ctx: &mut RequestCtx, err: ProxyError) -> Response<ProxyBod
     response
 }
 
+/// The server and route the router chose for this request, for the steps
+/// that run after the answer is made (`None` before routing).
+fn matched<'s>(
+    snapshot: &'s Snapshot,
+    ctx: &RequestCtx,
+) -> Option<(&'s Server, Option<&'s Route>)> {
+    let matched = ctx.matched?;
+    let server = snapshot.config.servers.get(matched.server)?;
+    Some((server, matched.route.and_then(|i| server.routes.get(i))))
+}
+
 /// Before the response leaves: with a `compress` setting on the route (else
 /// its server), a text body is compressed with the best encoding the client
 /// accepts (`Accept-Encoding`), as it streams; see [`crate::compress`].
@@ -1304,13 +1314,9 @@ pub fn compress_response(
 ) {
     use crate::compress::{self, Decision};
     use http_body::Body as _;
-    let Some(matched) = ctx.matched else {
+    let Some((server, route)) = matched(snapshot, ctx) else {
         return;
     };
-    let Some(server) = snapshot.config.servers.get(matched.server) else {
-        return;
-    };
-    let route = matched.route.and_then(|i| server.routes.get(i));
     let Some(setting) = route
         .and_then(|r| r.compress.as_ref())
         .or(server.compress.as_ref())
@@ -1364,13 +1370,9 @@ pub fn add_hsts(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Respon
 /// pages from other origins get nothing, and the browser hides the answer.
 /// (Preflights were answered earlier, before any limit or upstream.)
 pub fn add_cors(snapshot: &Snapshot, ctx: &mut RequestCtx, response: &mut Response<ProxyBody>) {
-    let Some(matched) = ctx.matched else {
+    let Some((server, route)) = matched(snapshot, ctx) else {
         return;
     };
-    let Some(server) = snapshot.config.servers.get(matched.server) else {
-        return;
-    };
-    let route = matched.route.and_then(|i| server.routes.get(i));
     let Some(cors) = route.and_then(|r| r.cors.as_ref()).or(server.cors.as_ref()) else {
         return;
     };
@@ -1403,13 +1405,9 @@ pub fn add_response_headers(
     response
         .headers_mut()
         .insert(ctx.ids.header.clone(), ctx.ids.request_id.clone());
-    let Some(matched) = ctx.matched else {
+    let Some((server, route)) = matched(snapshot, ctx) else {
         return;
     };
-    let Some(server) = snapshot.config.servers.get(matched.server) else {
-        return;
-    };
-    let route = matched.route.and_then(|i| server.routes.get(i));
     let rules = [
         server.response_headers.as_ref(),
         route.and_then(|r| r.response_headers.as_ref()),
