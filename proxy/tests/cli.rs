@@ -242,4 +242,7 @@ async fn the_binary_proxies_traffic_to_a_running_backend() {
         log_line.contains("\"GET /through/the/binary HTTP/1.1\" 200 upstream="),
         "{log_line}"
     );
+    // The request id the client got back names the same line.
+    let id = response.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(log_line.contains(&format!(" id={id}")), "{log_line}");
 }
