@@ -112,7 +112,7 @@ pub struct Config {
 }
 
 /// One address the proxy accepts connections on (nginx `listen`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// Where to bind; port 0 lets the OS choose (tests use it).
     pub addr: SocketAddr,
@@ -166,7 +166,7 @@ pub struct Server {
 
 /// A response cache store (nginx `proxy_cache_path ... keys_zone=NAME max_size=...`):
 /// responses kept in memory, the least recently used thrown out first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheZone {
     /// The name `cache = { zone = ... }` uses.
     pub name: String,
@@ -194,7 +194,7 @@ pub struct CacheSettings {
 }
 
 /// A request-rate limit zone (nginx `limit_req_zone KEY zone=NAME:SIZE rate=RATE`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateZone {
     /// The name `limit_req` uses.
     pub name: String,
@@ -218,7 +218,7 @@ pub enum LimitKey {
 }
 
 /// A concurrency limit zone (nginx `limit_conn_zone KEY zone=NAME:SIZE`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnZone {
     /// The name `limit_conn` uses.
     pub name: String,
@@ -370,7 +370,7 @@ pub struct FixedResponse {
 }
 
 /// A named pool of upstream servers (nginx `upstream NAME {}`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// The name routes use to refer to it.
     pub name: String,

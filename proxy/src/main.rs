@@ -3,6 +3,8 @@
 //! ```text
 //! proxy --config proxy.toml          # run (same as `proxy run --config ...`)
 //! proxy check --config proxy.toml    # validate only, like `nginx -t`
+//! proxy run --config proxy.toml --pid-file proxy.pid
+//! proxy reload --pid-file proxy.pid  # re-read the config, like `nginx -s reload` (or: kill -HUP PID)
 //! proxy cert init                    # make the local CA (once)
 //! proxy cert issue app.localhost     # a certificate signed by it, like mkcert
 //! ```
@@ -32,6 +34,19 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Write the process id here, for `proxy reload` (removed at exit).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+    },
+    /// Make a running proxy re-read its configuration file (sends it SIGHUP).
+    /// An invalid file is refused and the old configuration keeps serving.
+    Reload {
+        /// The pid file the proxy was started with (`proxy run --pid-file`).
+        #[arg(long, value_name = "FILE")]
+        pid_file: PathBuf,
+        /// Check this configuration first, and send nothing if it has errors.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Check a configuration file and print every problem found.
     Check {
@@ -79,7 +94,9 @@ fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Cert(command)), _) => cert(command),
         (Some(Command::HashPassword { cost }), _) => hash_password(cost),
-        (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
+        (Some(Command::Reload { pid_file, config }), _) => reload(&pid_file, config.as_deref()),
+        (Some(Command::Run { config, pid_file }), _) => run(&config, pid_file.as_deref()),
+        (None, Some(config)) => run(&config, None),
         (None, None) => {
             eprintln!(
                 "proxy: no configuration given\n  = help: proxy --config proxy.toml (see proxy/examples/)"
@@ -120,7 +137,7 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> ExitCode {
+fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -145,9 +162,99 @@ fn run(path: &Path) -> ExitCode {
         for url in server.urls() {
             println!("proxy: listening on {url}");
         }
+        if let Some(pid_file) = pid_file
+            && let Err(err) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
+        {
+            eprintln!(
+                "proxy: cannot write the pid file {}: {err}",
+                pid_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        tokio::spawn(reload_on_hangup(path.to_owned(), server.reload_handle()));
         server.run(shutdown_signal()).await;
+        if let Some(pid_file) = pid_file {
+            let _ = std::fs::remove_file(pid_file);
+        }
         ExitCode::SUCCESS
     })
+}
+
+/// On every SIGHUP, reads the configuration file again and swaps it in; an
+/// invalid file is refused with its errors logged, and the old configuration
+/// keeps serving (nginx does the same on `nginx -s reload`).
+async fn reload_on_hangup(path: PathBuf, handle: proxy::server::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading {} again", path.display());
+            let config = match Config::from_file(&path) {
+                Ok(config) => config,
+                Err(errors) => {
+                    tracing::error!(
+                        "reload refused: {} has {} error(s); the old configuration keeps serving\n{errors}",
+                        path.display(),
+                        errors.0.len()
+                    );
+                    continue;
+                }
+            };
+            if let Err(err) = handle.reload(config).await {
+                tracing::error!("reload refused: {err}; the old configuration keeps serving");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, handle);
+    }
+}
+
+/// `proxy reload`: checks the new configuration if asked, then sends the
+/// running proxy SIGHUP.
+fn reload(pid_file: &Path, config: Option<&Path>) -> ExitCode {
+    if let Some(config) = config
+        && let Err(code) = load(config)
+    {
+        eprintln!("proxy: not reloading: fix the errors above first");
+        return code;
+    }
+    let pid = match std::fs::read_to_string(pid_file) {
+        Ok(text) => text.trim().parse::<i32>().ok(),
+        Err(err) => {
+            eprintln!(
+                "proxy: cannot read {}: {err}\n  = help: start the proxy with `proxy run --config FILE --pid-file {}`",
+                pid_file.display(),
+                pid_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
+        eprintln!("proxy: {} does not hold a process id", pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    match rustix::process::kill_process(pid, rustix::process::Signal::HUP) {
+        Ok(()) => {
+            println!(
+                "proxy: asked process {} to reload; its log says whether the new configuration was taken",
+                pid.as_raw_nonzero()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "proxy: cannot signal process {}: {err} (is the proxy still running?)",
+                pid.as_raw_nonzero()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn cert(command: CertCommand) -> ExitCode {

@@ -70,6 +70,8 @@ pub struct Proxy {
     /// The live snapshot. Requests take a reference-counted copy at their start
     /// and keep it to their end, so a reload never changes a request midway.
     state: ArcSwap<Snapshot>,
+    /// How upstream host names are looked up, for pools made on reload.
+    resolver: Resolver,
 }
 
 /// An immutable view of one configuration: the config, its routing tables and
@@ -83,9 +85,9 @@ pub struct Snapshot {
     /// One pool per `[upstreams.NAME]`, in the order of `config.upstreams`.
     pub upstreams: Vec<Arc<UpstreamPool>>,
     /// One zone per `[limit_req_zones.NAME]`, in the order of `config.rate_zones`.
-    pub rate_zones: Vec<RateLimitZone>,
+    pub rate_zones: Vec<Arc<RateLimitZone>>,
     /// One zone per `[limit_conn_zones.NAME]`, in the order of `config.conn_zones`.
-    pub conn_zones: Vec<ConnLimitZone>,
+    pub conn_zones: Vec<Arc<ConnLimitZone>>,
     /// One store per `[cache_zones.NAME]`, in the order of `config.cache_zones`.
     pub cache_zones: Vec<Arc<crate::cache::Zone>>,
 }
@@ -143,12 +145,37 @@ impl Snapshot {
     /// starts the pools' background work (health checks, DNS lookups) when a
     /// tokio runtime is running.
     pub fn new(config: Config, resolver: &Resolver) -> Snapshot {
+        Snapshot::replacing(config, resolver, None)
+    }
+
+    /// Like [`new`](Self::new), for a reload: what did not change in the
+    /// config is taken over from `previous` instead of made anew, so a reload
+    /// keeps it. An upstream with the same name and settings keeps its pool
+    /// (health, idle connections, balancer state); a limit zone keeps its
+    /// counts; a cache zone keeps its stored answers.
+    pub fn replacing(config: Config, resolver: &Resolver, previous: Option<&Snapshot>) -> Snapshot {
+        /// The part of `previous` made from a config part equal to `part`.
+        fn same<'p, C: PartialEq, T: Clone>(
+            previous: Option<(&'p [C], &'p [T])>,
+            part: &C,
+        ) -> Option<T> {
+            let (parts, made) = previous?;
+            let index = parts.iter().position(|p| p == part)?;
+            made.get(index).cloned()
+        }
+        let old_pools = previous.map(|s| (&s.config.upstreams[..], &s.upstreams[..]));
+        let old_rates = previous.map(|s| (&s.config.rate_zones[..], &s.rate_zones[..]));
+        let old_conns = previous.map(|s| (&s.config.conn_zones[..], &s.conn_zones[..]));
+        let old_caches = previous.map(|s| (&s.config.cache_zones[..], &s.cache_zones[..]));
         Snapshot {
             router: Router::new(&config),
             upstreams: config
                 .upstreams
                 .iter()
                 .map(|upstream| {
+                    if let Some(pool) = same(old_pools, upstream) {
+                        return pool;
+                    }
                     let pool = Arc::new(UpstreamPool::new(upstream));
                     // Background work needs a runtime; without one (a
                     // benchmark building a snapshot) the pool just serves.
@@ -165,17 +192,25 @@ impl Snapshot {
             rate_zones: config
                 .rate_zones
                 .iter()
-                .map(|z| RateLimitZone::new(&z.name, z.rate_milli, z.capacity))
+                .map(|z| {
+                    same(old_rates, z).unwrap_or_else(|| {
+                        Arc::new(RateLimitZone::new(&z.name, z.rate_milli, z.capacity))
+                    })
+                })
                 .collect(),
             conn_zones: config
                 .conn_zones
                 .iter()
-                .map(|z| ConnLimitZone::new(&z.name))
+                .map(|z| {
+                    same(old_conns, z).unwrap_or_else(|| Arc::new(ConnLimitZone::new(&z.name)))
+                })
                 .collect(),
             cache_zones: config
                 .cache_zones
                 .iter()
-                .map(|z| Arc::new(crate::cache::Zone::new(z)))
+                .map(|z| {
+                    same(old_caches, z).unwrap_or_else(|| Arc::new(crate::cache::Zone::new(z)))
+                })
                 .collect(),
             config,
         }
@@ -192,7 +227,18 @@ impl Proxy {
     pub fn with_resolver(config: Config, resolver: Resolver) -> Proxy {
         Proxy {
             state: ArcSwap::from_pointee(Snapshot::new(config, &resolver)),
+            resolver,
         }
+    }
+
+    /// Serves `config` from now on (a reload). Requests already running
+    /// finish with the snapshot they started with; the next request sees the
+    /// new one. Pools, limit zones and caches whose settings did not change
+    /// are kept (see [`Snapshot::replacing`]).
+    pub fn reload(&self, config: Config) {
+        let previous = self.snapshot();
+        let next = Snapshot::replacing(config, &self.resolver, Some(&previous));
+        self.state.store(Arc::new(next));
     }
 
     /// The configuration requests are served with right now.

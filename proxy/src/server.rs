@@ -14,6 +14,14 @@
 //! (a WebSocket), hyper hands the socket to the tunnel ([`crate::upgrade`])
 //! and this connection's HTTP work is over.
 //!
+//! **Reload** ([`ReloadHandle::reload`], which `proxy run` calls on SIGHUP):
+//! the new configuration replaces the old one atomically (see
+//! [`Proxy::reload`]); listeners whose address and kind did not change keep
+//! their socket and their connections, new ones are opened first (a port
+//! that cannot be had refuses the whole reload, and the old configuration
+//! keeps serving), and the ones gone from the config stop accepting. Requests
+//! in flight finish on the configuration they started with.
+//!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
 //! [`SHUTDOWN_GRACE`] to finish. Open tunnels are not waited for: they end
@@ -33,7 +41,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body;
-use crate::config::{Config, ServerName, ServerTls};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Config, Listener, ServerName, ServerTls};
 use crate::conn_timeouts::{self, ConnActivity, ConnTimeouts, WatchedIo};
 use crate::local_ca::{CaError, LocalCa};
 use crate::proxy::{ConnInfo, Proxy};
@@ -83,9 +94,56 @@ fn hint(err: &std::io::Error) -> &'static str {
 
 /// The proxy with its listening sockets open, ready to [`run`](Self::run).
 pub struct ProxyServer {
-    /// Each socket, with the TLS acceptor of TLS listeners.
-    listeners: Vec<(TcpListener, Option<TlsAcceptor>)>,
+    /// Each socket, with the listener as the config wrote it.
+    listeners: Vec<(Listener, TcpListener)>,
+    /// The certificates TLS listeners present; replaced on reload.
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
     proxy: Arc<Proxy>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    reload_sender: mpsc::Sender<ReloadRequest>,
+}
+
+/// A new configuration for the running server, and where to say how it went.
+type ReloadRequest = (Config, oneshot::Sender<Result<Reloaded, StartError>>);
+
+/// Asks a running [`ProxyServer`] to serve another configuration.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    sender: mpsc::Sender<ReloadRequest>,
+}
+
+/// What a reload changed about the listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Listeners kept as they were (same socket, connections untouched).
+    pub kept: Vec<SocketAddr>,
+    /// Listeners opened for the new configuration.
+    pub opened: Vec<SocketAddr>,
+    /// Listeners closed because the new configuration has them no more.
+    pub closed: Vec<SocketAddr>,
+}
+
+/// Why a reload did not happen; the old configuration keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A new listener or certificate could not be had.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The server is not running (any more).
+    #[error("the proxy is not running")]
+    NotRunning,
+}
+
+impl ReloadHandle {
+    /// Swaps in `config` (already validated) and waits until it serves.
+    pub async fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((config, reply))
+            .await
+            .map_err(|_| ReloadError::NotRunning)?;
+        Ok(answer.await.map_err(|_| ReloadError::NotRunning)??)
+    }
 }
 
 impl std::fmt::Debug for ProxyServer {
@@ -93,16 +151,18 @@ impl std::fmt::Debug for ProxyServer {
         let listeners: Vec<String> = self
             .listeners
             .iter()
-            .map(|(l, tls)| {
+            .map(|(configured, l)| {
                 let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                if tls.is_some() {
+                if configured.tls {
                     format!("https://{addr}")
                 } else {
                     format!("http://{addr}")
                 }
             })
             .collect();
+        let tls = self.tls.load().is_some();
         f.debug_struct("ProxyServer")
+            .field("tls", &tls)
             .field("listeners", &listeners)
             .finish_non_exhaustive()
     }
@@ -126,30 +186,32 @@ impl ProxyServer {
         };
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &mut config.listeners {
-            let socket =
-                TcpListener::bind(listener.addr)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: listener.addr,
-                        source,
-                    })?;
-            // Port 0 becomes the port the OS chose, so redirects name it.
-            if let Ok(bound) = socket.local_addr() {
-                listener.addr = bound;
-            }
-            listeners.push((socket, acceptor.clone().filter(|_| listener.tls)));
+            let configured = listener.clone();
+            let socket = bind(listener).await?;
+            listeners.push((configured, socket));
         }
+        let (reload_sender, reloads) = mpsc::channel(4);
         Ok(ProxyServer {
             listeners,
+            tls: Arc::new(ArcSwapOption::from(acceptor.map(Arc::new))),
             proxy: Arc::new(Proxy::with_resolver(config, resolver)),
+            reloads,
+            reload_sender,
         })
+    }
+
+    /// A handle to reload this server's configuration while it runs.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            sender: self.reload_sender.clone(),
+        }
     }
 
     /// The addresses actually bound, in config order (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
     }
 
@@ -157,8 +219,8 @@ impl ProxyServer {
     pub fn urls(&self) -> Vec<String> {
         self.listeners
             .iter()
-            .filter_map(|(l, tls)| {
-                let scheme = if tls.is_some() { "https" } else { "http" };
+            .filter_map(|(configured, l)| {
+                let scheme = if configured.tls { "https" } else { "http" };
                 l.local_addr().ok().map(|a| format!("{scheme}://{a}"))
             })
             .collect()
@@ -169,62 +231,228 @@ impl ProxyServer {
         self.proxy.clone()
     }
 
-    /// Serves connections until `shutdown` completes, then shuts down gracefully.
+    /// Serves connections until `shutdown` completes, then shuts down
+    /// gracefully; meanwhile applies the reloads sent through
+    /// [`reload_handle`](Self::reload_handle).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let snapshot = self.proxy.snapshot();
-        let timeouts = ConnTimeouts {
+        let ProxyServer {
+            listeners,
+            tls,
+            proxy,
+            mut reloads,
+            reload_sender,
+        } = self;
+        drop(reload_sender);
+        let snapshot = proxy.snapshot();
+        let http = http_builder(&ConnTimeouts {
             header: snapshot.config.client_header_timeout,
             keepalive: snapshot.config.keepalive_timeout,
-        };
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        // hyper's header timer would also run while a connection is idle;
-        // conn_timeouts keeps both clocks instead.
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .keep_alive(!timeouts.keepalive.is_zero());
-        http.http2().timer(TokioTimer::new());
-        let http = Arc::new(http);
-        // Shared by the accept loops, which each hand a watcher to every connection.
-        let graceful = Arc::new(GracefulShutdown::new());
-
-        let (stop_tx, _) = tokio::sync::watch::channel(false);
-        let mut accept_loops = tokio::task::JoinSet::new();
-        for (listener, acceptor) in self.listeners {
-            let mut stop = stop_tx.subscribe();
-            let proxy = self.proxy.clone();
-            let http = http.clone();
-            let graceful = graceful.clone();
-            accept_loops.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, client)) => serve_connection(
-                                stream, client, acceptor.clone(), timeouts, &proxy, &http, graceful.watcher(),
-                            ),
-                            Err(err) => accept_failed(err).await,
-                        },
-                    }
-                }
-            });
+        });
+        let serving = Arc::new(Serving {
+            proxy,
+            tls,
+            http: ArcSwap::from_pointee(http),
+            graceful: GracefulShutdown::new(),
+        });
+        let mut accepting = Vec::new();
+        for (configured, socket) in listeners {
+            accepting.push(AcceptLoop::start(configured, socket, &serving));
         }
 
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some((config, reply)) = reloads.recv() => {
+                    let result = reload(&serving, &mut accepting, config).await;
+                    match &result {
+                        Ok(done) => tracing::info!(kept = ?done.kept, opened = ?done.opened, closed = ?done.closed, "configuration reloaded"),
+                        Err(err) => tracing::error!("reload refused, the old configuration keeps serving: {err}"),
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+        }
         tracing::info!("shutting down: no new connections, finishing requests in flight");
-        let _ = stop_tx.send(true);
-        while accept_loops.join_next().await.is_some() {}
+        for accept_loop in accepting {
+            accept_loop.stop().await;
+        }
         // The accept loops are gone, and with them every other handle.
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        let Ok(serving) = Arc::try_unwrap(serving) else {
             return;
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        if tokio::time::timeout(SHUTDOWN_GRACE, serving.graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing them");
         }
     }
+}
+
+/// What every accept loop shares, and a reload replaces.
+struct Serving {
+    proxy: Arc<Proxy>,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    /// hyper's connection settings (keep-alive on or off).
+    http: ArcSwap<auto::Builder<TokioExecutor>>,
+    graceful: GracefulShutdown,
+}
+
+impl Serving {
+    /// The connection clocks of the configuration serving now.
+    fn timeouts(&self) -> ConnTimeouts {
+        let snapshot = self.proxy.snapshot();
+        ConnTimeouts {
+            header: snapshot.config.client_header_timeout,
+            keepalive: snapshot.config.keepalive_timeout,
+        }
+    }
+}
+
+fn http_builder(timeouts: &ConnTimeouts) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timer would also run while a connection is idle;
+    // conn_timeouts keeps both clocks instead.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(!timeouts.keepalive.is_zero());
+    http.http2().timer(TokioTimer::new());
+    http
+}
+
+/// Opens `listener`'s address; port 0 becomes the port the OS chose, written
+/// back so redirects name it.
+async fn bind(listener: &mut Listener) -> Result<TcpListener, StartError> {
+    let socket = TcpListener::bind(listener.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listener.addr,
+            source,
+        })?;
+    if let Ok(bound) = socket.local_addr() {
+        listener.addr = bound;
+    }
+    Ok(socket)
+}
+
+/// One listener's accept loop, running in its own task.
+struct AcceptLoop {
+    /// The listener as the config wrote it (port 0 stays 0): what a reload
+    /// compares.
+    configured: Listener,
+    /// The address it is bound to.
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AcceptLoop {
+    fn start(configured: Listener, socket: TcpListener, serving: &Arc<Serving>) -> AcceptLoop {
+        let bound = socket.local_addr().unwrap_or(configured.addr);
+        let (stop, mut stopped) = watch::channel(false);
+        let serving = serving.clone();
+        let tls = configured.tls;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    accepted = socket.accept() => match accepted {
+                        Ok((stream, client)) => {
+                            let acceptor = if tls { serving.tls.load_full() } else { None };
+                            serve_connection(
+                                stream,
+                                client,
+                                acceptor.map(|a| (*a).clone()),
+                                serving.timeouts(),
+                                &serving.proxy,
+                                &serving.http.load_full(),
+                                serving.graceful.watcher(),
+                            );
+                        }
+                        Err(err) => accept_failed(err).await,
+                    },
+                }
+            }
+        });
+        AcceptLoop {
+            configured,
+            bound,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops accepting and closes the socket (connections already accepted go on).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Applies a new configuration: new listeners are opened and the TLS
+/// certificates made first, so that any failure leaves everything as it
+/// was; then the configuration is swapped in, and listeners it no longer
+/// has stop.
+async fn reload(
+    serving: &Arc<Serving>,
+    accepting: &mut Vec<AcceptLoop>,
+    mut config: Config,
+) -> Result<Reloaded, StartError> {
+    let acceptor = if config.listeners.iter().any(|l| l.tls) {
+        Some(tls_acceptor(&config)?)
+    } else {
+        None
+    };
+    let mut kept = Vec::new();
+    let mut opened = Vec::new();
+    for listener in &mut config.listeners {
+        let configured = listener.clone();
+        // Two listeners written alike (port 0) are two sockets: each running
+        // one is kept for one of them only.
+        let running = accepting
+            .iter()
+            .find(|a| a.configured == configured && !kept.contains(&a.bound));
+        match running {
+            Some(running) => {
+                listener.addr = running.bound;
+                kept.push(running.bound);
+            }
+            None => {
+                let socket = bind(listener).await?;
+                opened.push((configured, socket));
+            }
+        }
+    }
+    serving.tls.store(acceptor.map(Arc::new));
+    serving.proxy.reload(config);
+    serving
+        .http
+        .store(Arc::new(http_builder(&serving.timeouts())));
+
+    let mut closed = Vec::new();
+    let mut still = Vec::new();
+    for running in accepting.drain(..) {
+        if kept.contains(&running.bound) {
+            still.push(running);
+        } else {
+            closed.push(running.bound);
+            running.stop().await;
+        }
+    }
+    let mut opened_addrs = Vec::new();
+    for (configured, socket) in opened {
+        let running = AcceptLoop::start(configured, socket, serving);
+        opened_addrs.push(running.bound);
+        still.push(running);
+    }
+    *accepting = still;
+    Ok(Reloaded {
+        kept,
+        opened: opened_addrs,
+        closed,
+    })
 }
 
 /// Serves one client connection in its own task: the TLS handshake first on

@@ -246,3 +246,167 @@ async fn the_binary_proxies_traffic_to_a_running_backend() {
     let id = response.headers()["x-request-id"].to_str().expect("ascii");
     assert!(log_line.contains(&format!(" id={id}")), "{log_line}");
 }
+
+/// An upstream that answers every request after `delay`, with `slow` in the body.
+async fn slow_upstream(delay: std::time::Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"slow")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The running binary's config: answers carry `x-config: NAME`; `/slow` is slow.
+fn named_config(upstream: std::net::SocketAddr, slow: std::net::SocketAddr, name: &str) -> String {
+    format!(
+        r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+server_names = ["app.localhost"]
+response_headers = {{ set = {{ "X-Config" = "{name}" }} }}
+routes = [{{ path = "/", upstream = "app" }}, {{ path = "/slow", upstream = "slow" }}]
+
+[upstreams.app]
+servers = ["{upstream}"]
+
+[upstreams.slow]
+servers = ["{slow}"]
+"#
+    )
+}
+
+async fn served_config(addr: std::net::SocketAddr) -> String {
+    let (response, _) = get(&client(), addr, "app.localhost", "/").await;
+    response.headers()["x-config"]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_re_reads_the_file_refuses_a_broken_one_and_sigterm_drains_requests() {
+    use std::sync::{Arc, Mutex};
+    let up = echo_upstream("backend").await;
+    let slow = slow_upstream(std::time::Duration::from_millis(800)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, pid_file) = (dir.path().join("proxy.toml"), dir.path().join("proxy.pid"));
+    std::fs::write(&config, named_config(up.addr, slow, "a")).expect("write");
+    let mut child = Command::new(PROXY)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let log_writer = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log_writer.lock().expect("lock").push_str(&(line + "\n"));
+        }
+    });
+    let mut running = Running(child);
+    let line = within_10s(tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    }))
+    .await
+    .expect("read stdout");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("proxy: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .expect("an address");
+    assert_eq!(served_config(addr).await, "a");
+    let reload = |check: bool| {
+        let mut command = Command::new(PROXY);
+        command.arg("reload").arg("--pid-file").arg(&pid_file);
+        if check {
+            command.arg("--config").arg(&config);
+        }
+        command.output().expect("run proxy reload")
+    };
+    let until = |what: &'static str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited 10 s for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // A changed file, then `proxy reload`: the new configuration serves.
+    std::fs::write(&config, named_config(up.addr, slow, "b")).expect("write");
+    let out = reload(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("configuration reloaded", &|| {
+        log.lock().expect("lock").contains("configuration reloaded")
+    });
+    assert_eq!(served_config(addr).await, "b");
+
+    // A broken file: `proxy reload --config` refuses to send anything...
+    std::fs::write(&config, "[[servers]]\nroutes = 1\n").expect("write");
+    let out = reload(true);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not reloading"));
+    // ...and a plain SIGHUP is refused by the proxy, which keeps serving.
+    assert!(reload(false).status.success());
+    until("reload refused", &|| {
+        log.lock().expect("lock").contains("reload refused")
+    });
+    assert!(
+        log.lock().expect("lock").contains("proxy.toml:2"),
+        "the errors are logged with their place"
+    );
+    assert_eq!(served_config(addr).await, "b");
+
+    // SIGTERM while a request is running: it finishes, new connections are
+    // refused, and the process exits 0 and removes its pid file.
+    let in_flight =
+        tokio::spawn(async move { get(&client(), addr, "app.localhost", "/slow").await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid =
+        rustix::process::Pid::from_raw(i32::try_from(running.0.id()).expect("pid")).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after SIGTERM"
+    );
+    let (response, body) = in_flight.await.expect("join");
+    assert_eq!((response.status().as_u16(), &body[..]), (200, &b"slow"[..]));
+    let status = within_10s(tokio::task::spawn_blocking(move || running.0.wait()))
+        .await
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
