@@ -186,6 +186,37 @@ impl Drop for Running {
     }
 }
 
+/// Starts the binary with `args` (logging at info), waits for its first line,
+/// `proxy: listening on http://ADDR`, and returns it running, ADDR and its
+/// stderr (the log).
+async fn start_binary(
+    args: &[&std::ffi::OsStr],
+) -> (Running, std::net::SocketAddr, std::process::ChildStderr) {
+    let mut child = Command::new(PROXY)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let running = Running(child);
+    let line = within_10s(tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    }))
+    .await
+    .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("proxy: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .expect("an address");
+    (running, addr, stderr)
+}
+
 /// Waits for a blocking read of the child's output, failing instead of hanging.
 async fn within_10s<T>(task: tokio::task::JoinHandle<T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(10), task)
@@ -200,30 +231,7 @@ async fn the_binary_proxies_traffic_to_a_running_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("proxy.toml");
     std::fs::write(&config, single_upstream_config(&[up.addr], "")).expect("write");
-    let mut child = Command::new(PROXY)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let _running = Running(child);
-
-    let line = within_10s(tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    }))
-    .await
-    .expect("read stdout");
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("proxy: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .expect("an address");
+    let (_running, addr, stderr) = start_binary(&["--config".as_ref(), config.as_os_str()]).await;
 
     let (response, body) = get(&client(), addr, "app.localhost", "/through/the/binary").await;
     assert_eq!(response.status(), 200);
@@ -308,18 +316,14 @@ async fn reload_re_reads_the_file_refuses_a_broken_one_and_sigterm_drains_reques
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, pid_file) = (dir.path().join("proxy.toml"), dir.path().join("proxy.pid"));
     std::fs::write(&config, named_config(up.addr, slow, "a")).expect("write");
-    let mut child = Command::new(PROXY)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
+    let args = [
+        "run".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--pid-file".as_ref(),
+        pid_file.as_os_str(),
+    ];
+    let (mut running, addr, stderr) = start_binary(&args).await;
     let log = Arc::new(Mutex::new(String::new()));
     let log_writer = log.clone();
     std::thread::spawn(move || {
@@ -327,19 +331,6 @@ async fn reload_re_reads_the_file_refuses_a_broken_one_and_sigterm_drains_reques
             log_writer.lock().expect("lock").push_str(&(line + "\n"));
         }
     });
-    let mut running = Running(child);
-    let line = within_10s(tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    }))
-    .await
-    .expect("read stdout");
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("proxy: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .expect("an address");
     assert_eq!(served_config(addr).await, "a");
     let reload = |check: bool| {
         let mut command = Command::new(PROXY);
