@@ -103,6 +103,8 @@ pub struct Config {
     /// Clients (by TCP peer address) whose `X-Lab-Trace: 1` is answered with
     /// the decision trace ([`crate::trace`]); none by default: tracing is off.
     pub trace_from: crate::access::Networks,
+    /// Where the access log goes and how it is written (`access_log`).
+    pub access_log: crate::access_log::AccessLogSettings,
     /// The header that carries each request's id (`X-Request-Id` by default;
     /// see [`crate::request_id`]).
     pub request_id_header: http::HeaderName,
@@ -736,6 +738,14 @@ struct RawConfig {
     trusted_proxies: Option<Vec<Spanned<String>>>,
     trace_from: Option<Vec<Spanned<String>>>,
     request_id_header: Option<Spanned<String>>,
+    access_log: Option<Spanned<RawAccessLog>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    path: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1110,6 +1120,7 @@ impl Validator<'_> {
             upstreams,
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
             request_id_header: self.request_id_header(raw.request_id_header.as_ref()),
+            access_log: self.access_log(raw.access_log.as_ref()),
             rate_zones,
             conn_zones,
             cache_zones,
@@ -1660,6 +1671,49 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `access_log = { path = "stdout" | "stderr" | "off" | "FILE", format =
+    /// "combined" | "json" }`; a relative file is relative to the config file.
+    fn access_log(
+        &mut self,
+        raw: Option<&Spanned<RawAccessLog>>,
+    ) -> crate::access_log::AccessLogSettings {
+        use crate::access_log::{AccessLogSettings, LogFormat, LogTarget};
+        let Some(raw) = raw else {
+            return AccessLogSettings::default();
+        };
+        let raw = raw.get_ref();
+        let target = match raw.path.as_ref().map(|p| (p, p.get_ref().trim())) {
+            None | Some((_, "stdout")) => LogTarget::Stdout,
+            Some((_, "stderr")) => LogTarget::Stderr,
+            Some((_, "off")) => LogTarget::Off,
+            Some((span, "")) => {
+                self.error(
+                    span.span(),
+                    "`path` is empty",
+                    "write \"stdout\", \"stderr\", \"off\" or a file such as \"access.log\"",
+                );
+                LogTarget::Stdout
+            }
+            Some((_, file)) => LogTarget::File(self.base.join(file)),
+        };
+        let format = match raw.format.as_ref() {
+            None => LogFormat::Combined,
+            Some(f) => match f.get_ref().trim() {
+                "combined" => LogFormat::Combined,
+                "json" => LogFormat::Json,
+                other => {
+                    self.error(
+                        f.span(),
+                        format!("`{other}` is not an access-log format"),
+                        "use \"combined\" (nginx's) or \"json\" (one object per line)",
+                    );
+                    LogFormat::Combined
+                }
+            },
+        };
+        AccessLogSettings { target, format }
     }
 
     /// `request_id_header = "X-Correlation-Id"`: a valid header name that the

@@ -142,7 +142,13 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    proxy::init_logging();
+    let access_log = match proxy::logging::init(&config.access_log) {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("proxy: cannot set up the logs: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let runtime = match proxy::build_runtime(config.workers) {
         Ok(runtime) => runtime,
@@ -172,6 +178,9 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
         tokio::spawn(reload_on_hangup(path.to_owned(), server.reload_handle()));
+        if let Some(file) = access_log {
+            tokio::spawn(reopen_on_usr1(file));
+        }
         server.run(shutdown_signal()).await;
         if let Some(pid_file) = pid_file {
             let _ = std::fs::remove_file(pid_file);
@@ -212,6 +221,29 @@ async fn reload_on_hangup(path: PathBuf, handle: proxy::server::ReloadHandle) {
     #[cfg(not(unix))]
     {
         let _ = (path, handle);
+    }
+}
+
+/// On every SIGUSR1, opens the access-log file again under its name (log
+/// rotation: `logrotate` renamed it and asks for a new one).
+async fn reopen_on_usr1(file: std::sync::Arc<proxy::logging::LogFile>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1: the access log will not be reopened");
+            return;
+        };
+        while signals.recv().await.is_some() {
+            match file.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: reopened {}", file.path().display()),
+                Err(err) => tracing::error!("SIGUSR1: {err}; lines go on to the old file"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
     }
 }
 

@@ -47,6 +47,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access_log;
 use crate::balance::PeerRequest;
 use crate::body::{self, ProxyBody};
 use crate::config::{
@@ -122,12 +123,18 @@ pub struct RequestCtx {
     pub matched: Option<RouteMatch>,
     /// The upstream server the request was sent to, if any.
     pub upstream: Option<Arc<str>>,
+    /// The chosen upstream's status and how long its response head took.
+    pub upstream_answer: Option<(StatusCode, std::time::Duration)>,
     /// The failure, if the request failed.
     pub error: Option<ErrorKind>,
     /// The rate-limit zone that refused the request, if one did.
     pub limited: Option<String>,
     /// The page origin that sent it (`Origin`), for CORS.
     pub origin: Option<HeaderValue>,
+    /// `Referer` and `User-Agent`, for the access log.
+    pub referer: Option<HeaderValue>,
+    /// See `referer`.
+    pub user_agent: Option<HeaderValue>,
     /// The host the client asked for (`Host`, or the URI's authority).
     pub host: Option<HeaderValue>,
     /// Its request id and trace context (see [`crate::request_id`]).
@@ -270,9 +277,12 @@ impl Proxy {
             version: request.version(),
             matched: None,
             upstream: None,
+            upstream_answer: None,
             error: None,
             limited: None,
             origin: request.headers().get(header::ORIGIN).cloned(),
+            referer: request.headers().get(header::REFERER).cloned(),
+            user_agent: request.headers().get(header::USER_AGENT).cloned(),
             host: request_host_value(request.uri(), request.headers()),
             ids,
             accept_encoding: crate::compress::accept_encoding(request.headers()),
@@ -295,7 +305,7 @@ impl Proxy {
         add_cache_status(&ctx, &mut response);
         add_response_headers(&snapshot, &mut ctx, &mut response);
         add_trace(&ctx, &mut response);
-        log_access(&ctx, &response);
+        log_access(&snapshot, &ctx, &mut response);
         response
     }
 }
@@ -922,7 +932,7 @@ pub async fn forward(
         let server = pick_upstream(pool, ctx, key, &tried)?;
         tried.push(server.address.clone());
         let in_flight = server.peer.begin_request();
-        let sent_at = ctx.trace.is_on().then(Instant::now);
+        let sent_at = Instant::now();
         let mut attempt = Request::new(body.next());
         *attempt.method_mut() = parts.method.clone();
         // The last possible attempt takes the URI and headers; others copy them.
@@ -939,7 +949,11 @@ pub async fn forward(
                 .insert(header::HOST, server.host.clone());
         }
         let outcome = pool.send(&server, attempt).await;
-        let took = sent_at.map(|t| t.elapsed());
+        let took = sent_at.elapsed();
+        if let Ok(response) = &outcome {
+            ctx.upstream_answer = Some((response.status(), took));
+        }
+        let took = ctx.trace.is_on().then_some(took);
         // Why this failure may not go on to the next server, given whether
         // the upstream could have received the request; `None`: it may.
         let stop = |listed: bool, sent: bool| {
@@ -1196,9 +1210,12 @@ fn refresh_in_background(
         version: ctx.version,
         matched: ctx.matched,
         upstream: None,
+        upstream_answer: None,
         error: None,
         limited: None,
         origin: None,
+        referer: None,
+        user_agent: None,
         host: ctx.host.clone(),
         ids: ctx.ids.clone(),
         accept_encoding: None,
@@ -1472,29 +1489,46 @@ pub fn add_trace(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
     ctx.trace.write_headers(response.headers_mut());
 }
 
-/// Step 7: one access-log line per request, when the response head is ready:
+/// Last: one access-log line per request, written when the answer's body
+/// has been sent (or abandoned), in nginx's `combined` format (or JSON) plus
+/// the upstream, its status and time, the request id and how the request
+/// ended (see [`crate::access_log`]):
 ///
 /// ```text
-/// 127.0.0.1:50312 "GET /api/tasks HTTP/1.1" 200 upstream=127.0.0.1:8000 1.3ms id=4bf92f3577b34da6a3ce929d0e0e4736
+/// 127.0.0.1 - - [23/Nov/2026:18:02:11 +0000] "GET /api/tasks HTTP/1.1" 200 512 "-" "curl/8.5.0" rt=0.004 upstream=127.0.0.1:8000 upstream_status=200 upstream_time=0.003 id=4bf92f35... end=done
 /// ```
 ///
-/// The duration is the time to the response head; the body streams afterwards.
-/// Nothing is formatted when the `proxy::access` target is disabled.
-pub fn log_access(ctx: &RequestCtx, response: &Response<ProxyBody>) {
-    tracing::info!(
-        target: "proxy::access",
-        "{} \"{} {} {:?}\" {} upstream={} {:.1}ms id={}{}{}",
-        ctx.conn.client,
-        ctx.method,
-        ctx.uri,
-        ctx.version,
-        response.status().as_u16(),
-        ctx.upstream.as_deref().unwrap_or("-"),
-        ctx.started.elapsed().as_secs_f64() * 1000.0,
-        ctx.ids.request_id.to_str().unwrap_or("-"),
-        if ctx.limited.is_some() { " limited=" } else { "" },
-        ctx.limited.as_deref().unwrap_or(""),
-    );
+/// When nobody reads the access log (it is `off`, or a test or benchmark
+/// installed no logger), nothing is gathered or formatted.
+pub fn log_access(snapshot: &Snapshot, ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
+    if !access_log::is_on() {
+        return;
+    }
+    let path = ctx.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let end = match (ctx.error, &ctx.limited) {
+        (Some(kind), _) => Some(kind.proxy_status_type()),
+        (None, Some(_)) => Some("limited"),
+        (None, None) => None,
+    };
+    let record = access_log::Record {
+        format: snapshot.config.access_log.format,
+        remote_addr: ctx.client_ip,
+        time: std::time::SystemTime::now() - ctx.started.elapsed(),
+        started: ctx.started,
+        request_line: format!("{} {path} {:?}", ctx.method, ctx.version),
+        status: response.status().as_u16(),
+        referer: ctx.referer.clone(),
+        user_agent: ctx.user_agent.clone(),
+        upstream: ctx
+            .upstream
+            .clone()
+            .zip(ctx.upstream_answer)
+            .map(|(server, (status, took))| (server, status.as_u16(), took)),
+        request_id: ctx.ids.request_id.clone(),
+        end,
+    };
+    let body = std::mem::replace(response.body_mut(), body::empty());
+    *response.body_mut() = access_log::logged(body, record);
 }
 
 #[cfg(test)]

@@ -191,7 +191,12 @@ impl Drop for Running {
 /// stderr (the log).
 async fn start_binary(
     args: &[&std::ffi::OsStr],
-) -> (Running, std::net::SocketAddr, std::process::ChildStderr) {
+) -> (
+    Running,
+    std::net::SocketAddr,
+    BufReader<std::process::ChildStdout>,
+    std::process::ChildStderr,
+) {
     let mut child = Command::new(PROXY)
         .args(args)
         .env("RUST_LOG", "info")
@@ -202,9 +207,10 @@ async fn start_binary(
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
     let running = Running(child);
-    let line = within_10s(tokio::task::spawn_blocking(move || {
+    let (line, stdout) = within_10s(tokio::task::spawn_blocking(move || {
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        stdout.read_line(&mut line).map(|_| (line, stdout))
     }))
     .await
     .expect("read stdout");
@@ -214,7 +220,7 @@ async fn start_binary(
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .parse()
         .expect("an address");
-    (running, addr, stderr)
+    (running, addr, stdout, stderr)
 }
 
 /// Waits for a blocking read of the child's output, failing instead of hanging.
@@ -231,28 +237,129 @@ async fn the_binary_proxies_traffic_to_a_running_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("proxy.toml");
     std::fs::write(&config, single_upstream_config(&[up.addr], "")).expect("write");
-    let (_running, addr, stderr) = start_binary(&["--config".as_ref(), config.as_os_str()]).await;
+    let (_running, addr, mut stdout, _) =
+        start_binary(&["--config".as_ref(), config.as_os_str()]).await;
 
-    let (response, body) = get(&client(), addr, "app.localhost", "/through/the/binary").await;
+    let request = http::Request::get(format!("http://{addr}/through/the/binary"))
+        .header("host", "app.localhost")
+        .header("user-agent", "lab-test/1.0")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (response, body) = send(&client(), request).await;
     assert_eq!(response.status(), 200);
     assert_eq!(json(&body)["uri"], "/through/the/binary");
 
-    // The access log line for that request, on stderr via tracing.
+    // The access log line for that request: nginx's combined format on
+    // stdout, then the upstream, the request id and how it ended.
     let log_line = within_10s(tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("proxy::access"))
+        let mut line = String::new();
+        stdout.read_line(&mut line).map(|_| line)
     }))
     .await
     .expect("an access log line");
+    let id = response.headers()["x-request-id"].to_str().expect("ascii");
+    let combined = format!(
+        "\"GET /through/the/binary HTTP/1.1\" 200 {} \"-\" \"lab-test/1.0\" rt=",
+        body.len()
+    );
+    assert!(log_line.starts_with("127.0.0.1 - - ["), "{log_line}");
+    assert!(log_line.contains(&combined), "{log_line}");
     assert!(
-        log_line.contains("\"GET /through/the/binary HTTP/1.1\" 200 upstream="),
+        log_line.contains(&format!(
+            " upstream={} upstream_status=200 upstream_time=",
+            up.addr
+        )),
         "{log_line}"
     );
-    // The request id the client got back names the same line.
-    let id = response.headers()["x-request-id"].to_str().expect("ascii");
-    assert!(log_line.contains(&format!(" id={id}")), "{log_line}");
+    assert!(
+        log_line.trim_end().ends_with(&format!(" id={id} end=done")),
+        "{log_line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_access_log_file_says_how_requests_ended_and_reopens_on_sigusr1() {
+    let up = echo_upstream("backend").await;
+    let refused = refused_addr().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, log) = (dir.path().join("proxy.toml"), dir.path().join("access.log"));
+    let text = format!(
+        "access_log = {{ path = \"access.log\", format = \"json\" }}\n{}",
+        single_upstream_config(&[up.addr], "")
+    )
+    .replace(
+        "routes = [{ path = \"/\", upstream = \"app\" }]",
+        "routes = [{ path = \"/\", upstream = \"app\" }, { path = \"/down\", upstream = \"down\" }]",
+    ) + &format!("\n[upstreams.down]\nservers = [\"{refused}\"]\nnext_upstream = [\"off\"]\n");
+    std::fs::write(&config, text).expect("write");
+    let (running, addr, _, _) = start_binary(&["--config".as_ref(), config.as_os_str()]).await;
+    let lines = |path: &Path, n: usize| -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(std::time::Instant::now() < deadline, "{n} lines: {text}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    let client = client();
+    let (ok, body) = get(&client, addr, "app.localhost", "/a").await;
+    let (failed, _) = get(&client, addr, "app.localhost", "/down").await;
+    assert_eq!((ok.status().as_u16(), failed.status().as_u16()), (200, 502));
+    // A client that goes away before a big answer is sent.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"GET /pattern?bytes=50000000 HTTP/1.1\r\nHost: app.localhost\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut some = [0u8; 1024];
+    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut some).await;
+    drop(stream);
+
+    let logged = lines(&log, 3);
+    assert_eq!(logged[0]["request"], "GET /a HTTP/1.1");
+    assert_eq!(logged[0]["status"], 200);
+    assert_eq!(logged[0]["bytes_sent"], body.len());
+    assert_eq!(logged[0]["upstream"], up.addr.to_string());
+    assert_eq!(logged[0]["upstream_status"], 200);
+    assert_eq!(
+        logged[0]["request_id"],
+        ok.headers()["x-request-id"].to_str().expect("ascii")
+    );
+    assert_eq!(logged[0]["end"], "done");
+    assert_eq!(logged[1]["status"], 502);
+    assert_eq!(logged[1]["upstream_status"], serde_json::Value::Null);
+    assert_eq!(logged[1]["end"], "connection_refused");
+    assert_eq!(logged[2]["request"], "GET /pattern?bytes=50000000 HTTP/1.1");
+    assert_eq!(logged[2]["end"], "client_closed");
+    assert!(logged[2]["bytes_sent"].as_u64().expect("bytes") < 50_000_000);
+
+    // logrotate: rename, SIGUSR1, and the next lines go to a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let pid =
+        rustix::process::Pid::from_raw(i32::try_from(running.0.id()).expect("pid")).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).expect("SIGUSR1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not reopened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    get(&client, addr, "app.localhost", "/after").await;
+    assert_eq!(lines(&log, 1)[0]["request"], "GET /after HTTP/1.1");
+    assert_eq!(lines(&rotated, 3).len(), 3);
 }
 
 /// An upstream that answers every request after `delay`, with `slow` in the body.
@@ -323,7 +430,7 @@ async fn reload_re_reads_the_file_refuses_a_broken_one_and_sigterm_drains_reques
         "--pid-file".as_ref(),
         pid_file.as_os_str(),
     ];
-    let (mut running, addr, stderr) = start_binary(&args).await;
+    let (mut running, addr, _, stderr) = start_binary(&args).await;
     let log = Arc::new(Mutex::new(String::new()));
     let log_writer = log.clone();
     std::thread::spawn(move || {
