@@ -80,6 +80,9 @@ pub struct Config {
     /// How long a keep-alive connection may sit idle between two requests;
     /// zero turns keep-alive off (every response closes its connection).
     pub keepalive_timeout: Duration,
+    /// How long requests in flight may take to finish once shutdown begins
+    /// (SIGTERM); then they are cut off and the proxy exits.
+    pub shutdown_timeout: Duration,
     /// The addresses to accept connections on.
     pub listeners: Vec<Listener>,
     /// Virtual servers, chosen by the request's host name.
@@ -721,6 +724,7 @@ fn help_for_parse_error(message: &str) -> Option<String> {
 struct RawConfig {
     workers: Option<Spanned<i64>>,
     client_header_timeout: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
     #[serde(default)]
     listen: Vec<RawListen>,
@@ -1112,6 +1116,10 @@ impl Validator<'_> {
         Config {
             workers,
             client_header_timeout,
+            shutdown_timeout: self.duration(
+                raw.shutdown_timeout.as_ref(),
+                crate::server::SHUTDOWN_GRACE,
+            ),
             keepalive_timeout,
             listeners,
             servers,

@@ -24,7 +24,7 @@
 //!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
-//! [`SHUTDOWN_GRACE`] to finish. Open tunnels are not waited for: they end
+//! `shutdown_timeout` ([`SHUTDOWN_GRACE`] by default) to finish. Open tunnels are not waited for: they end
 //! when either side closes, when they go idle, or when the process exits.
 
 use std::convert::Infallible;
@@ -51,7 +51,8 @@ use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, SniResolver};
 use crate::upstream::resolve::Resolver;
 
-/// How long requests in flight may take to finish after shutdown begins.
+/// How long requests in flight may take to finish after shutdown begins,
+/// unless `shutdown_timeout` says otherwise.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the proxy could not start.
@@ -253,6 +254,7 @@ impl ProxyServer {
             tls,
             http: ArcSwap::from_pointee(http),
             graceful: GracefulShutdown::new(),
+            cut_off: watch::Sender::new(false),
         });
         let mut accepting = Vec::new();
         for (configured, socket) in listeners {
@@ -277,15 +279,20 @@ impl ProxyServer {
         for accept_loop in accepting {
             accept_loop.stop().await;
         }
+        let grace = serving.proxy.snapshot().config.shutdown_timeout;
         // The accept loops are gone, and with them every other handle.
         let Ok(serving) = Arc::try_unwrap(serving) else {
             return;
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, serving.graceful.shutdown())
+        let cut_off = serving.cut_off;
+        if tokio::time::timeout(grace, serving.graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing them");
+            tracing::warn!(
+                "requests still running after {grace:?} (shutdown_timeout); closing them"
+            );
+            cut_off.send_replace(true);
         }
     }
 }
@@ -297,6 +304,9 @@ struct Serving {
     /// hyper's connection settings (keep-alive on or off).
     http: ArcSwap<auto::Builder<TokioExecutor>>,
     graceful: GracefulShutdown,
+    /// Set when shutdown's grace period is over: every connection still
+    /// open is dropped.
+    cut_off: watch::Sender<bool>,
 }
 
 impl Serving {
@@ -361,15 +371,7 @@ impl AcceptLoop {
                     accepted = socket.accept() => match accepted {
                         Ok((stream, client)) => {
                             let acceptor = if tls { serving.tls.load_full() } else { None };
-                            serve_connection(
-                                stream,
-                                client,
-                                acceptor.map(|a| (*a).clone()),
-                                serving.timeouts(),
-                                &serving.proxy,
-                                &serving.http.load_full(),
-                                serving.graceful.watcher(),
-                            );
+                            serve_connection(stream, client, acceptor.map(|a| (*a).clone()), &serving);
                         }
                         Err(err) => accept_failed(err).await,
                     },
@@ -462,18 +464,19 @@ fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    timeouts: ConnTimeouts,
-    proxy: &Arc<Proxy>,
-    http: &Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    serving: &Serving,
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let proxy = proxy.clone();
-    let http = http.clone();
-    tokio::spawn(async move {
+    // What this connection is served with, as configured now.
+    let timeouts = serving.timeouts();
+    let proxy = serving.proxy.clone();
+    let http = serving.http.load_full();
+    let watcher = serving.graceful.watcher();
+    let mut cut_off = serving.cut_off.subscribe();
+    let serve = async move {
         let conn = ConnInfo {
             client,
             local,
@@ -530,6 +533,13 @@ fn serve_connection(
             // Clients that disconnect or send garbage end up here; not our error.
             Ok(Err(err)) => tracing::debug!(%client, "connection ended with an error: {err}"),
             Err(why) => tracing::debug!(%client, "connection closed: {why:?}"),
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = serve => {}
+            // Shutdown's grace period is over: the connection is dropped.
+            _ = cut_off.wait_for(|cut| *cut) => tracing::debug!(%client, "cut off at shutdown"),
         }
     });
 }

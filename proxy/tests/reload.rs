@@ -1,6 +1,7 @@
 //! Reloading a running proxy: a new configuration swapped in under load
 //! without a failed request, listeners kept, opened and closed, and a reload
-//! that cannot be done leaving the old configuration serving.
+//! that cannot be done leaving the old configuration serving. And shutting it
+//! down: requests in flight get `shutdown_timeout`, then are cut off.
 
 mod common;
 
@@ -200,4 +201,63 @@ async fn what_did_not_change_is_kept_across_a_reload() {
         .expect("reload");
     let changed = proxy.snapshot();
     assert!(!Arc::ptr_eq(&before.upstreams[0], &changed.upstreams[0]));
+}
+
+#[tokio::test]
+async fn an_open_tunnel_lives_through_reloads() {
+    let (upstream, _, _) = raw_echo_upstream().await;
+    let (addrs, handle, _) = start(config(upstream, "a", &["127.0.0.1:0"])).await;
+    let (mut tunnel, head) = raw_upgrade(addrs[0], "/").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_through(&mut tunnel, b"before").await;
+    for name in ["b", "c"] {
+        handle
+            .reload(config(upstream, name, &["127.0.0.1:0"]))
+            .await
+            .expect("reload");
+        echo_through(&mut tunnel, name.as_bytes()).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_requests_in_flight_up_to_shutdown_timeout() {
+    let hang = raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        // Never answers; holds the connection open.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(stream);
+    })
+    .await;
+    let text = format!(
+        "shutdown_timeout = \"3s\"\n{}",
+        single_upstream_config(&[hang], "read_timeout = \"1h\"")
+    );
+    let server = ProxyServer::bind(Config::parse(&text, "test.toml").expect("valid"))
+        .await
+        .expect("bind");
+    let addr = server.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let request = tokio::spawn(async move {
+        client()
+            .get(format!("http://{addr}/").parse().expect("uri"))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let began = tokio::time::Instant::now();
+    stop.send(()).expect("stop");
+    running.await.expect("the server stops");
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "stopped after {took:?}, before shutdown_timeout"
+    );
+    assert!(took < Duration::from_secs(4), "stopped after {took:?}");
+    assert!(
+        request.await.expect("join").is_err(),
+        "the hung request was cut off"
+    );
 }

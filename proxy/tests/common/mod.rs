@@ -19,8 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy::{Config, ProxyServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 /// A proxy running in this test's runtime; stops when dropped.
 pub struct TestProxy {
@@ -344,4 +344,67 @@ pub fn assert_refused(config: &str, message: &str, help: &str) {
     assert!(errors.contains(message), "no `{message}` in:\n{errors}");
     assert!(errors.contains(help), "no `{help}` in:\n{errors}");
     assert!(errors.contains("proxy.toml:"), "{errors}");
+}
+
+/// The head of the 101 a raw upstream sends for protocol `x-echo`.
+pub const SWITCHED: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x-echo\r\n\r\n";
+
+/// An upstream that switches every request to the made-up protocol `x-echo`
+/// and then echoes raw bytes. Counts connections, and reports on `closed`
+/// when a client's side of the tunnel reached its end.
+pub async fn raw_echo_upstream() -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let counter = connections.clone();
+    let addr = raw_upstream(move |mut stream| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let closed_tx = closed_tx.clone();
+        async move {
+            read_head(&mut stream).await;
+            if stream.write_all(SWITCHED).await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = closed_tx.send(());
+        }
+    })
+    .await;
+    (addr, connections, closed)
+}
+
+/// Opens a raw connection to the proxy and asks `path` to switch to
+/// `x-echo`; returns the connection, positioned after the response head, and
+/// that head.
+pub async fn raw_upgrade(proxy: SocketAddr, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("read the head");
+        assert_eq!(n, 1, "the proxy closed before a full head: {head:?}");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+pub async fn echo_through(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("write");
+    let mut got = vec![0u8; bytes.len()];
+    stream.read_exact(&mut got).await.expect("read the echo");
+    assert_eq!(got, bytes);
 }
