@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! proxy --config proxy.toml          # run (same as `proxy run --config ...`)
-//! proxy check --config proxy.toml    # validate only, like `nginx -t`
+//! proxy check --config proxy.toml    # validate only, like `nginx -t`, and lint
+//! proxy check --deny-warnings -c proxy.toml   # warnings fail the check too
 //! proxy cert init                    # make the local CA (once)
 //! proxy cert issue app.localhost     # a certificate signed by it, like mkcert
 //! ```
@@ -33,11 +34,15 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Check a configuration file and print every problem found.
+    /// Check a configuration file and print every problem found: errors,
+    /// then warnings (valid settings that are almost certainly mistakes).
     Check {
         /// The configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Fail (exit non-zero) on warnings too, not only on errors.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// The local certificate authority, for HTTPS on your machine.
     #[command(subcommand)]
@@ -76,7 +81,13 @@ enum CertCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Check { config }), _) => check(&config),
+        (
+            Some(Command::Check {
+                config,
+                deny_warnings,
+            }),
+            _,
+        ) => check(&config, deny_warnings),
         (Some(Command::Cert(command)), _) => cert(command),
         (Some(Command::HashPassword { cost }), _) => hash_password(cost),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
@@ -102,18 +113,39 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, deny_warnings: bool) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            let warnings = proxy::lint::lint_file(&config, path);
+            for (i, warning) in warnings.iter().enumerate() {
+                if i > 0 {
+                    eprintln!();
+                }
+                eprint!("{warning}");
+            }
             let routes: usize = config.servers.iter().map(|s| s.routes.len()).sum();
+            let n = warnings.len();
+            let and_warnings = match n {
+                0 => String::new(),
+                1 => " (1 warning)".to_owned(),
+                n => format!(" ({n} warnings)"),
+            };
             println!(
-                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s)",
+                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s){and_warnings}",
                 path.display(),
                 config.listeners.len(),
                 config.servers.len(),
                 routes,
                 config.upstreams.len()
             );
+            if deny_warnings && n > 0 {
+                eprintln!(
+                    "proxy: {} has {n} warning{} (--deny-warnings)",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -126,6 +158,20 @@ fn run(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     proxy::init_logging();
+    // Warnings do not stop the proxy: it runs the config as written.
+    for warning in proxy::lint::lint_file(&config, path) {
+        match &warning.at {
+            Some(at) => tracing::warn!(
+                "config warning: {}:{}:{}: {} (help: {})",
+                warning.file,
+                at.line,
+                at.column,
+                warning.message,
+                warning.help.as_deref().unwrap_or("")
+            ),
+            None => tracing::warn!("config warning: {}: {}", warning.file, warning.message),
+        }
+    }
 
     let runtime = match proxy::build_runtime(config.workers) {
         Ok(runtime) => runtime,
