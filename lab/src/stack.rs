@@ -379,8 +379,17 @@ mod tests {
         }
         let text = render_template(PROXY_CONFIG_TEMPLATE, &values);
         assert!(!text.contains("{{"), "placeholder left:\n{text}");
-        if let Err(errors) = Config::parse(&text, "lab/stack/proxy.toml") {
-            panic!("{errors}");
+        match Config::parse(&text, "lab/stack/proxy.toml") {
+            // The lab's config is the one learners copy: no lint may fire on it.
+            Ok(config) => {
+                let warnings = proxy::lint::lint(&config, &text, "lab/stack/proxy.toml");
+                assert!(
+                    warnings.is_empty(),
+                    "{}",
+                    warnings.iter().map(ToString::to_string).collect::<String>()
+                );
+            }
+            Err(errors) => panic!("{errors}"),
         }
     }
 }

@@ -527,6 +527,7 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse_in(&text, &file, &base),
             Err(err) => Err(ConfigErrors(vec![Diagnostic {
+                severity: Severity::Error,
                 file,
                 at: None,
                 message: format!("cannot read the configuration file: {err}"),
@@ -600,6 +601,9 @@ impl fmt::Display for ConfigErrors {
 /// One problem in a configuration file, with where it is and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// An error (the file is refused) or a warning (a lint: valid, but
+    /// almost certainly not what was meant; see [`crate::lint`]).
+    pub severity: Severity,
     /// The file, as given on the command line.
     pub file: String,
     /// Where in the file, when known.
@@ -608,6 +612,25 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it.
     pub help: Option<String>,
+}
+
+/// How bad a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot be used.
+    Error,
+    /// The configuration works, but does something its author almost
+    /// certainly did not mean.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
 }
 
 /// A place in the file: 1-based line and column, and the text of that line.
@@ -632,10 +655,25 @@ impl Diagnostic {
         help: Option<String>,
     ) -> Diagnostic {
         Diagnostic {
+            severity: Severity::Error,
             file: file.to_owned(),
             at: span.map(|span| position(text, span)),
             message,
             help,
+        }
+    }
+
+    /// A warning at `span` of `text` (see [`crate::lint`]).
+    pub(crate) fn warning(
+        file: &str,
+        text: &str,
+        span: Range<usize>,
+        message: String,
+        help: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(file, text, Some(span), message, Some(help))
         }
     }
 }
@@ -662,7 +700,7 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
 }
 
 impl fmt::Display for Diagnostic {
-    /// Rendered like a compiler error, so it reads the same as `cargo` output:
+    /// Rendered like a compiler error (or warning), so it reads the same as `cargo` output:
     ///
     /// ```text
     /// error: upstream `apii` is not defined
@@ -673,7 +711,7 @@ impl fmt::Display for Diagnostic {
     ///    = help: define [upstreams.apii], or use one of: api, whoami
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "{}: {}", self.severity, self.message)?;
         match &self.at {
             Some(at) => {
                 let gutter = at.line.to_string().len();

@@ -48,6 +48,7 @@ pub mod error;
 pub mod header_rules;
 pub mod headers;
 pub mod limit;
+pub mod lint;
 pub mod local_ca;
 pub mod logging;
 pub mod proxy;
@@ -60,7 +61,7 @@ pub mod trace;
 pub mod upgrade;
 pub mod upstream;
 
-pub use config::{Config, ConfigErrors};
+pub use config::{Config, ConfigErrors, Diagnostic, Severity};
 
 /// Sends logs to stderr (stdout stays free for what scripts read), filtered by
 /// `RUST_LOG` (default `info`), in colour only when stderr is a terminal.

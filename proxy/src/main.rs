@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! proxy --config proxy.toml          # run (same as `proxy run --config ...`)
-//! proxy check --config proxy.toml    # validate only, like `nginx -t`
+//! proxy check --config proxy.toml    # validate only, like `nginx -t`, and lint
+//! proxy check --deny-warnings -c proxy.toml   # warnings fail the check too
 //! proxy run --config proxy.toml --pid-file proxy.pid
 //! proxy reload --pid-file proxy.pid  # re-read the config, like `nginx -s reload` (or: kill -HUP PID)
 //! proxy cert init                    # make the local CA (once)
@@ -48,11 +49,15 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Check a configuration file and print every problem found.
+    /// Check a configuration file and print every problem found: errors,
+    /// then warnings (valid settings that are almost certainly mistakes).
     Check {
         /// The configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Fail (exit non-zero) on warnings too, not only on errors.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// The local certificate authority, for HTTPS on your machine.
     #[command(subcommand)]
@@ -91,7 +96,13 @@ enum CertCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Check { config }), _) => check(&config),
+        (
+            Some(Command::Check {
+                config,
+                deny_warnings,
+            }),
+            _,
+        ) => check(&config, deny_warnings),
         (Some(Command::Cert(command)), _) => cert(command),
         (Some(Command::HashPassword { cost }), _) => hash_password(cost),
         (Some(Command::Reload { pid_file, config }), _) => reload(&pid_file, config.as_deref()),
@@ -119,18 +130,39 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, deny_warnings: bool) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            let warnings = proxy::lint::lint_file(&config, path);
+            for (i, warning) in warnings.iter().enumerate() {
+                if i > 0 {
+                    eprintln!();
+                }
+                eprint!("{warning}");
+            }
             let routes: usize = config.servers.iter().map(|s| s.routes.len()).sum();
+            let n = warnings.len();
+            let and_warnings = match n {
+                0 => String::new(),
+                1 => " (1 warning)".to_owned(),
+                n => format!(" ({n} warnings)"),
+            };
             println!(
-                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s)",
+                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s){and_warnings}",
                 path.display(),
                 config.listeners.len(),
                 config.servers.len(),
                 routes,
                 config.upstreams.len()
             );
+            if deny_warnings && n > 0 {
+                eprintln!(
+                    "proxy: {} has {n} warning{} (--deny-warnings)",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -149,6 +181,8 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Warnings do not stop the proxy: it runs the config as written.
+    log_warnings(&config, path);
 
     let runtime = match proxy::build_runtime(config.workers) {
         Ok(runtime) => runtime,
@@ -189,6 +223,23 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
     })
 }
 
+/// Logs the lint warnings of a configuration about to serve (see `proxy check`).
+fn log_warnings(config: &Config, path: &Path) {
+    for warning in proxy::lint::lint_file(config, path) {
+        match &warning.at {
+            Some(at) => tracing::warn!(
+                "config warning: {}:{}:{}: {} (help: {})",
+                warning.file,
+                at.line,
+                at.column,
+                warning.message,
+                warning.help.as_deref().unwrap_or("")
+            ),
+            None => tracing::warn!("config warning: {}: {}", warning.file, warning.message),
+        }
+    }
+}
+
 /// On every SIGHUP, reads the configuration file again and swaps it in; an
 /// invalid file is refused with its errors logged, and the old configuration
 /// keeps serving (nginx does the same on `nginx -s reload`).
@@ -213,6 +264,7 @@ async fn reload_on_hangup(path: PathBuf, handle: proxy::server::ReloadHandle) {
                     continue;
                 }
             };
+            log_warnings(&config, &path);
             if let Err(err) = handle.reload(config).await {
                 tracing::error!("reload refused: {err}; the old configuration keeps serving");
             }

@@ -27,7 +27,7 @@ fn every_example_config_passes_check() {
     assert!(examples.len() >= 3, "examples are missing: {examples:?}");
     for example in examples {
         let out = Command::new(PROXY)
-            .args(["check", "--config"])
+            .args(["check", "--deny-warnings", "--config"])
             .arg(&example)
             .output()
             .expect("run proxy check");
@@ -77,6 +77,68 @@ servers = ["http://127.0.0.1:3000/", "127.0.0.1:99999"]
     );
     assert!(!ok);
     insta::assert_snapshot!(stderr);
+}
+
+/// Runs `proxy check` with `args` on `config` written to `proxy.toml`:
+/// (success, stdout, stderr).
+fn check_with(config: &str, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("proxy.toml"), config).expect("write config");
+    let out = Command::new(PROXY)
+        .args(["check", "--config", "proxy.toml"])
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run proxy check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_warnings_with_their_line_and_fails_on_them_only_when_asked() {
+    let config = r#"[[listen]]
+addr = "127.0.0.1:8080"
+
+[[servers]]
+routes = [
+  { path = "/", upstream = "api" },
+  { path = "/service1", upstream = "api", strip_prefix = true },
+]
+
+[upstreams.api]
+servers = ["127.0.0.1:8000"]
+"#;
+    let (ok, stdout, stderr) = check_with(config, &[]);
+    assert!(ok, "warnings alone do not fail the check:\n{stderr}");
+    assert_eq!(
+        stderr,
+        "warning: `/service1/x` is sent upstream as `//x`: the prefix `/service1` has no trailing slash, but its replacement `/` has one
+ --> proxy.toml:7:58
+  |
+7 |   { path = \"/service1\", upstream = \"api\", strip_prefix = true },
+  |                                                          ^^^^
+  = help: write path = \"/service1/\" (add slash_redirect = true if `/service1` itself should lead there)
+"
+    );
+    assert!(
+        stdout.contains("is valid") && stdout.contains("(1 warning)"),
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = check_with(config, &["--deny-warnings"]);
+    assert!(!ok, "--deny-warnings fails on a warning");
+    assert!(stderr.contains(" --> proxy.toml:7:58"), "{stderr}");
+    assert!(
+        stderr.ends_with("proxy: proxy.toml has 1 warning (--deny-warnings)\n"),
+        "{stderr}"
+    );
+
+    let fixed = config.replace("\"/service1\"", "\"/service1/\"");
+    let (ok, _, stderr) = check_with(&fixed, &["--deny-warnings"]);
+    assert!(ok && stderr.is_empty(), "{stderr}");
 }
 
 #[test]
@@ -507,4 +569,53 @@ async fn reload_re_reads_the_file_refuses_a_broken_one_and_sigterm_drains_reques
         .expect("wait");
     assert!(status.success(), "exit status {status}");
     assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
+
+#[tokio::test]
+async fn run_logs_the_warnings_and_starts_anyway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        r#"[[listen]]
+addr = "127.0.0.1:0"
+[[servers]]
+routes = [{ path = "/service1", upstream = "api", strip_prefix = true }]
+[upstreams.api]
+servers = ["127.0.0.1:9"]
+"#,
+    )
+    .expect("write");
+    let mut child = Command::new(PROXY)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let _running = Running(child);
+
+    let warning = within_10s(tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("config warning"))
+    }))
+    .await
+    .expect("a warning in the log");
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(
+        warning.contains("proxy.toml:4:66: `/service1/x` is sent upstream as `//x`"),
+        "{warning}"
+    );
+    let line = within_10s(tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    }))
+    .await
+    .expect("read stdout");
+    assert!(line.starts_with("proxy: listening on http://"), "{line}");
 }

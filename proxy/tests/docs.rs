@@ -66,7 +66,15 @@ fn the_annotated_config_in_the_readme_is_valid() {
     // The README abbreviates the hash; put a real one in its place.
     let hash = bcrypt::hash("example", 4).expect("hash");
     let config = block.replace("$2b$12$...", &hash);
-    if let Err(errors) = proxy::Config::parse(&config, "README.md") {
-        panic!("the README's config is invalid:\n{errors}");
+    match proxy::Config::parse(&config, "README.md") {
+        Ok(parsed) => {
+            let warnings = proxy::lint::lint(&parsed, &config, "README.md");
+            assert!(
+                warnings.is_empty(),
+                "the README's config has warnings:\n{}",
+                warnings.iter().map(ToString::to_string).collect::<String>()
+            );
+        }
+        Err(errors) => panic!("the README's config is invalid:\n{errors}"),
     }
 }
