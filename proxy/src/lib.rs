@@ -36,6 +36,7 @@
 //! - [`trace`]: the decision trace, `X-Lab-Trace: 1`: why the proxy did what it did.
 
 pub mod access;
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod cache;
@@ -48,6 +49,7 @@ pub mod header_rules;
 pub mod headers;
 pub mod limit;
 pub mod local_ca;
+pub mod metrics;
 pub mod proxy;
 pub mod request_id;
 pub mod rewrite;
