@@ -148,7 +148,7 @@ impl Metrics {
             .register(Box::new(duration.clone()))
             .expect("registered once");
         let open_connections =
-            IntGauge::new("proxy_open_connections", "Client connections open now.")
+            IntGauge::new("proxy_open_connections", "Client connections open now (a WebSocket counts until its upgrade; the tunnel is not counted).")
                 .expect("a valid gauge");
         registry
             .register(Box::new(open_connections.clone()))
@@ -280,8 +280,7 @@ pub fn record(snapshot: &Snapshot, ctx: &RequestCtx, response: &Response<ProxyBo
         (None, _) => None,
     }
     .unwrap_or(&metrics.unrouted);
-    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
-    series.by_class[class].inc();
+    series.by_class[class_index(response.status())].inc();
     series.duration.observe(ctx.started.elapsed().as_secs_f64());
 
     if ctx.limited.is_none() && ctx.cache.is_none() && ctx.error.is_none() {
@@ -410,9 +409,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
-/// Whether a status is one [`record`] counts under `class` (`"2xx"`, ...); for tests.
-pub fn status_class(status: StatusCode) -> &'static str {
-    STATUS_CLASSES[usize::from(status.as_u16() / 100).clamp(1, 5) - 1]
+/// Where `status` goes in [`STATUS_CLASSES`] (a status over 599, which
+/// no server should send, counts as 5xx).
+fn class_index(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
 #[cfg(test)]
@@ -455,9 +455,13 @@ mod tests {
 
     #[test]
     fn statuses_fall_into_five_classes() {
-        assert_eq!(status_class(StatusCode::SWITCHING_PROTOCOLS), "1xx");
-        assert_eq!(status_class(StatusCode::OK), "2xx");
-        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
-        assert_eq!(status_class(StatusCode::BAD_GATEWAY), "5xx");
+        let class = |status: u16| {
+            STATUS_CLASSES[class_index(StatusCode::from_u16(status).expect("a status"))]
+        };
+        assert_eq!(class(101), "1xx");
+        assert_eq!(class(200), "2xx");
+        assert_eq!(class(404), "4xx");
+        assert_eq!(class(502), "5xx");
+        assert_eq!(class(999), "5xx");
     }
 }

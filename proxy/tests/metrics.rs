@@ -448,3 +448,55 @@ routes = [{ path = "/", return = { status = 200, body = "hi" } }]
     let server = ProxyServer::bind(config).await.expect("bind");
     assert_eq!(server.admin_addr(), None);
 }
+
+#[tokio::test]
+async fn counters_and_the_admin_listener_survive_a_reload() {
+    let app = echo_upstream("app").await;
+    let config = |extra_route: &str| {
+        let text = format!(
+            r#"
+admin = {{ addr = "127.0.0.1:0" }}
+
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[servers]]
+server_names = ["app.localhost"]
+routes = [
+  {{ path = "/", upstream = "app" }},
+  {extra_route}
+]
+
+[upstreams.app]
+servers = ["{app}"]
+"#,
+            app = app.addr
+        );
+        Config::parse(&text, "test.toml").expect("valid config")
+    };
+    let server = ProxyServer::bind(config("")).await.expect("bind");
+    let addr = server.local_addrs()[0];
+    let admin = server.admin_addr().expect("admin");
+    let handle = server.reload_handle();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let client = client();
+    let (response, _) = get(&client, addr, "app.localhost", "/a").await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    handle
+        .reload(config(r#"{ path = "/new/", upstream = "app" },"#))
+        .await
+        .expect("the reload is applied");
+    let (response, _) = get(&client, addr, "app.localhost", "/new/x").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let (response, _) = get(&client, addr, "app.localhost", "/b").await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Same admin address, counts from before the reload kept.
+    let m = scrape(admin).await;
+    assert_eq!(requests(&m, "/", "2xx"), Some(2.0));
+    assert_eq!(requests(&m, "/new/", "2xx"), Some(1.0));
+}
