@@ -114,7 +114,22 @@ pub struct Config {
     /// Where the local CA lives for `tls = { auto_local = true }`; `None`
     /// means the per-user default ([`LocalCa::default_dir`](crate::local_ca::LocalCa::default_dir)).
     pub local_ca_dir: Option<PathBuf>,
+    /// The admin listener (`/metrics`, `/health`), if `admin` is set.
+    pub admin: Option<Admin>,
 }
+
+/// The admin listener: a separate address that serves the proxy's own
+/// metrics (`GET /metrics`, Prometheus text format) and `GET /health`, never
+/// proxied traffic. See [`crate::metrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Where to bind: loopback by default ([`DEFAULT_ADMIN_ADDR`]), so only
+    /// this machine can read the proxy's internals; port 0 lets the OS choose.
+    pub addr: SocketAddr,
+}
+
+/// Where the admin listener binds when `admin = {}` gives no `addr`.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 
 /// One address the proxy accepts connections on (nginx `listen`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -781,6 +796,7 @@ struct RawConfig {
     trace_from: Option<Vec<Spanned<String>>>,
     request_id_header: Option<Spanned<String>>,
     access_log: Option<Spanned<RawAccessLog>>,
+    admin: Option<Spanned<RawAdmin>>,
 }
 
 #[derive(Deserialize)]
@@ -788,6 +804,12 @@ struct RawConfig {
 struct RawAccessLog {
     path: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    addr: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1086,6 +1108,7 @@ impl Validator<'_> {
         };
 
         let listeners = self.listeners(&raw.listen);
+        let admin = raw.admin.as_ref().and_then(|a| self.admin(a, &listeners));
         let rate_zones: Vec<RateZone> = raw
             .limit_req_zones
             .iter()
@@ -1165,6 +1188,7 @@ impl Validator<'_> {
             default_server: default_server.unwrap_or(0),
             upstreams,
             local_ca_dir: raw.local_ca_dir.map(|dir| self.base.join(dir)),
+            admin,
             request_id_header: self.request_id_header(raw.request_id_header.as_ref()),
             access_log: self.access_log(raw.access_log.as_ref()),
             rate_zones,
@@ -1193,6 +1217,48 @@ impl Validator<'_> {
                 })
                 .collect(),
         }
+    }
+
+    /// `admin = { addr = "127.0.0.1:9090" }`: an IP and a port of its own
+    /// (not one of the `[[listen]]` addresses: metrics are not for clients).
+    fn admin(&mut self, raw: &Spanned<RawAdmin>, listeners: &[Listener]) -> Option<Admin> {
+        let Some(addr) = &raw.get_ref().addr else {
+            let addr = SocketAddr::from_str(DEFAULT_ADMIN_ADDR).ok()?;
+            return Some(Admin { addr });
+        };
+        let text = addr.get_ref().trim();
+        let Ok(parsed) = SocketAddr::from_str(text) else {
+            let help = match text.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() => format!(
+                    "the admin address needs an IP, not a host name: e.g. \"127.0.0.1:{port}\" instead of \"{host}:{port}\""
+                ),
+                _ => format!(
+                    "write it as IP:PORT, e.g. \"{DEFAULT_ADMIN_ADDR}\" (loopback: only this machine can read the metrics)"
+                ),
+            };
+            self.error(
+                addr.span(),
+                format!("`{text}` is not an IP address and port"),
+                help,
+            );
+            return None;
+        };
+        if parsed.port() != 0
+            && listeners.iter().any(|l| {
+                l.addr.port() == parsed.port()
+                    && (l.addr.ip() == parsed.ip()
+                        || l.addr.ip().is_unspecified()
+                        || parsed.ip().is_unspecified())
+            })
+        {
+            self.error(
+                addr.span(),
+                format!("the admin address `{parsed}` is also a [[listen]] address"),
+                "the admin listener needs a port of its own, e.g. \"127.0.0.1:9090\": clients must not reach the metrics",
+            );
+            return None;
+        }
+        Some(Admin { addr: parsed })
     }
 
     fn listeners(&mut self, raw: &[RawListen]) -> Vec<Listener> {
@@ -3066,5 +3132,76 @@ error: upstream `apii` is not defined
         let d = errors("[[listen]]\naddr = 127.0.0.1:8080\n");
         let at = d[0].at.as_ref().expect("position");
         assert_eq!(at.line, 2);
+    }
+
+    /// `admin` goes first in the file: top-level keys come before any [table].
+    fn with_admin(admin: &str) -> String {
+        format!("admin = {admin}\n{MINIMAL}")
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_unless_asked_for_and_loopback_by_default() {
+        let config = Config::parse(MINIMAL, "proxy.toml").expect("valid config");
+        assert_eq!(config.admin, None);
+        let config = Config::parse(&with_admin("{}"), "proxy.toml").expect("valid config");
+        assert_eq!(
+            config.admin.map(|a| a.addr.to_string()).as_deref(),
+            Some("127.0.0.1:9090")
+        );
+        let config = Config::parse(&with_admin(r#"{ addr = "127.0.0.1:0" }"#), "proxy.toml")
+            .expect("valid config");
+        assert_eq!(config.admin.map(|a| a.addr.port()), Some(0));
+        let config = Config::parse(&with_admin(r#"{ addr = "0.0.0.0:9100" }"#), "proxy.toml")
+            .expect("a non-loopback address is allowed");
+        assert_eq!(
+            config.admin.map(|a| a.addr.to_string()).as_deref(),
+            Some("0.0.0.0:9100")
+        );
+    }
+
+    #[test]
+    fn an_admin_host_name_is_refused_with_the_ip_to_write() {
+        let d = errors(&with_admin(r#"{ addr = "localhost:9090" }"#));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].message,
+            "`localhost:9090` is not an IP address and port"
+        );
+        assert_eq!(
+            d[0].help.as_deref(),
+            Some(
+                "the admin address needs an IP, not a host name: e.g. \"127.0.0.1:9090\" instead of \"localhost:9090\""
+            )
+        );
+        let at = d[0].at.as_ref().expect("position");
+        assert_eq!((at.line, at.column), (1, 18));
+        let d = errors(&with_admin(r#"{ addr = "9090" }"#));
+        assert!(
+            d[0].help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("write it as IP:PORT")),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn the_admin_listener_needs_a_port_of_its_own() {
+        let d = errors(&with_admin(r#"{ addr = "127.0.0.1:8080" }"#));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].message,
+            "the admin address `127.0.0.1:8080` is also a [[listen]] address"
+        );
+        let d = errors(&with_admin(r#"{ addr = "0.0.0.0:8080" }"#));
+        assert_eq!(d.len(), 1, "every interface includes the listener's: {d:?}");
+    }
+
+    #[test]
+    fn admin_settings_are_checked_by_name() {
+        let d = errors(&with_admin(r#"{ address = "127.0.0.1:9090" }"#));
+        assert!(d[0].message.contains("unknown field `address`"), "{}", d[0]);
+        let d = errors(&with_admin("true"));
+        assert!(d[0].message.contains("invalid type"), "{}", d[0]);
     }
 }

@@ -37,6 +37,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod cache;
@@ -51,6 +52,7 @@ pub mod limit;
 pub mod lint;
 pub mod local_ca;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod request_id;
 pub mod rewrite;

@@ -28,7 +28,8 @@
 //!    and gets the proxy's added headers ([`add_hsts`], [`add_cors`],
 //!    [`add_cache_status`], [`add_response_headers`]: the request id and
 //!    `response_headers` rules, [`add_trace`]);
-//! 8. [`log_access`]: one line per request.
+//! 8. [`record_metrics`]: the request is counted for `/metrics`;
+//!    [`log_access`]: one line per request.
 //!
 //! Every failure on the way is a [`ProxyError`], and [`fail_to_proxy`] is the one
 //! place that turns it into a response (502/504 with `Proxy-Status`).
@@ -91,6 +92,8 @@ pub struct Snapshot {
     pub conn_zones: Vec<Arc<ConnLimitZone>>,
     /// One store per `[cache_zones.NAME]`, in the order of `config.cache_zones`.
     pub cache_zones: Vec<Arc<crate::cache::Zone>>,
+    /// Its metrics series, resolved by server and route (see [`crate::metrics`]).
+    pub metrics: crate::metrics::SnapshotMetrics,
 }
 
 /// What the proxy knows about the connection a request came on.
@@ -174,7 +177,12 @@ impl Snapshot {
         let old_rates = previous.map(|s| (&s.config.rate_zones[..], &s.rate_zones[..]));
         let old_conns = previous.map(|s| (&s.config.conn_zones[..], &s.conn_zones[..]));
         let old_caches = previous.map(|s| (&s.config.cache_zones[..], &s.cache_zones[..]));
+        // The counters go on from where the previous configuration left them.
+        let metrics = previous
+            .map(|s| s.metrics.shared.clone())
+            .unwrap_or_default();
         Snapshot {
+            metrics: crate::metrics::SnapshotMetrics::new(metrics, &config),
             router: Router::new(&config),
             upstreams: config
                 .upstreams
@@ -253,6 +261,11 @@ impl Proxy {
         self.state.load_full()
     }
 
+    /// The proxy's metrics, kept across reloads (see [`crate::metrics`]).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.state.load().metrics.shared.clone()
+    }
+
     /// Handles one request from arrival to the response head; the body then
     /// streams on its own. Never fails: every error becomes a response.
     pub async fn handle_request(
@@ -305,6 +318,7 @@ impl Proxy {
         add_cache_status(&ctx, &mut response);
         add_response_headers(&snapshot, &mut ctx, &mut response);
         add_trace(&ctx, &mut response);
+        record_metrics(&snapshot, &ctx, &response);
         log_access(&snapshot, &ctx, &mut response);
         response
     }
@@ -1487,6 +1501,15 @@ pub fn add_response_headers(
 /// still streaming from the upstream, is not touched.
 pub fn add_trace(ctx: &RequestCtx, response: &mut Response<ProxyBody>) {
     ctx.trace.write_headers(response.headers_mut());
+}
+
+/// Step 7, first: counts the request in the metrics that `GET /metrics` on
+/// the admin listener shows ([`crate::metrics`]): its status class and time
+/// to the response head by server and route, and a limit's refusal, the
+/// cache's result or an upstream failure when there was one. A few atomic
+/// adds: the series were looked up when the configuration was compiled.
+pub fn record_metrics(snapshot: &Snapshot, ctx: &RequestCtx, response: &Response<ProxyBody>) {
+    crate::metrics::record(snapshot, ctx, response);
 }
 
 /// Last: one access-log line per request, written when the answer's body

@@ -22,6 +22,10 @@
 //! keeps serving), and the ones gone from the config stop accepting. Requests
 //! in flight finish on the configuration they started with.
 //!
+//! With `admin` set, [`ProxyServer::bind`] also opens the admin listener
+//! ([`crate::admin`]: `/metrics`, `/health`); it is kept as it is across
+//! reloads.
+//!
 //! Shutdown is graceful: when the `shutdown` future completes, the listeners
 //! close, idle keep-alive connections are closed, and requests in flight get
 //! `shutdown_timeout` ([`SHUTDOWN_GRACE`] by default) to finish. Open tunnels are not waited for: they end
@@ -67,6 +71,17 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin listener's address could not be opened.
+    #[error(
+        "cannot open the admin listener on {addr}: {source}; pick another port in `admin = {{ addr = ... }}`"
+    )]
+    AdminBind {
+        /// The address from the config.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The local CA for `auto_local` certificates could not be used.
     #[error("cannot issue auto_local certificates: {0}")]
     LocalCa(#[from] CaError),
@@ -100,6 +115,8 @@ pub struct ProxyServer {
     /// The certificates TLS listeners present; replaced on reload.
     tls: Arc<ArcSwapOption<TlsAcceptor>>,
     proxy: Arc<Proxy>,
+    /// The admin listener (`/metrics`, `/health`), when `admin` is set.
+    admin: Option<TcpListener>,
     reloads: mpsc::Receiver<ReloadRequest>,
     reload_sender: mpsc::Sender<ReloadRequest>,
 }
@@ -165,6 +182,7 @@ impl std::fmt::Debug for ProxyServer {
         f.debug_struct("ProxyServer")
             .field("tls", &tls)
             .field("listeners", &listeners)
+            .field("admin", &self.admin_addr())
             .finish_non_exhaustive()
     }
 }
@@ -191,9 +209,14 @@ impl ProxyServer {
             let socket = bind(listener).await?;
             listeners.push((configured, socket));
         }
+        let admin = match &config.admin {
+            Some(admin) => Some(bind_admin(admin.addr).await?),
+            None => None,
+        };
         let (reload_sender, reloads) = mpsc::channel(4);
         Ok(ProxyServer {
             listeners,
+            admin,
             tls: Arc::new(ArcSwapOption::from(acceptor.map(Arc::new))),
             proxy: Arc::new(Proxy::with_resolver(config, resolver)),
             reloads,
@@ -214,6 +237,11 @@ impl ProxyServer {
             .iter()
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
+    }
+
+    /// The admin listener's bound address (port 0 resolved), if `admin` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The URLs of the listeners, `http://` or `https://` as they speak.
@@ -240,10 +268,16 @@ impl ProxyServer {
             listeners,
             tls,
             proxy,
+            admin,
             mut reloads,
             reload_sender,
         } = self;
         drop(reload_sender);
+        // The admin listener lives as long as the server, across reloads.
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin_task = admin.map(|listener| {
+            tokio::spawn(crate::admin::serve(listener, proxy.clone(), admin_stopped))
+        });
         let snapshot = proxy.snapshot();
         let http = http_builder(&ConnTimeouts {
             header: snapshot.config.client_header_timeout,
@@ -278,6 +312,10 @@ impl ProxyServer {
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         for accept_loop in accepting {
             accept_loop.stop().await;
+        }
+        let _ = stop_admin.send(true);
+        if let Some(task) = admin_task {
+            let _ = task.await;
         }
         let grace = serving.proxy.snapshot().config.shutdown_timeout;
         // The accept loops are gone, and with them every other handle.
@@ -344,6 +382,20 @@ async fn bind(listener: &mut Listener) -> Result<TcpListener, StartError> {
     if let Ok(bound) = socket.local_addr() {
         listener.addr = bound;
     }
+    Ok(socket)
+}
+
+/// Opens the admin listener; a warning when it is reachable from other
+/// machines, since it shows the proxy's internals.
+async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::AdminBind { addr, source })?;
+    let bound = socket.local_addr().unwrap_or(addr);
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%bound, "the admin listener is reachable from other machines: /metrics shows routes and upstream servers; use a loopback address (127.0.0.1) unless a firewall guards it");
+    }
+    tracing::info!("admin listener (/metrics, /health) on http://{bound}");
     Ok(socket)
 }
 
@@ -427,6 +479,12 @@ async fn reload(
             }
         }
     }
+    let admin_before = serving.proxy.snapshot().config.admin.clone();
+    if config.admin != admin_before {
+        tracing::warn!(
+            "`admin` changed: the admin listener stays as it was until the proxy restarts"
+        );
+    }
     serving.tls.store(acceptor.map(Arc::new));
     serving.proxy.reload(config);
     serving
@@ -476,7 +534,10 @@ fn serve_connection(
     let http = serving.http.load_full();
     let watcher = serving.graceful.watcher();
     let mut cut_off = serving.cut_off.subscribe();
+    let open = proxy.metrics().connection_opened();
     let serve = async move {
+        // Counted as open until this task ends (the connection is closed).
+        let _open = open;
         let conn = ConnInfo {
             client,
             local,
