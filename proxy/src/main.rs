@@ -5,6 +5,7 @@
 //! proxy check --config proxy.toml    # validate only, like `nginx -t`
 //! proxy cert init                    # make the local CA (once)
 //! proxy cert issue app.localhost     # a certificate signed by it, like mkcert
+//! proxy import-nginx nginx.conf      # an nginx config as TOML (stdout), warnings on stderr
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,16 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Translate an nginx configuration into this proxy's TOML (stdout), with
+    /// a warning on stderr for everything that differs.
+    ImportNginx {
+        /// The nginx configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the TOML here instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// The local certificate authority, for HTTPS on your machine.
     #[command(subcommand)]
@@ -79,6 +90,7 @@ fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Cert(command)), _) => cert(command),
         (Some(Command::HashPassword { cost }), _) => hash_password(cost),
+        (Some(Command::ImportNginx { file, out }), _) => import_nginx(&file, out.as_deref()),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!(
@@ -200,6 +212,49 @@ fn cert(command: CertCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_nginx(file: &Path, out: Option<&Path>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("proxy: cannot read {}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = file.display().to_string();
+    let imported = match proxy::nginx::import(&text, &name) {
+        Ok(imported) => imported,
+        Err(err) => {
+            eprintln!("{name}:{}: error: {}", err.line, err.message);
+            eprintln!("proxy: {name} is not a valid nginx configuration; nothing was written");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &imported.warnings {
+        eprintln!(
+            "{}",
+            proxy::nginx::Located {
+                file: &name,
+                warning
+            }
+        );
+    }
+    match out {
+        None => print!("{}", imported.toml),
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, &imported.toml) {
+                eprintln!("proxy: cannot write {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!(
+                "proxy: wrote {}; check it with `proxy check --config {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn hash_password(cost: u32) -> ExitCode {
