@@ -2395,3 +2395,163 @@ pub fn translate(tree: &[Directive], file: &str) -> (String, Vec<Warning>) {
     warnings.sort_by_key(|w| w.line);
     (toml, warnings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nginx::import;
+
+    fn run(text: &str) -> (String, Vec<Warning>) {
+        let imported = import(text, "t.conf").expect("parses");
+        (imported.toml, imported.warnings)
+    }
+
+    fn said(warnings: &[Warning], line: usize, text: &str) -> bool {
+        warnings
+            .iter()
+            .any(|w| w.line == line && w.message.contains(text))
+    }
+
+    const SERVER: &str = "server {\n listen 8080;\n location / { proxy_pass http://app; proxy_set_header Host $host; }\n}\n";
+
+    #[test]
+    fn upstream_options_and_balancers_translate() {
+        let (toml, warnings) = run(&format!(
+            "upstream app {{\n least_conn;\n server a:1 weight=3 max_fails=2 fail_timeout=5;\n server b:2;\n keepalive 16;\n}}\n{SERVER}"
+        ));
+        assert!(toml.contains("balance = \"least_conn\""), "{toml}");
+        assert!(toml.contains("\"a:1 weight=3\","), "{toml}");
+        assert!(toml.contains("max_fails = 2"), "{toml}");
+        assert!(toml.contains("fail_timeout = \"5s\""), "{toml}");
+        assert!(said(&warnings, 5, "always pooled"));
+        let (toml, warnings) = run(&format!(
+            "upstream app {{ ip_hash; server a:1; }}\n{SERVER}"
+        ));
+        assert!(toml.contains("balance = \"hash\"") && toml.contains("hash_key = \"client_ip\""));
+        assert!(said(&warnings, 1, "first three bytes"));
+        let (toml, _) = run(&format!(
+            "upstream app {{ hash $http_x_user consistent; server a:1; }}\n{SERVER}"
+        ));
+        assert!(toml.contains("hash_key = \"header:X-User\""), "{toml}");
+    }
+
+    #[test]
+    fn one_main_server_with_backups_becomes_first() {
+        let (toml, _) = run(&format!(
+            "upstream app {{ server a:1; server b:2 backup; }}\n{SERVER}"
+        ));
+        assert!(toml.contains("balance = \"first\""), "{toml}");
+        let (toml, warnings) = run(&format!(
+            "upstream app {{ server a:1; server c:3; server b:2 backup; }}\n{SERVER}"
+        ));
+        assert!(toml.contains("# \"b:2\""), "{toml}");
+        assert!(said(&warnings, 1, "backup server `b:2`"));
+    }
+
+    #[test]
+    fn limits_and_their_status_translate() {
+        let (toml, _) = run(
+            "limit_req_zone $binary_remote_addr zone=one:10m rate=5r/s;\nlimit_conn_zone $binary_remote_addr zone=addr:10m;\nserver {\n listen 80;\n limit_req zone=one burst=5 nodelay;\n limit_req_status 429;\n limit_conn addr 10;\n location / { proxy_pass http://a:1; limit_req zone=one delay=2; }\n}\n",
+        );
+        assert!(
+            toml.contains(
+                "limit_req = { zone = \"one\", burst = 5, nodelay = true, status = 429 }"
+            ),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("limit_conn = { zone = \"addr\", max = 10 }"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("limit_req = { zone = \"one\", delay = 2, status = 429 }"),
+            "{toml}"
+        );
+    }
+
+    #[test]
+    fn headers_follow_nginx_inheritance() {
+        let (toml, warnings) = run(
+            "server {\n listen 80;\n add_header X-Frame-Options DENY always;\n location / { proxy_pass http://a:1; }\n location /api/ {\n  proxy_pass http://a:1/;\n  add_header X-Api yes;\n  proxy_hide_header Server;\n  proxy_set_header X-Client \"$remote_addr via $scheme\";\n  proxy_set_header X-Odd $cookie_x;\n }\n}\n",
+        );
+        assert!(
+            toml.contains("response_headers = { add = { \"X-Frame-Options\" = \"DENY\" } }"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("add = { \"X-Api\" = \"yes\" }, remove = [\"Server\"]"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("\"X-Client\" = \"$remote_addr via $scheme\""),
+            "{toml}"
+        );
+        assert!(said(&warnings, 7, "nginx quirk"));
+        assert!(said(&warnings, 10, "`$cookie_x` is not known"));
+        assert!(toml.contains("strip_prefix = true"));
+    }
+
+    #[test]
+    fn returns_rewrites_and_redirects_translate() {
+        let (toml, warnings) = run(
+            "server {\n listen 80;\n rewrite ^/old/(.*)$ /new/$1 last;\n rewrite ^/blog/(\\d+)$ /posts/$1 permanent;\n location = /health { return 200 ok; }\n location /moved/ { return 301 https://example.com$request_uri; }\n location /x/ { proxy_pass http://a:1/v1/; rewrite ^/x/(.*)$ /y/$1 last; }\n location ~ \\.php$ { proxy_pass http://a:1; }\n}\n",
+        );
+        assert!(
+            toml.contains("{ from = \"^/old/(.*)$\", to = \"/new/$1\" }"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("to = \"/posts/$1\", redirect = 301"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains(
+                "path = \"/health\"\nexact = true\nreturn = { status = 200, body = \"ok\" }"
+            ),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("to = \"https://example.com$1\", redirect = 301"),
+            "{toml}"
+        );
+        assert!(toml.contains("replace_prefix = \"/v1/\""), "{toml}");
+        assert!(said(&warnings, 7, "does not route a request again"));
+        assert!(said(&warnings, 8, "regex locations are not supported"));
+    }
+
+    #[test]
+    fn gzip_cache_timeouts_auth_and_access_translate() {
+        let (toml, warnings) = run(
+            "worker_processes 4;\nhttp {\n gzip on;\n gzip_types application/json;\n gzip_min_length 256;\n keepalive_timeout 65;\n proxy_cache_path /var/cache keys_zone=pages:10m max_size=1g;\n server {\n  listen 80;\n  client_max_body_size 10M;\n  allow 10.0.0.0/8;\n  deny all;\n  location / {\n   proxy_pass http://a:1;\n   proxy_cache pages;\n   proxy_cache_valid 200 10m;\n   proxy_read_timeout 90;\n   auth_basic \"admin\";\n   auth_basic_user_file /etc/htpasswd;\n  }\n }\n}\n",
+        );
+        assert!(toml.contains("workers = 4"));
+        assert!(toml.contains("keepalive_timeout = \"65s\""));
+        assert!(toml.contains("compress = { algorithms = [\"gzip\"], types = [\"text/html\", \"application/json\"], min_length = 256 }"), "{toml}");
+        assert!(
+            toml.contains("[cache_zones.pages]\nmax_size = \"1g\""),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("cache = { zone = \"pages\", default_ttl = \"10m\" }"),
+            "{toml}"
+        );
+        assert!(toml.contains("read_timeout = \"90s\""), "{toml}");
+        assert!(toml.contains("max_body_size = \"10m\""));
+        assert!(toml.contains("access = [\"allow 10.0.0.0/8\", \"deny all\"]"));
+        assert!(toml.contains("# basic_auth = "), "{toml}");
+        assert!(said(&warnings, 18, "proxy hash-password"));
+        assert!(said(&warnings, 17, "[upstreams.a]"));
+    }
+
+    #[test]
+    fn unknown_directives_and_logs_are_warned() {
+        let (_, warnings) = run(
+            "error_log /var/log/x;\nhttp {\n access_log off;\n include conf.d/*.conf;\n sendfile on;\n frobnicate 1;\n}\n",
+        );
+        assert!(said(&warnings, 1, "not translated yet"));
+        assert!(said(&warnings, 3, "not translated yet"));
+        assert!(said(&warnings, 4, "is not followed"));
+        assert!(said(&warnings, 5, "not needed"));
+        assert!(said(&warnings, 6, "`frobnicate` has no equivalent"));
+    }
+}
