@@ -42,15 +42,28 @@ fn localised(toml: &str, hosts: &[(&str, String)]) -> String {
     toml
 }
 
-#[test]
-fn every_fixture_imports_into_a_valid_config() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, _) = proxy::local_ca::LocalCa::open_or_create(dir.path()).expect("CA");
+/// Tutorial C's TOML with its certificate paths replaced by a certificate
+/// for apiclub.com, made in `dir` (nginx's paths do not exist here).
+fn with_test_certificate(toml: &str, dir: &Path) -> String {
+    let (ca, _) = proxy::local_ca::LocalCa::open_or_create(dir).expect("CA");
     let (cert, key) = ca
         .issue(&["apiclub.com".to_owned()])
         .expect("issue")
-        .write(dir.path(), "apiclub.com")
+        .write(dir, "apiclub.com")
         .expect("write");
+    toml.replace(
+        "/etc/nginx/certs/apiclub.com.pem",
+        &cert.display().to_string(),
+    )
+    .replace(
+        "/etc/nginx/certs/apiclub.com-key.pem",
+        &key.display().to_string(),
+    )
+}
+
+#[test]
+fn every_fixture_imports_into_a_valid_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut names: Vec<_> = std::fs::read_dir(fixture(""))
         .expect("fixtures")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -60,16 +73,7 @@ fn every_fixture_imports_into_a_valid_config() {
     assert!(names.len() >= 5, "{names:?}");
     for name in names {
         let imported = import(&name);
-        let toml = imported
-            .toml
-            .replace(
-                "/etc/nginx/certs/apiclub.com.pem",
-                &cert.display().to_string(),
-            )
-            .replace(
-                "/etc/nginx/certs/apiclub.com-key.pem",
-                &key.display().to_string(),
-            );
+        let toml = with_test_certificate(&imported.toml, dir.path());
         if let Err(errors) = proxy::Config::parse(&toml, &name) {
             panic!("{name} imported into an invalid config:\n{errors}\n{toml}");
         }
@@ -106,6 +110,103 @@ fn tutorial_c_becomes_an_https_server_with_a_redirect() {
         "{:?}",
         imported.warnings
     );
+}
+
+#[tokio::test]
+async fn the_imported_tutorial_c_proxies_https_and_redirects_plain_http() {
+    let api = echo_upstream("api_server").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = with_test_certificate(
+        &localised(
+            &import("c-api-club-tls.conf").toml,
+            &[("api_server:8000", api.addr.to_string())],
+        ),
+        dir.path(),
+    );
+    let proxy = start_proxy(&toml).await;
+
+    // HTTPS on the first listener (nginx's `listen 443 ssl`), trusting the test CA.
+    let root = std::fs::read(
+        proxy::local_ca::LocalCa::open_or_create(dir.path())
+            .expect("CA")
+            .0
+            .root_cert_path(),
+    )
+    .expect("root certificate");
+    let (status, upstream, body) = https_get(proxy.addrs[0], "apiclub.com", &root, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream, "api_server");
+    let echo = json(&body);
+    assert_eq!(echo["uri"], "/");
+    assert_eq!(seen_header(&echo, "x-forwarded-proto"), Some("https"));
+
+    // The second listener is nginx's `listen 80 default_server`.
+    let plain = proxy.addrs[1];
+    let (response, _) = get(&client(), plain, "apiclub.com", "/status?x=1").await;
+    assert_eq!(response.status(), 301);
+    let https_port = proxy.addrs[0].port();
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://apiclub.com:{https_port}/status?x=1").as_str()
+    );
+    // Any other name gets the redirect too: the server is the default.
+    let (response, _) = get(&client(), plain, "other.example", "/").await;
+    assert_eq!(response.status(), 301);
+}
+
+/// `GET https://{name}{path}` over HTTP/1.1, trusting `root_pem`: the
+/// status, the `x-upstream` header and the body.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    name: &str,
+    root_pem: &[u8],
+    path: &str,
+) -> (u16, String, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem) {
+        roots.add(cert.expect("pem")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let server_name =
+        rustls::pki_types::ServerName::try_from(name.to_owned()).expect("server name");
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header("host", name)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let upstream = response
+        .headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, upstream, body)
 }
 
 #[test]

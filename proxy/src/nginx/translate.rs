@@ -130,6 +130,8 @@ struct ServerOut {
     line: usize,
     names: Vec<String>,
     names_source: Option<String>,
+    /// The `server_name` line.
+    names_line: usize,
     catch_all: bool,
     default: Option<String>,
     listens: Vec<Listen>,
@@ -619,7 +621,6 @@ impl Translator {
             ));
         }
         self.req_zones.push((name, d.line, lines));
-        let _ = d;
     }
 
     fn limit_conn_zone(&mut self, d: &Directive) {
@@ -914,6 +915,7 @@ impl Translator {
             line: d.line,
             names: Vec::new(),
             names_source: None,
+            names_line: d.line,
             catch_all: false,
             default: None,
             listens: Vec::new(),
@@ -1059,6 +1061,7 @@ impl Translator {
 
     fn server_names(&mut self, server: &mut ServerOut, d: &Directive) {
         server.names_source = Some(self.src(d));
+        server.names_line = d.line;
         for name in &d.args {
             let name = name.to_ascii_lowercase();
             if name == "_" || name.is_empty() {
@@ -1088,13 +1091,7 @@ impl Translator {
             } else {
                 names.push(name);
             }
-            for name in names {
-                if self.used_names.insert(name.clone()) {
-                    server.names.push(name);
-                } else {
-                    self.warn(d.line, format!("server name `{name}` is already used by an earlier server: nginx ignores this one too"));
-                }
-            }
+            server.names.extend(names);
         }
     }
 
@@ -1433,7 +1430,7 @@ impl Translator {
                 rest.iter().map(|r| r.source.clone()).collect(),
             ));
         }
-        route.lines.extend(self.request_lines(&scope, pass.line));
+        route.lines.extend(self.request_lines(&scope));
         route
             .lines
             .extend(self.response_lines(&scope, server_scope));
@@ -1537,9 +1534,11 @@ impl Translator {
         match host.map(|h| h.value.1.as_str()) {
             Some("$host" | "$http_host") => {}
             Some("$proxy_host") | None => {
-                route
-                    .lines
-                    .push(Line::new("preserve_host", "false".into(), vec![]));
+                route.lines.push(Line::new(
+                    "preserve_host",
+                    "false".into(),
+                    vec!["nginx's default: Host is the proxy_pass host ($proxy_host)".into()],
+                ));
                 self.note(d.line, "nginx sends the upstream's own name as Host ($proxy_host) unless `proxy_set_header Host $host`; written preserve_host = false to match (the proxy's default is the client's Host)");
             }
             Some(_) => {}
@@ -1563,7 +1562,7 @@ impl Translator {
     }
 
     /// `proxy_set_header` lines -> preserve_host and `request_headers`.
-    fn request_lines(&mut self, scope: &Scope, _pass_line: usize) -> Vec<Line> {
+    fn request_lines(&mut self, scope: &Scope) -> Vec<Line> {
         let mut set = BTreeMap::new();
         let mut remove = Vec::new();
         let mut sources = Vec::new();
@@ -1575,10 +1574,8 @@ impl Translator {
                     if !matches!(value.as_str(), "$host" | "$http_host" | "$proxy_host")
                         && let Some(value) = self.template(h.line, value)
                     {
-                        {
-                            set.insert(name.clone(), value);
-                            sources.push(h.source.clone());
-                        }
+                        set.insert(name.clone(), value);
+                        sources.push(h.source.clone());
                     }
                 }
                 "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => self.note(
@@ -1618,12 +1615,10 @@ impl Translator {
             && !server_scope.add_headers.is_empty()
             && let Some(first) = scope.add_headers.first()
         {
-            {
-                self.note(first.line, format!(
-                    "nginx quirk: a location with add_header of its own drops every add_header of its server (line {}); the route gets only these, as nginx sends",
-                    server_scope.add_headers[0].line
-                ));
-            }
+            self.note(first.line, format!(
+                "nginx quirk: a location with add_header of its own drops every add_header of its server (line {}); the route gets only these, as nginx sends",
+                server_scope.add_headers[0].line
+            ));
         }
         for h in &scope.add_headers {
             let (name, value, always) = &h.value;
@@ -1875,6 +1870,21 @@ impl Translator {
     }
 
     fn finish_servers(&mut self) {
+        // A name belongs to one server (nginx warns and ignores the others).
+        for server in &mut self.servers {
+            let names = std::mem::take(&mut server.names);
+            for name in names {
+                if self.used_names.insert(name.clone()) {
+                    server.names.push(name);
+                } else {
+                    self.warnings.push(Warning {
+                        line: server.names_line,
+                        severity: Severity::Warning,
+                        message: format!("server name `{name}` is already used by an earlier server: nginx ignores this one too"),
+                    });
+                }
+            }
+        }
         let mut default_seen = false;
         for server in &mut self.servers {
             if server.default.is_some() {
@@ -1964,10 +1974,8 @@ impl Translator {
                     .any(|r| r.lines.iter().any(|l| l.key == "max_body_size"))
         }) && let Some(first) = self.servers.first()
         {
-            {
-                let line = first.line;
-                self.warnings.push(Warning { line, severity: Severity::Note, message: "nginx refuses request bodies over 1 MiB by default (client_max_body_size); the proxy has no limit unless max_body_size is set".into() });
-            }
+            let line = first.line;
+            self.warnings.push(Warning { line, severity: Severity::Note, message: "nginx refuses request bodies over 1 MiB by default (client_max_body_size); the proxy has no limit unless max_body_size is set".into() });
         }
     }
 
@@ -1975,7 +1983,10 @@ impl Translator {
         let mut out = String::new();
         let _ = writeln!(out, "# Imported from {file} by `proxy import-nginx`.");
         out.push_str("# Each setting names the nginx line it came from; read the warnings too.\n");
-        out.push_str("# Check it with `proxy check --config FILE`.\n\n");
+        out.push_str("# Check it with `proxy check --config FILE`.\n");
+        if !self.top.is_empty() || !self.trusted_proxies.is_empty() {
+            out.push('\n');
+        }
         for line in &self.top {
             write_line(&mut out, line, file);
         }
@@ -2541,6 +2552,71 @@ mod tests {
         assert!(toml.contains("# basic_auth = "), "{toml}");
         assert!(said(&warnings, 18, "proxy hash-password"));
         assert!(said(&warnings, 17, "[upstreams.a]"));
+    }
+
+    #[test]
+    fn a_server_level_https_redirect_merges_into_the_tls_server() {
+        let (toml, warnings) = run(
+            "server {\n listen 80;\n server_name a.com;\n return 308 https://$host$request_uri;\n}\nserver {\n listen 443 ssl;\n server_name a.com;\n ssl_certificate a.pem;\n ssl_certificate_key a-key.pem;\n location / { proxy_pass http://x:1; proxy_set_header Host $host; }\n}\n",
+        );
+        assert_eq!(toml.matches("[[servers]]").count(), 1, "{toml}");
+        assert!(toml.contains("redirect_https = true"), "{toml}");
+        assert!(toml.contains("redirect_status = 308"), "{toml}");
+        assert!(
+            toml.contains("tls = { cert = \"a.pem\", key = \"a-key.pem\" }"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("addr = \"0.0.0.0:80\"")
+                && toml.contains("addr = \"0.0.0.0:443\"")
+                && toml.contains("\ntls = true\n")
+        );
+        assert!(said(&warnings, 9, "relative paths"));
+
+        let (toml, warnings) =
+            run("server {\n listen 80;\n return 301 https://$host$request_uri;\n}\n");
+        assert!(toml.contains("return = { status = 404 }"), "{toml}");
+        assert!(said(&warnings, 3, "no `ssl` server"));
+    }
+
+    /// The pairs `lab/tests/nginx_parity.rs` proves behave alike against a
+    /// real nginx: the import must write the same TOML for them.
+    #[test]
+    fn the_import_agrees_with_the_nginx_parity_pairs() {
+        let pairs = [
+            ("limit_req zone=one;", r#"limit_req = { zone = "one" }"#),
+            (
+                "limit_req zone=one burst=5 nodelay;",
+                r#"limit_req = { zone = "one", burst = 5, nodelay = true }"#,
+            ),
+            (
+                "limit_req zone=one burst=5;",
+                r#"limit_req = { zone = "one", burst = 5 }"#,
+            ),
+            (
+                "limit_req zone=one burst=5 delay=2;",
+                r#"limit_req = { zone = "one", burst = 5, delay = 2 }"#,
+            ),
+            (
+                "limit_req zone=one;\nlimit_req_status 429;",
+                r#"limit_req = { zone = "one", status = 429 }"#,
+            ),
+            (
+                "limit_conn addr 1;",
+                r#"limit_conn = { zone = "addr", max = 1 }"#,
+            ),
+            ("client_max_body_size 10;", r#"max_body_size = "10""#),
+            (
+                "allow 10.0.0.0/8;\ndeny all;",
+                r#"access = ["allow 10.0.0.0/8", "deny all"]"#,
+            ),
+        ];
+        for (nginx, ours) in pairs {
+            let (toml, _) = run(&format!(
+                "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\nlimit_conn_zone $binary_remote_addr zone=addr:1m;\nserver {{\nlisten 80;\n{nginx}\nlocation / {{ proxy_pass http://a:1; }}\n}}\n"
+            ));
+            assert!(toml.contains(ours), "{nginx} -> {toml}");
+        }
     }
 
     #[test]
