@@ -699,7 +699,7 @@ impl Translator {
                     let mut entry = address.clone();
                     let mut backup = false;
                     let mut down = false;
-                    for option in &s.args[1..] {
+                    for option in s.args.iter().skip(1) {
                         if let Some(weight) = option.strip_prefix("weight=") {
                             if weight != "1" {
                                 let _ = write!(entry, " weight={weight}");
@@ -1038,7 +1038,7 @@ impl Translator {
             format!("{address}:80")
         };
         let mut tls = false;
-        for option in &d.args[1..] {
+        for option in d.args.iter().skip(1) {
             match option.as_str() {
                 "ssl" => tls = true,
                 "default_server" | "default" => server.default = Some(self.src(d)),
@@ -2616,6 +2616,83 @@ mod tests {
                 "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\nlimit_conn_zone $binary_remote_addr zone=addr:1m;\nserver {{\nlisten 80;\n{nginx}\nlocation / {{ proxy_pass http://a:1; }}\n}}\n"
             ));
             assert!(toml.contains(ours), "{nginx} -> {toml}");
+        }
+    }
+
+    /// Every directive the translator knows, with no arguments and with
+    /// odd ones, in every context: warnings, never a panic.
+    #[test]
+    fn any_arguments_in_any_context_never_panic() {
+        let names = [
+            "listen",
+            "server_name",
+            "proxy_pass",
+            "return",
+            "rewrite",
+            "proxy_set_header",
+            "add_header",
+            "proxy_hide_header",
+            "limit_req",
+            "limit_req_status",
+            "limit_conn",
+            "limit_conn_status",
+            "limit_req_zone",
+            "limit_conn_zone",
+            "client_max_body_size",
+            "allow",
+            "deny",
+            "auth_basic",
+            "auth_basic_user_file",
+            "gzip",
+            "gzip_types",
+            "gzip_min_length",
+            "gzip_comp_level",
+            "proxy_cache_path",
+            "proxy_cache",
+            "proxy_cache_valid",
+            "proxy_connect_timeout",
+            "proxy_read_timeout",
+            "ssl_certificate",
+            "ssl_certificate_key",
+            "worker_processes",
+            "keepalive_timeout",
+            "server",
+            "hash",
+            "ip_hash",
+            "least_conn",
+            "random",
+            "keepalive",
+            "include",
+            "ssl",
+        ];
+        let args = [
+            "",
+            " x",
+            " 1 2 3",
+            " $foo ${bar}x",
+            " unix:/x",
+            " [::]:80",
+            " = /x y",
+            " zone= ~ http://",
+            " https://$host$request_uri",
+        ];
+        for name in names {
+            for arg in args {
+                let d = format!("{name}{arg};");
+                for context in [
+                    d.clone(),
+                    format!("http {{ {d} }}"),
+                    format!("server {{ {d} location / {{ proxy_pass http://a:1; }} }}"),
+                    format!(
+                        "server {{ listen 443 ssl; location / {{ {d} }} location = /x {{ {d} return 200; }} }}"
+                    ),
+                    format!(
+                        "upstream u {{ {d} }} server {{ location / {{ proxy_pass http://u/; }} }}"
+                    ),
+                ] {
+                    let _ = run(&context);
+                }
+            }
         }
     }
 
