@@ -996,22 +996,26 @@ impl Translator {
             for inner in block.iter().filter(|i| i.name == "location") {
                 self.location(&mut server, inner, &scope, &scope);
             }
-            // `location / { return 301 https://$host$request_uri; }` and
-            // nothing else is the same redirect-only server.
+            // `location / { return 301 https://$host$request_uri; }` makes
+            // it a redirect-only server, whatever else it has.
             if !tls
-                && server.routes.is_empty()
-                && let [only] = block
+                && let Some(root) = block
                     .iter()
-                    .filter(|i| i.name == "location")
-                    .collect::<Vec<_>>()[..]
-                && only.arg(0) == "/"
-                && let Some(ret) = only
+                    .find(|i| i.name == "location" && i.args == ["/"])
+                && let Some(ret) = root
                     .block
                     .as_deref()
                     .and_then(|b| b.iter().find(|i| i.name == "return"))
                 && let Some(status) = https_redirect_status(ret)
             {
+                for other in block
+                    .iter()
+                    .filter(|i| i.name == "location" && i.line != root.line)
+                {
+                    self.warn(other.line, "this location is not kept: redirect_https sends every plain-HTTP request of the server to HTTPS (an ACME challenge location needs a server of its own)");
+                }
                 server.https_redirect = Some(self.at(ret, status));
+                server.routes.clear();
                 server.rewrites.clear();
             }
         }
@@ -2577,6 +2581,16 @@ mod tests {
             run("server {\n listen 80;\n return 301 https://$host$request_uri;\n}\n");
         assert!(toml.contains("return = { status = 404 }"), "{toml}");
         assert!(said(&warnings, 3, "no `ssl` server"));
+    }
+
+    #[test]
+    fn a_redirect_server_with_other_locations_still_becomes_redirect_https() {
+        let (toml, warnings) = run(
+            "server {\n listen 80;\n location /.well-known/ { proxy_pass http://acme:1; }\n location / { return 301 https://$host$request_uri; }\n}\nserver {\n listen 443 ssl;\n ssl_certificate a.pem;\n ssl_certificate_key a-key.pem;\n location / { proxy_pass http://x:1; }\n}\n",
+        );
+        assert!(toml.contains("redirect_https = true"), "{toml}");
+        assert_eq!(toml.matches("[[servers]]").count(), 1, "{toml}");
+        assert!(said(&warnings, 3, "this location is not kept"));
     }
 
     /// The pairs `lab/tests/nginx_parity.rs` proves behave alike against a
