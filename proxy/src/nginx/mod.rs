@@ -19,8 +19,9 @@
 //!
 //! Two steps, as in any compiler: [`parse`] turns the text into a tree of
 //! directives (syntax only, errors at a line), and [`translate`] walks the
-//! tree and writes TOML, with a [`Warning`] for each directive it cannot
-//! translate and each place where the behaviour differs.
+//! tree into this proxy's model, with a [`Warning`] for each directive it
+//! cannot translate and each place where the behaviour differs; its `render`
+//! part writes the TOML text.
 
 pub mod parse;
 pub mod translate;
