@@ -30,6 +30,7 @@
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
 //! - [`upgrade`]: WebSocket and other protocol switches: a 101, then a byte pipe.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
+//! - [`nginx`]: `proxy import-nginx`, an nginx config rewritten as this proxy's TOML.
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).
 //! - [`error`]: failures and the status each becomes, with `Proxy-Status`.
 //! - [`body`]: the streamed body type.
@@ -53,6 +54,7 @@ pub mod lint;
 pub mod local_ca;
 pub mod logging;
 pub mod metrics;
+pub mod nginx;
 pub mod proxy;
 pub mod request_id;
 pub mod rewrite;

@@ -8,6 +8,7 @@
 //! proxy reload --pid-file proxy.pid  # re-read the config, like `nginx -s reload` (or: kill -HUP PID)
 //! proxy cert init                    # make the local CA (once)
 //! proxy cert issue app.localhost     # a certificate signed by it, like mkcert
+//! proxy import-nginx nginx.conf      # an nginx config as TOML (stdout), warnings on stderr
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,16 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Translate an nginx configuration into this proxy's TOML (stdout), with
+    /// a warning on stderr for everything that differs.
+    ImportNginx {
+        /// The nginx configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the TOML here instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// The local certificate authority, for HTTPS on your machine.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -108,6 +119,7 @@ fn main() -> ExitCode {
         (Some(Command::Reload { pid_file, config }), _) => reload(&pid_file, config.as_deref()),
         (Some(Command::Run { config, pid_file }), _) => run(&config, pid_file.as_deref()),
         (None, Some(config)) => run(&config, None),
+        (Some(Command::ImportNginx { file, out }), _) => import_nginx(&file, out.as_deref()),
         (None, None) => {
             eprintln!(
                 "proxy: no configuration given\n  = help: proxy --config proxy.toml (see proxy/examples/)"
@@ -391,6 +403,49 @@ fn cert(command: CertCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn import_nginx(file: &Path, out: Option<&Path>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("proxy: cannot read {}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = file.display().to_string();
+    let imported = match proxy::nginx::import(&text, &name) {
+        Ok(imported) => imported,
+        Err(err) => {
+            eprintln!("{name}:{}: error: {}", err.line, err.message);
+            eprintln!("proxy: {name} is not a valid nginx configuration; nothing was written");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &imported.warnings {
+        eprintln!(
+            "{}",
+            proxy::nginx::Located {
+                file: &name,
+                warning
+            }
+        );
+    }
+    match out {
+        None => print!("{}", imported.toml),
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, &imported.toml) {
+                eprintln!("proxy: cannot write {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!(
+                "proxy: wrote {}; check it with `proxy check --config {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn hash_password(cost: u32) -> ExitCode {
