@@ -367,3 +367,56 @@ fn the_command_prints_toml_and_warnings_and_fails_on_a_syntax_error() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// Every `nginx` block quoted in docs/*.md and the README, in file order.
+fn quoted_nginx_blocks() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.sort();
+    files.push(root.join("README.md"));
+    let mut blocks = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line.trim() == "```nginx" {
+                let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+                blocks.push((file.display().to_string(), block.join("\n") + "\n"));
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_nginx_config_the_docs_quote_is_a_tested_fixture_and_imports() {
+    let fixtures: Vec<String> = [
+        "a-frontend-and-api.conf",
+        "b-fastapi-site.conf",
+        "c-api-club-tls.conf",
+        "d-round-robin.conf",
+        "e-two-services.conf",
+    ]
+    .iter()
+    .map(|name| std::fs::read_to_string(fixture(name)).expect("read fixture"))
+    .collect();
+    let blocks = quoted_nginx_blocks();
+    assert!(
+        blocks.len() >= fixtures.len(),
+        "the docs quote {} nginx configs",
+        blocks.len()
+    );
+    for (file, block) in blocks {
+        assert!(
+            fixtures.iter().any(|f| f.trim_end() == block.trim_end()),
+            "{file} quotes an nginx config that is not in tests/fixtures/nginx/:\n{block}"
+        );
+        if let Err(err) = proxy::nginx::import(&block, &file) {
+            panic!("{file}: {err}");
+        }
+    }
+}
