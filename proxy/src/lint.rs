@@ -40,6 +40,12 @@
 //!   The reverse mistake (a proxy in front, `trusted_proxies` empty, every
 //!   client counted as the one load balancer) is not linted: nothing in the
 //!   file says whether a proxy is in front.
+//! - **A limit keyed by an address header.** A zone with `key =
+//!   "header:X-Forwarded-For"` (or `X-Real-IP`, `Forwarded`, ...) counts what
+//!   the client wrote: without a proxy in front that sets it, every request
+//!   can claim a new address and is never limited. `key = "client_ip"` with
+//!   the proxy in front listed in `trusted_proxies` counts the address that
+//!   proxy reported, and only believes it from that proxy.
 //! - **HTTPS promises without a certificate.** A server with `hsts` or
 //!   `redirect_https` but no `tls` of its own is served on HTTPS with another
 //!   server's certificate (SNI falls back to the default one); when that
@@ -89,6 +95,7 @@ pub fn lint(config: &Config, text: &str, file: &str) -> Vec<Diagnostic> {
     }
     lints.retries(&raw);
     lints.trusted_proxies(&raw);
+    lints.forged_address_keys(&raw);
     lints.found
 }
 
@@ -110,6 +117,15 @@ struct Raw {
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    limit_req_zones: BTreeMap<String, RawZone>,
+    #[serde(default)]
+    limit_conn_zones: BTreeMap<String, RawZone>,
+}
+
+#[derive(Deserialize)]
+struct RawZone {
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +465,39 @@ impl Lints<'_> {
                         entry.get_ref()
                     ),
                     "list only the proxies in front of this one (your load balancer's or CDN's addresses), e.g. \"10.0.0.5\"",
+                );
+            }
+        }
+    }
+
+    /// A limit zone keyed by a header that carries a client address, which
+    /// any client can write.
+    fn forged_address_keys(&mut self, raw: &Raw) {
+        const ADDRESS_HEADERS: [&str; 5] = [
+            "x-forwarded-for",
+            "x-real-ip",
+            "forwarded",
+            "true-client-ip",
+            "cf-connecting-ip",
+        ];
+        let zones = raw
+            .limit_req_zones
+            .iter()
+            .map(|z| ("limit_req_zones", z))
+            .chain(raw.limit_conn_zones.iter().map(|z| ("limit_conn_zones", z)));
+        for (kind, (name, zone)) in zones {
+            let Some(key) = &zone.key else { continue };
+            let Some(header) = key.get_ref().trim().strip_prefix("header:") else {
+                continue;
+            };
+            if ADDRESS_HEADERS.contains(&header.trim().to_ascii_lowercase().as_str()) {
+                self.warn(
+                    key.span(),
+                    format!(
+                        "[{kind}.{name}] counts requests by `{}`, which any client can write: a client that sends a new value each time is never limited",
+                        header.trim()
+                    ),
+                    "use key = \"client_ip\", and list the proxy in front in trusted_proxies so that the address it reports is believed, from it only",
                 );
             }
         }
@@ -866,5 +915,23 @@ mod tests {
         assert!(!matches_every_path_under(&rule("^/a/(.+)$"), "/a/"));
         assert!(!matches_every_path_under(&rule("^/ab?$"), "/a/"));
         assert!(!matches_every_path_under(&rule("^/a/(.*)$"), "/b/"));
+    }
+
+    #[test]
+    fn a_limit_keyed_by_an_address_header_is_flagged_and_client_ip_is_not() {
+        let zone = |key: &str| {
+            format!(
+                "[limit_req_zones.one]\nkey = \"{key}\"\nrate = \"1r/s\"\n{APP}limit_req = {{ zone = \"one\" }}\nroutes = [{{ path = \"/\", upstream = \"api\" }}]"
+            )
+        };
+        assert_eq!(
+            warnings(&zone("header:X-Forwarded-For")),
+            [(
+                2,
+                "[limit_req_zones.one] counts requests by `X-Forwarded-For`, which any client can write: a client that sends a new value each time is never limited".to_owned()
+            )]
+        );
+        assert!(warnings(&zone("client_ip")).is_empty());
+        assert!(warnings(&zone("header:X-Api-Key")).is_empty());
     }
 }
