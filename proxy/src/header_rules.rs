@@ -86,30 +86,19 @@ pub struct TemplateError {
 impl Template {
     /// Parses `text`, finding its `$variables`.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let pieces = dollar_references(text).map_err(|UnclosedBrace| TemplateError {
+            message: format!("`${{` without a closing `}}` in `{text}`"),
+            help: "write `${name}`, or `$$` for a dollar sign".into(),
+        })?;
         let mut parts = Vec::new();
         let mut literal = String::new();
-        let mut rest = text;
-        while let Some(dollar) = rest.find('$') {
-            literal.push_str(&rest[..dollar]);
-            let after = &rest[dollar + 1..];
-            if let Some(tail) = after.strip_prefix('$') {
-                literal.push('$');
-                rest = tail;
-                continue;
-            }
-            let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
-                let Some(end) = braced.find('}') else {
-                    return Err(TemplateError {
-                        message: format!("`${{` without a closing `}}` in `{text}`"),
-                        help: "write `${name}`, or `$$` for a dollar sign".into(),
-                    });
-                };
-                (&braced[..end], &braced[end + 1..])
-            } else {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], &after[end..])
+        for piece in pieces {
+            let name = match piece {
+                Piece::Text(text) => {
+                    literal.push_str(text);
+                    continue;
+                }
+                Piece::Name(name) => name,
             };
             let Some(&(_, var)) = Var::ALL.iter().find(|(n, _)| *n == name) else {
                 let known: Vec<String> = Var::ALL.iter().map(|(n, _)| format!("${n}")).collect();
@@ -129,9 +118,7 @@ impl Template {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
             }
             parts.push(Part::Var(var));
-            rest = tail;
         }
-        literal.push_str(rest);
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
         }
@@ -181,6 +168,58 @@ impl fmt::Display for Template {
         }
         Ok(())
     }
+}
+
+/// A piece of a text that may name things with `$`: literal text, or a
+/// `$name` / `${name}` reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    /// Text as it is (`$$` gives a `$` of its own).
+    Text(&'a str),
+    /// The name after a `$` (empty for a lone `$`).
+    Name(&'a str),
+}
+
+/// A `${` without its `}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnclosedBrace;
+
+/// Splits `text` at its `$` references, with the rules header templates and
+/// `rewrite` replacements (the regex crate's) share: `$name` takes the
+/// longest run of letters, digits and `_`, `${name}` ends at `}`, and `$$`
+/// is a dollar sign.
+pub(crate) fn dollar_references(text: &str) -> Result<Vec<Piece<'_>>, UnclosedBrace> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        if dollar > 0 {
+            pieces.push(Piece::Text(&rest[..dollar]));
+        }
+        let after = &rest[dollar + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            pieces.push(Piece::Text("$"));
+            rest = tail;
+            continue;
+        }
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}').ok_or(UnclosedBrace)?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        pieces.push(Piece::Name(name));
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest));
+    }
+    Ok(pieces)
 }
 
 /// The values of the variables for one request.

@@ -80,29 +80,15 @@ pub fn apply(rules: &[RewriteRule], path: &str, query: Option<&str>) -> Option<R
 /// `1x`). Returns the message and the help.
 pub fn check_references(from: &Regex, to: &str) -> Result<(), (String, String)> {
     let groups = from.captures_len() - 1;
-    let mut rest = to;
-    while let Some(dollar) = rest.find('$') {
-        let after = &rest[dollar + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            rest = tail;
+    let pieces = crate::header_rules::dollar_references(to).map_err(|_| {
+        (
+            format!("`${{` without a closing `}}` in `{to}`"),
+            "write `${1}` or `${name}`; `$$` is a dollar sign".to_owned(),
+        )
+    })?;
+    for piece in pieces {
+        let crate::header_rules::Piece::Name(name) = piece else {
             continue;
-        }
-        let (name, tail) = match after.strip_prefix('{') {
-            Some(braced) => match braced.find('}') {
-                Some(end) => (&braced[..end], &braced[end + 1..]),
-                None => {
-                    return Err((
-                        format!("`${{` without a closing `}}` in `{to}`"),
-                        "write `${1}` or `${name}`; `$$` is a dollar sign".into(),
-                    ));
-                }
-            },
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], &after[end..])
-            }
         };
         let known = match name.parse::<usize>() {
             Ok(n) => n <= groups,
@@ -128,7 +114,6 @@ pub fn check_references(from: &Regex, to: &str) -> Result<(), (String, String)> 
                 help,
             ));
         }
-        rest = tail;
     }
     Ok(())
 }
