@@ -389,8 +389,9 @@ fn cargo_command(options: &BuildOptions) -> String {
     format!("cargo {}{release}", cargo_args(options.build).join(" "))
 }
 
-/// Runs cargo and returns each binary's path, as cargo reported it.
-fn cargo_build(options: &BuildOptions) -> Result<HashMap<String, PathBuf>, DockerError> {
+/// Runs cargo and returns each binary's path, as cargo reported it (`lab
+/// soak` uses it for the proxy binary).
+pub fn cargo_build(options: &BuildOptions) -> Result<HashMap<String, PathBuf>, DockerError> {
     let mut command = Command::new(&options.cargo);
     command
         .current_dir(&options.workspace_dir)

@@ -24,6 +24,7 @@ pub mod load;
 pub mod nginx;
 pub mod procstat;
 pub mod scenario;
+pub mod soak;
 pub mod stack;
 pub mod transcript;
 

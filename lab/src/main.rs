@@ -9,11 +9,13 @@
 //! lab images && lab scenario --all --docker   # the same, on the stack as containers
 //! lab bench              # direct, through the proxy, nginx, HAProxy: requests/s, latency, CPU, memory
 //! lab images            # build the Docker images of Docker mode (no registry needed)
+//! lab soak --release     # 5 minutes of mixed traffic, reloads and replica stops: errors, memory, fds
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lab::docker::{DockerOptions, DockerStack};
@@ -93,6 +95,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
     },
+    /// Keep the proxy binary busy with mixed traffic, reloads and replica stops; report errors, memory and file descriptors.
+    Soak {
+        /// Seconds the traffic runs (after a 2 s warm-up).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Clients sending requests at once.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Build and run the proxy with --release.
+        #[arg(long)]
+        release: bool,
+        /// Run this proxy binary instead of building one.
+        #[arg(long, value_name = "FILE")]
+        proxy_bin: Option<PathBuf>,
+    },
     /// (Used by `lab bench`.) Run its backend or its proxy; print the address; serve until stdin closes.
     #[command(hide = true)]
     BenchServe {
@@ -156,7 +173,65 @@ async fn run(command: Command) -> ExitCode {
             out,
             from: None,
         } => bench(connections, seconds, workers, idle, out).await,
+        Command::Soak {
+            seconds,
+            clients,
+            release,
+            proxy_bin,
+        } => soak(seconds, clients, release, proxy_bin).await,
         Command::BenchServe { .. } => ExitCode::FAILURE,
+    }
+}
+
+/// `lab soak`: builds the proxy binary (unless given one), runs the soak,
+/// prints the report; fails when the report names a problem.
+async fn soak(seconds: u64, clients: usize, release: bool, proxy_bin: Option<PathBuf>) -> ExitCode {
+    let proxy_bin = match proxy_bin {
+        Some(bin) => bin,
+        None => {
+            let options = lab::docker::BuildOptions {
+                release,
+                ..Default::default()
+            };
+            match lab::docker::cargo_build(&options).map(|mut bins| bins.remove("proxy")) {
+                Ok(Some(bin)) => bin,
+                Ok(None) => {
+                    eprintln!("lab: cargo built no `proxy` binary");
+                    return ExitCode::FAILURE;
+                }
+                Err(err) => {
+                    eprintln!("lab: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut options = lab::soak::SoakOptions::new(proxy_bin, Duration::from_secs(seconds));
+    options.clients = clients;
+    println!(
+        "soak: {} for {seconds} s with {clients} clients; a reload every {} s, a replica stopped every {} s for {} s",
+        options.proxy_bin.display(),
+        options.reload_every.as_secs(),
+        options.kill_every.as_secs(),
+        options.down_for.as_secs()
+    );
+    match lab::soak::run(&options).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            let problems = report.problems();
+            for problem in &problems {
+                eprintln!("lab: soak failed: {problem}");
+            }
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("lab: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
