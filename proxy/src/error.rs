@@ -358,6 +358,21 @@ mod tests {
     }
 
     #[test]
+    fn a_client_body_failure_is_the_clients_and_not_the_upstreams() {
+        let timed_out = crate::body::ClientBodyError::TimedOut(std::time::Duration::from_secs(1));
+        assert_eq!(
+            client_body_kind(&timed_out),
+            Some(ErrorKind::ClientBodyTimeout)
+        );
+        assert_eq!(ErrorKind::ClientBodyTimeout.status(), 408);
+        assert_eq!(ErrorKind::ClientBodyBroken.status(), 400);
+        assert!(!ErrorKind::ClientBodyTimeout.is_upstream_failure());
+        assert!(!ErrorKind::ClientBodyBroken.is_upstream_failure());
+        let other = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(client_body_kind(&other), None);
+    }
+
+    #[test]
     fn a_refused_connect_is_classified_as_refused() {
         let io = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(classify_connect_error(&io), ErrorKind::ConnectionRefused);

@@ -17,7 +17,8 @@
 //!   (`evil.com/x`, `a@b`, `a:80:90`), or whose absolute-form URI names
 //!   another host than its `Host` header (`GET http://a/ HTTP/1.1` with
 //!   `Host: b`: which one does each party believe?) gets 400, as RFC 9112
-//!   section 3.2 asks.
+//!   section 3.2 asks. (The router believes the URI's authority then, as
+//!   RFC 9112 section 3.2.2 says a server must.)
 
 use http::{Request, StatusCode, Version, header};
 
@@ -106,8 +107,13 @@ fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
         Some(Some(name)) => Some(name),
         None => None,
     };
+    // HTTP/2 clients put the URL's authority in `:authority` and some also
+    // send a `Host` of their own (RFC 9113 section 8.3.1 says they must
+    // not differ, but only "SHOULD" refuse): only HTTP/1's absolute form,
+    // where a client can hide one host behind the other, is refused.
     if let (Some(host), Some(authority)) = (host_name, authority_name)
         && host != authority
+        && request.version() < Version::HTTP_2
     {
         return bad("the Host header names another host than the URI");
     }
