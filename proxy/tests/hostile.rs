@@ -483,25 +483,32 @@ async fn a_client_that_vanishes_mid_download_releases_the_upstream() {
     })
     .await;
     let up = echo_upstream("app").await;
+    // One download at a time per client: a slot the cut download kept would
+    // refuse the next one with 503.
     let text = config(&[up.addr], "").replace(
         "{ path = \"/api/\", upstream = \"app\" }",
-        "{ path = \"/api/\", upstream = \"endless\" }",
-    ) + &format!("\n[upstreams.endless]\nservers = [\"{endless}\"]\n");
+        "{ path = \"/api/\", upstream = \"endless\", limit_conn = { zone = \"addr\", max = 1 } }",
+    ) + &format!(
+        "\n[upstreams.endless]\nservers = [\"{endless}\"]\n\n[limit_conn_zones.addr]\nkey = \"client_ip\"\n"
+    );
     let proxy = start_proxy(&text).await;
-    let mut client_side = TcpStream::connect(proxy.addr).await.expect("connect");
-    client_side
-        .write_all(b"GET /api/big HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 4096];
-    let n = client_side.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    drop(client_side);
-    tokio::time::timeout(Duration::from_secs(3), done.recv())
-        .await
-        .expect("the upstream connection was closed")
-        .expect("a signal");
-    others_are_served(proxy.addr).await;
+    for _ in 0..2 {
+        let mut client_side = TcpStream::connect(proxy.addr).await.expect("connect");
+        client_side
+            .write_all(b"GET /api/big HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = client_side.read(&mut buf).await.expect("read");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        drop(client_side);
+        tokio::time::timeout(Duration::from_secs(3), done.recv())
+            .await
+            .expect("the upstream connection was closed")
+            .expect("a signal");
+        others_are_served(proxy.addr).await;
+    }
 }
 
 #[tokio::test]
