@@ -76,7 +76,8 @@ pub fn with_read_timeout(body: ProxyBody, idle: std::time::Duration) -> ProxyBod
     ReadTimeout {
         body,
         idle,
-        deadline: Box::pin(tokio::time::sleep(idle)),
+        deadline: None,
+        timed_out: |idle| Box::new(ReadTimedOut(idle)),
     }
     .boxed()
 }
@@ -86,10 +87,44 @@ pub fn with_read_timeout(body: ProxyBody, idle: std::time::Duration) -> ProxyBod
 #[error("the upstream sent nothing for {0:?} in the middle of the body (read_timeout)")]
 pub struct ReadTimedOut(pub std::time::Duration);
 
+/// A request body from the client, as the proxy sends it on: nginx's
+/// `client_body_timeout` (no byte for `idle` between two reads fails it), and
+/// every failure marked as the client's ([`ClientBodyError`]), so that a
+/// client that vanishes mid-upload, stalls, or sends a broken chunked body is
+/// answered 400/408 and never counted against the upstream (see
+/// [`crate::error::classify_send_error`]).
+pub fn from_client(incoming: hyper::body::Incoming, idle: std::time::Duration) -> ProxyBody {
+    ReadTimeout {
+        body: incoming
+            .map_err(|err| Box::new(ClientBodyError::Broken(err)) as BodyError)
+            .boxed(),
+        idle,
+        deadline: None,
+        timed_out: |idle| Box::new(ClientBodyError::TimedOut(idle)),
+    }
+    .boxed()
+}
+
+/// The client's request body failed: the client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// No byte of the body arrived for `client_body_timeout`: 408.
+    #[error(
+        "the client sent nothing for {0:?} in the middle of the request body (client_body_timeout)"
+    )]
+    TimedOut(std::time::Duration),
+    /// The connection closed mid-body, or the body's framing was invalid
+    /// (a bad chunk size): 400.
+    #[error("the client's request body broke off: {0}")]
+    Broken(hyper::Error),
+}
+
 struct ReadTimeout {
     body: ProxyBody,
     idle: std::time::Duration,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Started at the first poll: before that, nobody is reading.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    timed_out: fn(std::time::Duration) -> BodyError,
 }
 
 impl http_body::Body for ReadTimeout {
@@ -104,13 +139,21 @@ impl http_body::Body for ReadTimeout {
         match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(frame) => {
                 let next = tokio::time::Instant::now() + self.idle;
-                self.deadline.as_mut().reset(next);
+                if let Some(deadline) = self.deadline.as_mut() {
+                    deadline.as_mut().reset(next);
+                }
                 Poll::Ready(frame)
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimedOut(self.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = self.idle;
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err((self.timed_out)(idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -53,6 +53,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for [`Config::client_header_timeout`] (nginx's `client_header_timeout`).
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`Config::client_body_timeout`] (nginx's `client_body_timeout`).
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Defaults for [`Config::head_limits`]: the request line's URI, one header
+/// line, the whole head, and the number of header lines.
+pub const DEFAULT_HEAD_LIMITS: HeadLimits = HeadLimits {
+    max_uri_size: 8 * 1024,
+    max_header_size: 8 * 1024,
+    max_request_head_size: 32 * 1024,
+    max_headers: 100,
+};
+/// The smallest `max_request_head_size`: hyper's smallest read buffer.
+pub const MIN_REQUEST_HEAD_SIZE: usize = 8 * 1024;
 /// Default for [`Upstream::fail_timeout`] (nginx's).
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`Upstream::resolve_interval`].
@@ -77,6 +89,12 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How long a client may take to send a request head before it is cut off.
     pub client_header_timeout: Duration,
+    /// How long a request body may go without a byte from the client before
+    /// the request is abandoned with 408 (nginx `client_body_timeout`: the
+    /// time between two reads, not the whole upload).
+    pub client_body_timeout: Duration,
+    /// How large a request head may be (see [`crate::request_head`]).
+    pub head_limits: HeadLimits,
     /// How long a keep-alive connection may sit idle between two requests;
     /// zero turns keep-alive off (every response closes its connection).
     pub keepalive_timeout: Duration,
@@ -116,6 +134,22 @@ pub struct Config {
     pub local_ca_dir: Option<PathBuf>,
     /// The admin listener (`/metrics`, `/health`), if `admin` is set.
     pub admin: Option<Admin>,
+}
+
+/// The size limits of a request head (nginx's `large_client_header_buffers`
+/// in spirit). A head over them is refused before any routing: 414 for the
+/// URI, 431 for a header line, for the whole head or for too many lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The longest request-target (path and query), in bytes.
+    pub max_uri_size: usize,
+    /// The longest single header line (name and value), in bytes.
+    pub max_header_size: usize,
+    /// The largest whole head: request line and every header line. hyper
+    /// enforces it while reading, so a huge head never fills memory.
+    pub max_request_head_size: usize,
+    /// The most header lines a request may have.
+    pub max_headers: usize,
 }
 
 /// The admin listener: a separate address that serves the proxy's own
@@ -777,6 +811,11 @@ fn help_for_parse_error(message: &str) -> Option<String> {
 struct RawConfig {
     workers: Option<Spanned<i64>>,
     client_header_timeout: Option<Spanned<String>>,
+    client_body_timeout: Option<Spanned<String>>,
+    max_uri_size: Option<Spanned<String>>,
+    max_header_size: Option<Spanned<String>>,
+    max_request_head_size: Option<Spanned<String>>,
+    max_headers: Option<Spanned<i64>>,
     shutdown_timeout: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -1080,6 +1119,7 @@ impl Validator<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
+        let head_limits = self.head_limits(&raw);
         let workers = raw
             .workers
             .and_then(|w| match usize::try_from(*w.get_ref()) {
@@ -1096,6 +1136,10 @@ impl Validator<'_> {
         let client_header_timeout = self.duration(
             raw.client_header_timeout.as_ref(),
             DEFAULT_CLIENT_HEADER_TIMEOUT,
+        );
+        let client_body_timeout = self.duration(
+            raw.client_body_timeout.as_ref(),
+            DEFAULT_CLIENT_BODY_TIMEOUT,
         );
         // Unlike the other timeouts, zero means something: no keep-alive.
         let keepalive_timeout = match &raw.keepalive_timeout {
@@ -1177,6 +1221,8 @@ impl Validator<'_> {
         Config {
             workers,
             client_header_timeout,
+            client_body_timeout,
+            head_limits,
             shutdown_timeout: self.duration(
                 raw.shutdown_timeout.as_ref(),
                 crate::server::SHUTDOWN_GRACE,
@@ -2321,6 +2367,72 @@ impl Validator<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// `max_uri_size`, `max_header_size`, `max_request_head_size` and
+    /// `max_headers`: each within reason, and the head large enough to hold
+    /// the largest URI and the largest header line.
+    fn head_limits(&mut self, raw: &RawConfig) -> HeadLimits {
+        let d = DEFAULT_HEAD_LIMITS;
+        let size = |raw: Option<&Spanned<String>>, default: usize, this: &mut Self| {
+            let Some(raw) = raw else { return default };
+            match this.size(raw) {
+                Some(bytes) if bytes >= 256 => bytes,
+                _ => {
+                    this.error(
+                        raw.span(),
+                        format!(
+                            "`{}` is not a head size of at least 256 bytes",
+                            raw.get_ref()
+                        ),
+                        format!(
+                            "write bytes with k, e.g. \"{}k\" (the default)",
+                            default / 1024
+                        ),
+                    );
+                    default
+                }
+            }
+        };
+        let max_uri_size = size(raw.max_uri_size.as_ref(), d.max_uri_size, self);
+        let max_header_size = size(raw.max_header_size.as_ref(), d.max_header_size, self);
+        let mut max_request_head_size = size(
+            raw.max_request_head_size.as_ref(),
+            d.max_request_head_size,
+            self,
+        );
+        if let Some(raw) = &raw.max_request_head_size
+            && max_request_head_size < MIN_REQUEST_HEAD_SIZE.max(max_uri_size).max(max_header_size)
+        {
+            self.error(
+                raw.span(),
+                "`max_request_head_size` is smaller than a head can be",
+                format!(
+                    "make it at least 8k (hyper's smallest read buffer), max_uri_size ({max_uri_size}) and max_header_size ({max_header_size})"
+                ),
+            );
+            max_request_head_size = d.max_request_head_size;
+        }
+        let max_headers = match &raw.max_headers {
+            None => d.max_headers,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if (1..=10_000).contains(&n) => n,
+                _ => {
+                    self.error(
+                        n.span(),
+                        "`max_headers` must be between 1 and 10000",
+                        "leave it out for the default (100, as hyper and nginx's typical clients)",
+                    );
+                    d.max_headers
+                }
+            },
+        };
+        HeadLimits {
+            max_uri_size,
+            max_header_size,
+            max_request_head_size,
+            max_headers,
         }
     }
 

@@ -54,6 +54,11 @@ pub enum ErrorKind {
     // --- The client's request ---
     /// The request body is larger than the route's `max_body_size`.
     BodyTooLarge,
+    /// The client stopped sending its body for `client_body_timeout`.
+    ClientBodyTimeout,
+    /// The client's body broke off (it closed the connection mid-upload) or
+    /// was not valid HTTP framing (a bad chunk size).
+    ClientBodyBroken,
 
     // --- The proxy itself ---
     /// A bug or resource problem inside the proxy.
@@ -77,6 +82,8 @@ impl ErrorKind {
             | ErrorKind::ConnectionTerminated
             | ErrorKind::ProtocolError => StatusCode::BAD_GATEWAY,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::ClientBodyBroken => StatusCode::BAD_REQUEST,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +103,7 @@ impl ErrorKind {
             ErrorKind::ConnectionTerminated => "connection_terminated",
             ErrorKind::ProtocolError => "http_protocol_error",
             ErrorKind::BodyTooLarge => "http_request_denied",
+            ErrorKind::ClientBodyTimeout | ErrorKind::ClientBodyBroken => "http_request_error",
             ErrorKind::Internal => "proxy_internal_error",
         }
     }
@@ -116,6 +124,10 @@ impl ErrorKind {
             }
             ErrorKind::ProtocolError => "the upstream's answer was not valid HTTP",
             ErrorKind::BodyTooLarge => "the request body is larger than this route accepts",
+            ErrorKind::ClientBodyTimeout => {
+                "the client stopped sending its request body (client_body_timeout)"
+            }
+            ErrorKind::ClientBodyBroken => "the client's request body broke off or was invalid",
             ErrorKind::Internal => "the proxy failed internally",
         }
     }
@@ -123,7 +135,13 @@ impl ErrorKind {
     /// Whether the upstream server is to blame (passive health counts it),
     /// rather than the client's request or the proxy itself.
     pub fn is_upstream_failure(self) -> bool {
-        !matches!(self, ErrorKind::BodyTooLarge | ErrorKind::Internal)
+        !matches!(
+            self,
+            ErrorKind::BodyTooLarge
+                | ErrorKind::ClientBodyTimeout
+                | ErrorKind::ClientBodyBroken
+                | ErrorKind::Internal
+        )
     }
 
     /// Whether it is a timeout (nginx's `timeout` case of `proxy_next_upstream`)
@@ -203,8 +221,8 @@ pub fn classify_send_error(err: &hyper::Error) -> ErrorKind {
             e.source()
         })
     };
-    if chain().any(|e| e.is::<http_body_util::LengthLimitError>()) {
-        return ErrorKind::BodyTooLarge;
+    if let Some(kind) = chain().find_map(client_body_kind) {
+        return kind;
     }
     for e in chain() {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
@@ -226,6 +244,19 @@ pub fn classify_send_error(err: &hyper::Error) -> ErrorKind {
         }
     }
     ErrorKind::ConnectionTerminated
+}
+
+/// The kind of a request-body failure that is the client's doing: over
+/// `max_body_size`, or a [`ClientBodyError`](crate::body::ClientBodyError).
+/// `None` for any other error.
+pub fn client_body_kind(err: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    if err.is::<http_body_util::LengthLimitError>() {
+        return Some(ErrorKind::BodyTooLarge);
+    }
+    match err.downcast_ref::<crate::body::ClientBodyError>()? {
+        crate::body::ClientBodyError::TimedOut(_) => Some(ErrorKind::ClientBodyTimeout),
+        crate::body::ClientBodyError::Broken(_) => Some(ErrorKind::ClientBodyBroken),
+    }
 }
 
 /// Classifies a failure to open a connection: a TLS error anywhere in the
@@ -324,6 +355,21 @@ mod tests {
             classify_connect_error(&handshake),
             ErrorKind::TlsProtocolError
         );
+    }
+
+    #[test]
+    fn a_client_body_failure_is_the_clients_and_not_the_upstreams() {
+        let timed_out = crate::body::ClientBodyError::TimedOut(std::time::Duration::from_secs(1));
+        assert_eq!(
+            client_body_kind(&timed_out),
+            Some(ErrorKind::ClientBodyTimeout)
+        );
+        assert_eq!(ErrorKind::ClientBodyTimeout.status(), 408);
+        assert_eq!(ErrorKind::ClientBodyBroken.status(), 400);
+        assert!(!ErrorKind::ClientBodyTimeout.is_upstream_failure());
+        assert!(!ErrorKind::ClientBodyBroken.is_upstream_failure());
+        let other = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(client_body_kind(&other), None);
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //! `X-Forwarded-For` is a list because requests may cross several proxies; each
 //! one appends the address it saw. Anything a client writes there itself is
 //! untrusted: only the last entry, added by this proxy, is known to be true.
+//! `X-Real-IP` is always the proxy's own answer (a client's is replaced), and
+//! the standard `Forwarded` header (RFC 7239), which this proxy does not
+//! write, is removed unless the peer is a trusted proxy
+//! ([`remove_untrusted_forwarded`]): an upstream that reads it must not be
+//! told a client's invention.
 //!
 //! **Hop-by-hop headers** (RFC 9110 section 7.6.1) describe one connection, not
 //! the message: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
@@ -57,6 +62,12 @@ pub struct ClientInfo<'a> {
     pub proto: &'static str,
     /// The `Host` the client sent, if any.
     pub host: Option<&'a HeaderValue>,
+}
+
+/// Removes a `Forwarded` header a client sent: only a trusted proxy's is
+/// passed on (call this for requests from other peers).
+pub fn remove_untrusted_forwarded(headers: &mut HeaderMap) {
+    headers.remove(header::FORWARDED);
 }
 
 /// Removes the hop-by-hop headers: the fixed list and those named in `Connection`.

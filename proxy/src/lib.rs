@@ -19,6 +19,8 @@
 //! - [`server`]: listening sockets, one task per connection, graceful shutdown.
 //! - [`conn_timeouts`]: a client connection's header and keep-alive timeouts.
 //! - [`proxy`]: the request path, step by step.
+//! - [`request_head`]: a request head's size limits and its `Host`, checked first.
+//! - [`path`]: one spelling for every path (`..`, `//`, escapes) before routing.
 //! - [`router`]: host and path matching, pure functions.
 //! - [`balance`]: load-balancing algorithms, one file each.
 //! - [`cache`]: response caching (RFC 9111): fresh, stale, revalidated, `Cache-Status`.
@@ -55,7 +57,9 @@ pub mod local_ca;
 pub mod logging;
 pub mod metrics;
 pub mod nginx;
+pub mod path;
 pub mod proxy;
+pub mod request_head;
 pub mod request_id;
 pub mod rewrite;
 pub mod router;

@@ -3,6 +3,12 @@
 //! [`Proxy::handle_request`] is the whole story; read it first. Each step is a
 //! named function below it, in the order it runs:
 //!
+//! 0. [`check_request_head`]: a head over the size limits gets 414 or 431, a
+//!    missing, doubled or doubtful `Host` 400 (see [`crate::request_head`]);
+//!    [`normalize_path`]: `..`, `.`, `//` and unreserved escapes are
+//!    resolved, so routing sees the path the upstream will act on, and a path
+//!    with no single meaning (`%2F`, climbing above `/`) gets 400 (see
+//!    [`crate::path`]);
 //! 1. [`route`]: which virtual server (by host) and which route (by path)?
 //! 2. a plain-HTTP request to a server with `redirect_https` is sent to HTTPS
 //!    ([`redirect_to_https`]); `rewrite` rules change the path or redirect
@@ -276,6 +282,9 @@ impl Proxy {
         let snapshot = self.snapshot();
         // Taken off every request: a trace is asked of this proxy, never of the upstream.
         let asked = request.headers_mut().remove(&trace::HEADER);
+        if !snapshot.config.trusted_proxies.contains(conn.client.ip()) {
+            headers::remove_untrusted_forwarded(request.headers_mut());
+        }
         let ids = RequestIds::assign(request.headers_mut(), &snapshot.config.request_id_header);
         let mut ctx = RequestCtx {
             started: Instant::now(),
@@ -330,6 +339,12 @@ async fn proxy_request(
     ctx: &mut RequestCtx,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(refused) = check_request_head(snapshot, ctx, &request) {
+        return Ok(refused);
+    }
+    if let Some(refused) = normalize_path(ctx, &mut request) {
+        return Ok(refused);
+    }
     let Some((server, mut route)) = route(snapshot, ctx, &request) else {
         return Ok(not_found(ctx));
     };
@@ -337,10 +352,14 @@ async fn proxy_request(
         && ctx.conn.proto == "http"
     {
         ctx.trace.note(|| trace::redirect(status));
+        let by_name = ctx
+            .matched
+            .is_some_and(|m| m.by != crate::router::ServerChoice::Default);
         return Ok(redirect_to_https(
             status,
             &request,
             snapshot.config.https_port(),
+            (!by_name).then_some(&server.names[..]),
         ));
     }
     if !server.rewrite.is_empty()
@@ -390,7 +409,12 @@ async fn proxy_request(
     }
     // Claimed before the request is taken apart: hyper keeps it there.
     let client_upgrade = upgrade::take_client_side(&mut request);
-    let mut request = check_body_size(ctx, request, route.max_body_size.or(server.max_body_size))?;
+    let mut request = check_body_size(
+        ctx,
+        request,
+        route.max_body_size.or(server.max_body_size),
+        snapshot.config.client_body_timeout,
+    )?;
     let pool = &snapshot.upstreams[pass.upstream];
     // An upgrade is a conversation, never a stored answer.
     let cached = match client_upgrade {
@@ -422,6 +446,63 @@ async fn proxy_request(
     Ok(response.map(|body| body::holding(body, (permit, in_flight))))
 }
 
+/// Step 0a: a head over the configured sizes, or with a doubtful `Host`, is
+/// refused before anything else reads it (see [`crate::request_head`]).
+pub fn check_request_head<B>(
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    request: &Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let refusal = crate::request_head::check(&snapshot.config.head_limits, request).err()?;
+    ctx.trace.note(|| {
+        format!(
+            "request head refused: {} ({})",
+            refusal.reason, refusal.status
+        )
+    });
+    let text = format!(
+        "{} {}: {}\n",
+        refusal.status.as_u16(),
+        refusal.status.canonical_reason().unwrap_or("Error"),
+        refusal.reason
+    );
+    let mut response = plain_response(refusal.status, "");
+    *response.body_mut() = body::full(text);
+    Some(response)
+}
+
+/// Step 0b: the path in its one spelling (see [`crate::path`]), written
+/// back into the request so that routing, rewrites and the upstream all see
+/// the same path; 400 for a path with no single meaning.
+pub fn normalize_path<B>(
+    ctx: &mut RequestCtx,
+    request: &mut Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let path = request.uri().path();
+    let normal = match crate::path::normalize(path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return None,
+        Ok(std::borrow::Cow::Owned(normal)) => normal,
+        Err(err) => {
+            ctx.trace.note(|| format!("path refused: {err}"));
+            let mut response = plain_response(StatusCode::BAD_REQUEST, "");
+            *response.body_mut() = body::full(format!("400 Bad Request: {err}\n"));
+            return Some(response);
+        }
+    };
+    ctx.trace
+        .note(|| format!("path normalized: {path} is {normal}"));
+    let target = match request.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    None
+}
+
 /// Step 1: picks the virtual server by host and the route by path (`None`
 /// when the server has no route for the path).
 pub fn route<'s>(
@@ -445,12 +526,29 @@ pub fn route<'s>(
 /// The host comes from the client, so it is checked before it goes into the
 /// `Location` header: a host with characters no host name has (`/`, `@`, ...)
 /// would let a client make the proxy redirect elsewhere, and gets 400 instead.
+///
+/// `unmatched` is the server's names when the client's host matched none of
+/// them (the server answered as the default server): a host nobody
+/// configured (`Host: evil.example`) is then not trusted, and the redirect
+/// goes to the server's first exact name instead, as nginx's
+/// `return 301 https://$server_name$request_uri;` does. A server without
+/// names answers for any host and redirects to the client's.
 pub fn redirect_to_https<B>(
     status: StatusCode,
     request: &Request<B>,
     https_port: Option<u16>,
+    unmatched: Option<&[crate::config::ServerName]>,
 ) -> Response<ProxyBody> {
-    let host = request_host(request).and_then(crate::router::normalize_host);
+    let configured = unmatched.filter(|names| !names.is_empty()).map(|names| {
+        names.iter().find_map(|name| match name {
+            crate::config::ServerName::Exact(name) => Some(std::borrow::Cow::Borrowed(&name[..])),
+            crate::config::ServerName::Wildcard(_) => None,
+        })
+    });
+    let host = match configured {
+        Some(name) => name,
+        None => request_host(request).and_then(crate::router::normalize_host),
+    };
     let valid = host.as_deref().is_some_and(|h| {
         h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
@@ -769,13 +867,18 @@ pub async fn check_access<B>(
 /// if it goes over, the stream is cut off with an error, so the upstream sees
 /// an aborted request, never a complete-looking truncated one, and the client
 /// gets 413 (see [`fail_to_proxy`]).
+///
+/// The body is also on the `client_body_timeout` clock from here on, and any
+/// failure of it is marked as the client's (see [`body::from_client`]).
 pub fn check_body_size(
     ctx: &mut RequestCtx,
     request: Request<Incoming>,
     max: Option<u64>,
+    client_body_timeout: std::time::Duration,
 ) -> Result<Request<ProxyBody>, ProxyError> {
+    let request = request.map(|incoming| body::from_client(incoming, client_body_timeout));
     let Some(max) = max else {
-        return Ok(request.map(body::streamed));
+        return Ok(request);
     };
     let declared = request
         .headers()
@@ -1117,11 +1220,7 @@ impl ReplayableBody {
         match body.collect().await {
             Ok(collected) => Ok(ReplayableBody::Buffered(collected.to_bytes())),
             Err(err) => Err(ProxyError {
-                kind: if err.is::<http_body_util::LengthLimitError>() {
-                    ErrorKind::BodyTooLarge
-                } else {
-                    ErrorKind::Internal
-                },
+                kind: crate::error::client_body_kind(&*err).unwrap_or(ErrorKind::Internal),
                 upstream: None,
                 cause: Some(format!("reading the request body: {err}").into()),
             }),
@@ -1594,7 +1693,7 @@ mod tests {
             .header("host", host)
             .body(())
             .expect("request");
-        let response = redirect_to_https(StatusCode::MOVED_PERMANENTLY, &request, port);
+        let response = redirect_to_https(StatusCode::MOVED_PERMANENTLY, &request, port, None);
         response
             .headers()
             .get(header::LOCATION)

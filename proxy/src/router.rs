@@ -162,23 +162,49 @@ impl ServerRoutes {
 }
 
 /// Reduces a `Host` header to the name servers are matched against: no port,
-/// no trailing dot, lower case. `None` when nothing usable is left.
+/// no trailing dot, lower case. `None` when nothing usable is left, or when
+/// it is not a host at all: only a host name (letters, digits, `-`, `.`,
+/// `_`), an IPv4 address or a bracketed IPv6 address, then at most one
+/// `:PORT` of digits. Anything else (`evil.com/x`, `a@b`, `a:80:90`, spaces)
+/// is refused, so a client's `Host` can never smuggle a path or a second
+/// authority into a name the proxy matches or writes into a `Location`.
 ///
 /// Allocates only when the host has upper-case letters.
 pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     let raw = raw.trim();
-    let name = if let Some(rest) = raw.strip_prefix('[') {
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: "[::1]:8080" -> "[::1]"
         let end = rest.find(']')?;
-        &raw[..end + 2]
+        let inside = &rest[..end];
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return None;
+        }
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (&raw[..end + 2], port)
     } else {
-        match raw.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => raw,
+        match raw.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (raw, None),
         }
     };
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
+    if name.is_empty()
+        || (!name.starts_with('[')
+            && !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+    {
         return None;
     }
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -299,6 +325,34 @@ routes = [{ path = "/api/", return = { status = 200 } }]
         assert_eq!(normalize_host("[::1]").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host(":8080"), None);
         assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_host_is_refused() {
+        for evil in [
+            "a:80:90",
+            "evil.com/x",
+            "a@evil.com",
+            "evil.com:80x",
+            "a b",
+            "evil.com\\x",
+            "[::1]x",
+            "[::g]",
+            "[]",
+            "app.localhost:123456",
+            "app.localhost?x",
+        ] {
+            assert_eq!(normalize_host(evil), None, "{evil}");
+        }
+        assert_eq!(
+            normalize_host("Api_1.Local:8080").as_deref(),
+            Some("api_1.local")
+        );
+        assert_eq!(
+            normalize_host("app.localhost.").as_deref(),
+            Some("app.localhost")
+        );
+        assert_eq!(normalize_host("[::1]:").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("[::1"), None);
     }
 

@@ -279,10 +279,13 @@ impl ProxyServer {
             tokio::spawn(crate::admin::serve(listener, proxy.clone(), admin_stopped))
         });
         let snapshot = proxy.snapshot();
-        let http = http_builder(&ConnTimeouts {
-            header: snapshot.config.client_header_timeout,
-            keepalive: snapshot.config.keepalive_timeout,
-        });
+        let http = http_builder(
+            &ConnTimeouts {
+                header: snapshot.config.client_header_timeout,
+                keepalive: snapshot.config.keepalive_timeout,
+            },
+            &snapshot.config.head_limits,
+        );
         let serving = Arc::new(Serving {
             proxy,
             tls,
@@ -358,15 +361,31 @@ impl Serving {
     }
 }
 
-fn http_builder(timeouts: &ConnTimeouts) -> auto::Builder<TokioExecutor> {
+/// hyper's settings for client connections: the clocks, and the head limits
+/// it enforces while reading (an HTTP/1 head over `max_request_head_size` or
+/// with more than `max_headers` lines gets 431 from hyper itself, before a
+/// byte more is buffered; see [`crate::request_head`] for the rest).
+fn http_builder(
+    timeouts: &ConnTimeouts,
+    limits: &crate::config::HeadLimits,
+) -> auto::Builder<TokioExecutor> {
     let mut http = auto::Builder::new(TokioExecutor::new());
     // hyper's header timer would also run while a connection is idle;
     // conn_timeouts keeps both clocks instead.
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .keep_alive(!timeouts.keepalive.is_zero());
-    http.http2().timer(TokioTimer::new());
+        .keep_alive(!timeouts.keepalive.is_zero())
+        .max_headers(limits.max_headers)
+        // Validated to be at least hyper's minimum (8 KiB), so this never panics.
+        .max_buf_size(
+            limits
+                .max_request_head_size
+                .max(crate::config::MIN_REQUEST_HEAD_SIZE),
+        );
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_head_size).unwrap_or(u32::MAX));
     http
 }
 
@@ -487,9 +506,10 @@ async fn reload(
     }
     serving.tls.store(acceptor.map(Arc::new));
     serving.proxy.reload(config);
-    serving
-        .http
-        .store(Arc::new(http_builder(&serving.timeouts())));
+    serving.http.store(Arc::new(http_builder(
+        &serving.timeouts(),
+        &serving.proxy.snapshot().config.head_limits,
+    )));
 
     let mut closed = Vec::new();
     let mut still = Vec::new();

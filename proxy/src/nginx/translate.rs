@@ -297,6 +297,38 @@ impl Translator {
         self.say(line, Severity::Warning, message);
     }
 
+    /// `large_client_header_buffers 4 8k`: in nginx the request line and each
+    /// header line must fit in one buffer, and the whole head in all of them:
+    /// `max_uri_size` and `max_header_size` are the buffer's size, and
+    /// `max_request_head_size` their total (at least the proxy's 8k).
+    fn large_client_header_buffers(&mut self, d: &Directive) {
+        let count = d.arg(0).parse::<u64>().ok().filter(|n| *n >= 1);
+        let size = nginx_size(d.arg(1)).filter(|n| *n >= 256);
+        let (Some(count), Some(size)) = (count, size) else {
+            self.warn(
+                d.line,
+                format!(
+                    "`large_client_header_buffers {} {}` is not a count and a size: left out",
+                    d.arg(0),
+                    d.arg(1)
+                ),
+            );
+            return;
+        };
+        let as_size = |bytes: u64| match bytes % 1024 {
+            0 => toml_str(&format!("{}k", bytes / 1024)),
+            _ => toml_str(&bytes.to_string()),
+        };
+        let head = count.saturating_mul(size).max(8 * 1024).max(size);
+        for (key, value) in [
+            ("max_uri_size", as_size(size)),
+            ("max_header_size", as_size(size)),
+            ("max_request_head_size", as_size(head)),
+        ] {
+            self.top.push(Line::new(key, value, vec![self.src(d)]));
+        }
+    }
+
     fn note(&mut self, line: usize, message: impl Into<String>) {
         self.say(line, Severity::Note, message);
     }
@@ -407,6 +439,15 @@ impl Translator {
                         vec![self.src(d)],
                     ));
                 }
+                ("client_body_timeout", None) => {
+                    let value = nginx_time(d.arg(0));
+                    self.top.push(Line::new(
+                        "client_body_timeout",
+                        toml_str(&value),
+                        vec![self.src(d)],
+                    ));
+                }
+                ("large_client_header_buffers", None) => self.large_client_header_buffers(d),
                 ("set_real_ip_from", None) => {
                     self.trusted_proxies.push(self.at(d, d.arg(0).to_owned()))
                 }
@@ -2316,6 +2357,21 @@ mod tests {
     }
 
     #[test]
+    fn client_body_timeout_and_header_buffers_translate_to_valid_limits() {
+        let (toml, warnings) = run(
+            "http {\n client_body_timeout 30;\n large_client_header_buffers 4 16k;\n server {\n  listen 80;\n  location / { return 200; }\n }\n}\n",
+        );
+        assert!(toml.contains("client_body_timeout = \"30s\""), "{toml}");
+        assert!(toml.contains("max_uri_size = \"16k\""), "{toml}");
+        assert!(toml.contains("max_header_size = \"16k\""), "{toml}");
+        assert!(toml.contains("max_request_head_size = \"64k\""), "{toml}");
+        let config = crate::Config::parse(&toml, "imported.toml");
+        assert!(config.is_ok(), "{toml}\n{warnings:?}");
+        let (_, warnings) = run("http {\n large_client_header_buffers x;\n}\n");
+        assert!(said(&warnings, 2, "is not a count and a size"));
+    }
+
+    #[test]
     fn a_server_level_https_redirect_merges_into_the_tls_server() {
         let (toml, warnings) = run(
             "server {\n listen 80;\n server_name a.com;\n return 308 https://$host$request_uri;\n}\nserver {\n listen 443 ssl;\n server_name a.com;\n ssl_certificate a.pem;\n ssl_certificate_key a-key.pem;\n location / { proxy_pass http://x:1; proxy_set_header Host $host; }\n}\n",
@@ -2410,6 +2466,8 @@ mod tests {
             "limit_req_zone",
             "limit_conn_zone",
             "client_max_body_size",
+            "client_body_timeout",
+            "large_client_header_buffers",
             "allow",
             "deny",
             "auth_basic",

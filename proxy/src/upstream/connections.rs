@@ -221,8 +221,15 @@ where
     Ok(sender)
 }
 
+/// A failed exchange; a failure of the client's body is not the upstream's,
+/// so it does not name it (in `Proxy-Status`).
 fn send_error(address: &str, err: hyper::Error) -> ProxyError {
-    ProxyError::upstream(classify_send_error(&err), address, err)
+    let kind = classify_send_error(&err);
+    ProxyError {
+        kind,
+        upstream: kind.is_upstream_failure().then(|| address.to_owned()),
+        cause: Some(err.into()),
+    }
 }
 
 /// Starts the pool's pruning task: every 30 s, connections idle past
