@@ -5,7 +5,8 @@
 //! them for later requests: HTTP/1.1 keep-alive. Each server of an
 //! [`UpstreamPool`] keeps its own idle connections ([`connections`]: closed
 //! after 90 s idle; a request that finds a pooled connection closed by the
-//! upstream goes on a new one, since no byte of it was sent).
+//! upstream goes on a new one, since no byte of it was sent, and so does an
+//! idempotent request with its body in memory that crossed the close).
 //!
 //! Usually the proxy talks plain HTTP to upstreams: it terminated TLS already,
 //! and the upstream sits on a private network. A pool whose servers are written
@@ -211,17 +212,19 @@ impl UpstreamPool {
     /// Sends `request` to `server` on a pooled connection and waits for the
     /// response head (not the body: that is streamed later), at most
     /// `read_timeout`. The request carries the path to send (origin form) and
-    /// its `Host`.
+    /// its `Host`. `spare` is its body once more, when it may be sent again
+    /// on a new connection (see [`Connector::send`]).
     pub async fn send(
         &self,
         server: &UpstreamServer,
         mut request: Request<ProxyBody>,
+        spare: Option<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         // Upstream connections are HTTP/1.1, whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
         let exchange = self
             .connector
-            .send(&server.address, &server.connections, request);
+            .send(&server.address, &server.connections, request, spare);
         match tokio::time::timeout(self.config.read_timeout, exchange).await {
             Ok(result) => result,
             Err(elapsed) => Err(ProxyError::upstream(
