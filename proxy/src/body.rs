@@ -122,3 +122,78 @@ impl http_body::Body for ReadTimeout {
         self.body.size_hint()
     }
 }
+
+/// When a request body last moved on its way to the upstream: each frame
+/// taken from it, and its end, count. The wait for the upstream's answer is
+/// counted from there (see [`crate::upstream::UpstreamPool::send`]), so a
+/// long upload that keeps moving is never cut off by `read_timeout`, while
+/// an upstream that stops reading it (the upload stands still) still is.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    since: tokio::time::Instant,
+    /// Microseconds after `since` of the last move.
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            since: tokio::time::Instant::now(),
+            last: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl Progress {
+    /// `body`, noting here each time a frame is taken from it or it ends.
+    pub fn watch(&self, body: ProxyBody) -> ProxyBody {
+        Watched {
+            body,
+            progress: self.clone(),
+        }
+        .boxed()
+    }
+
+    /// When the body last moved (when the progress began, if never).
+    pub fn last(&self) -> tokio::time::Instant {
+        let micros = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        self.since + std::time::Duration::from_micros(micros)
+    }
+
+    fn moved(&self) {
+        let micros = self.since.elapsed().as_micros();
+        self.last.store(
+            u64::try_from(micros).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+struct Watched {
+    body: ProxyBody,
+    progress: Progress,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.progress.moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -530,4 +531,63 @@ async fn one_server_of_three_killed_under_load_costs_no_get_an_error() {
         post_failures.len() <= WORKERS,
         "more POSTs failed than were in flight: {post_failures:?}"
     );
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_upload_longer_than_the_read_timeout_is_not_cut_off() {
+    // 12 frames 100 ms apart: 1.2 s of upload, three times the read_timeout.
+    // The upstream answers after the whole body, as most do; the time it
+    // may stay silent is counted from the last byte it was sent, not from
+    // the start of the upload.
+    let up = echo_upstream("app-1").await;
+    let proxy = start_proxy(&single_upstream_config(
+        &[up.addr],
+        "read_timeout = \"400ms\"",
+    ))
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1);
+    let body = http_body_util::StreamBody::new(ReceiverStream(rx));
+    let request = Request::post(format!("http://{}/upload", proxy.addr))
+        .header("host", "app.localhost")
+        .body(body)
+        .expect("request");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<ReceiverStream>>();
+    let exchange = tokio::spawn(async move { client.request(request).await });
+    for _ in 0..12 {
+        let frame = http_body::Frame::data(Bytes::from(vec![b's'; 1000]));
+        if tx.send(Ok(frame)).await.is_err() {
+            break; // the proxy gave up on the upload: the status says why
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("answered")
+        .expect("join")
+        .expect("response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["body_bytes"], 12_000);
+}
+
+/// `mpsc::Receiver` as a `Stream`, for `StreamBody`.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, Infallible>>);
+
+impl futures_util::Stream for ReceiverStream {
+    type Item = Result<http_body::Frame<Bytes>, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
