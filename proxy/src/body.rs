@@ -197,3 +197,31 @@ impl http_body::Body for Watched {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_moves_with_each_frame_taken_and_with_the_end() {
+        let progress = Progress::default();
+        let started = progress.last();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let bytes = rx.recv().await?;
+            Some((Ok::<_, BodyError>(http_body::Frame::data(bytes)), rx))
+        });
+        let mut body = progress.watch(http_body_util::StreamBody::new(stream).boxed());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Nothing taken yet: the last move is the start.
+        assert_eq!(progress.last(), started);
+        tx.send(Bytes::from_static(b"a")).await.expect("send");
+        body.frame().await.expect("a frame").expect("data");
+        assert_eq!(progress.last(), started + Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(progress.last(), started + Duration::from_secs(8));
+    }
+}
