@@ -165,3 +165,106 @@ impl http_body::Body for ReadTimeout {
         self.body.size_hint()
     }
 }
+
+/// When a request body last moved on its way to the upstream: each frame
+/// taken from it, and its end, count. The wait for the upstream's answer is
+/// counted from there (see [`crate::upstream::UpstreamPool::send`]), so a
+/// long upload that keeps moving is never cut off by `read_timeout`, while
+/// an upstream that stops reading it (the upload stands still) still is.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    since: tokio::time::Instant,
+    /// Microseconds after `since` of the last move.
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            since: tokio::time::Instant::now(),
+            last: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl Progress {
+    /// `body`, noting here each time a frame is taken from it or it ends.
+    pub fn watch(&self, body: ProxyBody) -> ProxyBody {
+        Watched {
+            body,
+            progress: self.clone(),
+        }
+        .boxed()
+    }
+
+    /// When the body last moved (when the progress began, if never).
+    pub fn last(&self) -> tokio::time::Instant {
+        let micros = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        self.since + std::time::Duration::from_micros(micros)
+    }
+
+    fn moved(&self) {
+        let micros = self.since.elapsed().as_micros();
+        self.last.store(
+            u64::try_from(micros).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+struct Watched {
+    body: ProxyBody,
+    progress: Progress,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.progress.moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_moves_with_each_frame_taken_and_with_the_end() {
+        let progress = Progress::default();
+        let started = progress.last();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let bytes = rx.recv().await?;
+            Some((Ok::<_, BodyError>(http_body::Frame::data(bytes)), rx))
+        });
+        let mut body = progress.watch(http_body_util::StreamBody::new(stream).boxed());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Nothing taken yet: the last move is the start.
+        assert_eq!(progress.last(), started);
+        tx.send(Bytes::from_static(b"a")).await.expect("send");
+        body.frame().await.expect("a frame").expect("data");
+        assert_eq!(progress.last(), started + Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(progress.last(), started + Duration::from_secs(8));
+    }
+}

@@ -449,7 +449,9 @@ pub struct Upstream {
     pub resolve_interval: Duration,
     /// How long to wait for a TCP connection to a server.
     pub connect_timeout: Duration,
-    /// How long to wait for a server's response head once the request is sent.
+    /// How long to wait for a server's response head once the request is
+    /// sent (counted from the last move of its body, so a long upload that
+    /// keeps moving is not cut off), and between two reads of the response body.
     pub read_timeout: Duration,
     /// Plain HTTP, or HTTPS (the servers were written `https://host:port`).
     pub tls: UpstreamTls,

@@ -1042,7 +1042,10 @@ pub async fn forward(
     };
     let (mut parts, body) = request.into_parts();
     let may_retry = rules.enabled() && max_tries > 1;
-    let mut body = ReplayableBody::new(body, may_retry).await?;
+    // An idempotent request keeps a small body in memory even without
+    // retries: it may have to go again on a new connection (see `spare`).
+    let idempotent = parts.method.is_idempotent();
+    let mut body = ReplayableBody::new(body, may_retry || idempotent).await?;
     let started = tokio::time::Instant::now();
     let mut tried: Vec<Arc<str>> = Vec::new();
     loop {
@@ -1065,7 +1068,11 @@ pub async fn forward(
                 .headers_mut()
                 .insert(header::HOST, server.host.clone());
         }
-        let outcome = pool.send(&server, attempt).await;
+        // A kept connection the upstream closes just as this request goes
+        // out: an idempotent request whose body is in memory goes once more,
+        // on a new connection (see `upstream::connections`).
+        let spare = if idempotent { body.spare() } else { None };
+        let outcome = pool.send(&server, attempt, spare).await;
         let took = sent_at.elapsed();
         if let Ok(response) = &outcome {
             ctx.upstream_answer = Some((response.status(), took));
@@ -1193,7 +1200,8 @@ fn hash_key<B>(pool: &UpstreamPool, ctx: &RequestCtx, request: &Request<B>) -> O
 }
 
 /// Request bodies above this size are streamed once and never retried; at
-/// or below it, a body that may need sending again is kept in memory.
+/// or below it, a body that may need sending again (retries are on, or the
+/// request is idempotent) is kept in memory.
 pub const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 /// A request body that can be sent to more than one server: none, a small
@@ -1233,6 +1241,15 @@ impl ReplayableBody {
             ReplayableBody::Empty => body::empty(),
             ReplayableBody::Buffered(bytes) => body::full(bytes.clone()),
             ReplayableBody::Once(body) => body.take().unwrap_or_else(body::empty),
+        }
+    }
+
+    /// The body once more, when it is in memory (none, or buffered).
+    fn spare(&self) -> Option<ProxyBody> {
+        match self {
+            ReplayableBody::Empty => Some(body::empty()),
+            ReplayableBody::Buffered(bytes) => Some(body::full(bytes.clone())),
+            ReplayableBody::Once(_) => None,
         }
     }
 

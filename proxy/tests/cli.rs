@@ -4,11 +4,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
-const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
+const PROXY: &str = PROXY_BINARY;
 
 fn examples() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -236,61 +236,6 @@ fn cert_issue_without_a_ca_says_to_run_init() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("run `proxy cert init` first"), "{stderr}");
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary with `args` (logging at info), waits for its first line,
-/// `proxy: listening on http://ADDR`, and returns it running, ADDR and its
-/// stderr (the log).
-async fn start_binary(
-    args: &[&std::ffi::OsStr],
-) -> (
-    Running,
-    std::net::SocketAddr,
-    BufReader<std::process::ChildStdout>,
-    std::process::ChildStderr,
-) {
-    let mut child = Command::new(PROXY)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let running = Running(child);
-    let (line, stdout) = within_10s(tokio::task::spawn_blocking(move || {
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout.read_line(&mut line).map(|_| (line, stdout))
-    }))
-    .await
-    .expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("proxy: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .expect("an address");
-    (running, addr, stdout, stderr)
-}
-
-/// Waits for a blocking read of the child's output, failing instead of hanging.
-async fn within_10s<T>(task: tokio::task::JoinHandle<T>) -> T {
-    tokio::time::timeout(std::time::Duration::from_secs(10), task)
-        .await
-        .expect("the proxy binary did not print in time")
-        .expect("join")
 }
 
 #[tokio::test]

@@ -61,7 +61,8 @@ async fn check_once(pool: &UpstreamPool, server: &UpstreamServer, check: &Health
         return false;
     };
     let attempt = async {
-        let response = pool.send(server, request).await.ok()?;
+        // A GET without a body: it may go again if a kept connection was closed.
+        let response = pool.send(server, request, Some(body::empty())).await.ok()?;
         let status = response.status();
         // Read the body so the connection can be reused.
         http_body_util::BodyExt::collect(response.into_body())

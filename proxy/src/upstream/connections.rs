@@ -15,6 +15,12 @@
 //! - the upstream may close an idle connection at any time (its own keep-alive
 //!   timeout); a request that meets such a connection before any byte of it
 //!   was written goes on a new connection instead, so this is never an error;
+//! - the close may also cross the request on the wire: the request went out,
+//!   and the connection ended with no answer. The upstream then never saw it
+//!   or dropped it, and the proxy cannot tell which. An idempotent request
+//!   whose body is in memory (the caller hands over a `spare` copy of it) is
+//!   sent once more on a new connection, as browsers do; anything else is an
+//!   error, since a POST may have taken effect ([`is_stale`]);
 //! - connections idle for longer than [`IDLE_TIMEOUT`] are closed, and at most
 //!   [`MAX_IDLE_PER_SERVER`] are kept per server;
 //! - a connection whose response is `101 Switching Protocols` (a WebSocket)
@@ -129,23 +135,46 @@ impl Connector {
     /// Sends `request` (origin form, `Host` set) to the server at `address`
     /// (`ip:port` or `host:port`) on a pooled connection, or a new one, and
     /// returns the response head; the body streams afterwards.
+    ///
+    /// `spare` is the request's body once more, for an idempotent request
+    /// whose body is in memory (none, or small): if a pooled connection turns
+    /// out to have been closed by the upstream as the request went out, the
+    /// request goes again on a new connection. That is not a retry on
+    /// another server: it counts as neither a try nor a failure.
     pub async fn send(
         &self,
         address: &str,
         idle: &IdleConnections,
         mut request: Request<ProxyBody>,
+        mut spare: Option<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         while let Some(mut sender) = idle.take(Instant::now()) {
+            // The copy to send again: made only for a kept connection.
+            let again = spare.take().map(|body| same_request(&request, body));
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     keep_unless_switched(idle, sender, &response);
                     return Ok(response);
                 }
-                Err(mut failed) => match failed.take_message() {
+                Err(mut failed) => match (failed.take_message(), again) {
                     // The upstream closed this connection before the request
                     // could be written: nothing was sent, try another.
-                    Some(unsent) => request = unsent,
-                    None => return Err(send_error(address, failed.into_error())),
+                    (Some(unsent), again) => {
+                        request = unsent;
+                        spare = again.map(Request::into_body);
+                    }
+                    // It closed as the request went out: once more, on a
+                    // new connection (see the module documentation).
+                    (None, Some(again)) if is_stale(failed.error()) => {
+                        tracing::debug!(
+                            upstream = %address,
+                            error = %failed.error(),
+                            "a kept connection was closed by the upstream as the request went out; sending it again on a new connection"
+                        );
+                        request = again;
+                        break;
+                    }
+                    (None, _) => return Err(send_error(address, failed.into_error())),
                 },
             }
         }
@@ -219,6 +248,37 @@ where
         }
     });
     Ok(sender)
+}
+
+/// Whether `err`, on a kept connection, says the upstream closed it with no
+/// byte of answer, or reset it: what a keep-alive close crossing the request
+/// looks like. Not a timeout, not an answer that is not HTTP.
+pub fn is_stale(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A copy of `request`'s head with `body`, to send it again.
+fn same_request(request: &Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// A failed exchange; a failure of the client's body is not the upstream's,

@@ -5,7 +5,8 @@
 //! them for later requests: HTTP/1.1 keep-alive. Each server of an
 //! [`UpstreamPool`] keeps its own idle connections ([`connections`]: closed
 //! after 90 s idle; a request that finds a pooled connection closed by the
-//! upstream goes on a new one, since no byte of it was sent).
+//! upstream goes on a new one, since no byte of it was sent, and so does an
+//! idempotent request with its body in memory that crossed the close).
 //!
 //! Usually the proxy talks plain HTTP to upstreams: it terminated TLS already,
 //! and the upstream sits on a private network. A pool whose servers are written
@@ -210,25 +211,50 @@ impl UpstreamPool {
 
     /// Sends `request` to `server` on a pooled connection and waits for the
     /// response head (not the body: that is streamed later), at most
-    /// `read_timeout`. The request carries the path to send (origin form) and
-    /// its `Host`.
+    /// `read_timeout` after the request body last moved. The request carries
+    /// the path to send (origin form) and its `Host`. `spare` is its body
+    /// once more, when it may be sent again on a new connection (see
+    /// [`Connector::send`]).
     pub async fn send(
         &self,
         server: &UpstreamServer,
         mut request: Request<ProxyBody>,
+        mut spare: Option<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         // Upstream connections are HTTP/1.1, whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
+        // `read_timeout` counts from the last move of the request body (its
+        // start, when it has none): an upload that takes longer than
+        // `read_timeout` but keeps moving is not cut off; one the upstream
+        // stopped reading stands still, and is.
+        let started = Instant::now();
+        let progress =
+            (!http_body::Body::is_end_stream(request.body())).then(crate::body::Progress::default);
+        if let Some(progress) = &progress {
+            request = request.map(|body| progress.watch(body));
+            spare = spare.map(|body| progress.watch(body));
+        }
+        let deadline = || {
+            let moved = progress.as_ref().map_or(started, |p| p.last());
+            moved + self.config.read_timeout
+        };
         let exchange = self
             .connector
-            .send(&server.address, &server.connections, request);
-        match tokio::time::timeout(self.config.read_timeout, exchange).await {
-            Ok(result) => result,
-            Err(elapsed) => Err(ProxyError::upstream(
-                ErrorKind::ResponseTimeout,
-                &server.address,
-                elapsed,
-            )),
+            .send(&server.address, &server.connections, request, spare);
+        tokio::pin!(exchange);
+        loop {
+            match tokio::time::timeout_at(deadline(), &mut exchange).await {
+                Ok(result) => return result,
+                // The body moved since the deadline was set: wait on.
+                Err(_) if deadline() > Instant::now() => {}
+                Err(elapsed) => {
+                    return Err(ProxyError::upstream(
+                        ErrorKind::ResponseTimeout,
+                        &server.address,
+                        elapsed,
+                    ));
+                }
+            }
         }
     }
 }

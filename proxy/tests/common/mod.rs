@@ -408,3 +408,150 @@ pub async fn echo_through(stream: &mut TcpStream, bytes: &[u8]) {
     stream.read_exact(&mut got).await.expect("read the echo");
     assert_eq!(got, bytes);
 }
+
+/// The `proxy` binary cargo built for these tests.
+pub const PROXY_BINARY: &str = env!("CARGO_BIN_EXE_proxy");
+
+/// A child process of the `proxy` binary; killed when the test ends, pass or fail.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// The most memory the process has held at once (its peak resident set,
+    /// `VmHWM` in `/proc/PID/status`), in bytes; `None` where there is no `/proc`.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+/// Starts the binary with `args` (logging at info), waits for its first line,
+/// `proxy: listening on http://ADDR`, and returns it running, ADDR and its
+/// stdout and stderr (the log).
+pub async fn start_binary(
+    args: &[&std::ffi::OsStr],
+) -> (
+    Running,
+    SocketAddr,
+    std::io::BufReader<std::process::ChildStdout>,
+    std::process::ChildStderr,
+) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(PROXY_BINARY)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let running = Running(child);
+    let (line, stdout) = within_10s(tokio::task::spawn_blocking(move || {
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line).map(|_| (line, stdout))
+    }))
+    .await
+    .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("proxy: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .expect("an address");
+    (running, addr, stdout, stderr)
+}
+
+/// Waits for a blocking read of the child's output, failing instead of hanging.
+pub async fn within_10s<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the proxy binary did not print in time")
+        .expect("join")
+}
+
+/// An echo upstream (see [`echo_upstream`]) that can be stopped like a
+/// killed process: its listener closes and every connection it holds, idle
+/// or busy, is dropped at once. Dropping it stops it too.
+pub struct StoppableUpstream {
+    pub addr: SocketAddr,
+    /// Requests whose body arrived complete and were answered.
+    pub completed: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts an echo upstream at `addr` that [`StoppableUpstream::stop`] can kill;
+/// a new one can then listen on the same port (a restart).
+pub async fn stoppable_upstream(name: &'static str, addr: SocketAddr) -> StoppableUpstream {
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let completed = Arc::new(AtomicUsize::new(0));
+    let done = completed.clone();
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { break };
+                    let done = done.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| echo(name, peer, req, done.clone()));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = &mut stopped => break,
+            }
+        }
+        // Dropping the listener and aborting the connections' tasks closes
+        // every socket, as the kernel does when a process dies.
+        drop(listener);
+        connections.shutdown().await;
+    });
+    StoppableUpstream {
+        addr,
+        completed,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl StoppableUpstream {
+    /// Stops it and waits until its port and connections are closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for StoppableUpstream {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Closes `stream` with a TCP reset (RST) instead of an orderly close (FIN):
+/// what a crashed process or a firewall does to a connection.
+pub fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
