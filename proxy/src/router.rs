@@ -178,7 +178,13 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
+    // One port and one trailing dot came off. What remains must not need
+    // another pass (`a:80:90`, `a..`, `a :80`): normalising the result again
+    // would give another name, so such a Host is unusable, as an empty one.
+    let unusable = name.ends_with('.')
+        || name.trim_end() != name
+        || (!name.starts_with('[') && name.contains(':'));
+    if name.is_empty() || unusable {
         return None;
     }
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
