@@ -25,7 +25,14 @@ fn run_inputs(target: &str, check: fn(&[u8])) {
         };
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         paths.sort();
-        for path in paths.into_iter().filter(|p| p.is_file()) {
+        // Dot files (.gitkeep) are not inputs.
+        let inputs = paths.into_iter().filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        });
+        for path in inputs {
             let data = std::fs::read(&path).expect("a readable input");
             ran += 1;
             if std::panic::catch_unwind(|| check(&data)).is_err() {

@@ -598,6 +598,20 @@ impl Translator {
         }
     }
 
+    /// Whether zone `name` was already defined (at line `first`): nginx
+    /// refuses a second zone of the same name, and a TOML table cannot be
+    /// written twice, so the first is kept and the second gets a warning.
+    fn zone_defined_twice(&mut self, d: &Directive, name: &str, first: Option<usize>) -> bool {
+        let Some(first) = first else {
+            return false;
+        };
+        self.warn(
+            d.line,
+            format!("zone `{name}` is already defined at line {first}: nginx refuses this; the first one is kept"),
+        );
+        true
+    }
+
     fn limit_req_zone(&mut self, d: &Directive) {
         let Some((name, size)) = Self::zone_name(d) else {
             self.warn(
@@ -606,6 +620,10 @@ impl Translator {
             );
             return;
         };
+        let first = self.req_zones.iter().find(|z| z.0 == name).map(|z| z.1);
+        if self.zone_defined_twice(d, &name, first) {
+            return;
+        }
         let key = self.zone_key(d);
         let rate = d
             .args
@@ -634,6 +652,10 @@ impl Translator {
             );
             return;
         };
+        let first = self.conn_zones.iter().find(|z| z.0 == name).map(|z| z.1);
+        if self.zone_defined_twice(d, &name, first) {
+            return;
+        }
         let key = self.zone_key(d);
         self.conn_zones
             .push((name, d.line, vec![Line::new("key", toml_str(&key), vec![])]));
@@ -647,6 +669,13 @@ impl Translator {
             );
             return;
         };
+        if self.cache_zones.iter().any(|z| z.0 == name) {
+            self.warn(
+                d.line,
+                format!("cache zone `{name}` is defined twice: nginx refuses this; the first one is kept"),
+            );
+            return;
+        }
         let max = d.args.iter().find_map(|a| a.strip_prefix("max_size="));
         let max = match max {
             Some(size) => size.to_ascii_lowercase(),
@@ -1874,6 +1903,12 @@ impl Translator {
             }
         }
         self.finish_servers();
+        if self.servers.is_empty() {
+            self.warn(
+                1,
+                "no `server` block: the TOML has no [[listen]] and no [[servers]], which the proxy needs; add a `server { listen 80; location / { ... } }`",
+            );
+        }
     }
 
     fn finish_servers(&mut self) {
