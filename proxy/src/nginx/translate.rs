@@ -393,19 +393,11 @@ impl Translator {
                 ),
                 ("keepalive_timeout", None) => {
                     let value = nginx_time(d.arg(0));
-                    self.top.push(Line::new(
-                        "keepalive_timeout",
-                        toml_str(&value),
-                        vec![self.src(d)],
-                    ));
+                    self.top_line(d, Line::new("keepalive_timeout", toml_str(&value), vec![self.src(d)]));
                 }
                 ("client_header_timeout", None) => {
                     let value = nginx_time(d.arg(0));
-                    self.top.push(Line::new(
-                        "client_header_timeout",
-                        toml_str(&value),
-                        vec![self.src(d)],
-                    ));
+                    self.top_line(d, Line::new("client_header_timeout", toml_str(&value), vec![self.src(d)]));
                 }
                 ("set_real_ip_from", None) => {
                     self.trusted_proxies.push(self.at(d, d.arg(0).to_owned()))
@@ -429,11 +421,28 @@ impl Translator {
         }
     }
 
+    /// Adds a top-level setting, unless one with its key is already there: a
+    /// TOML key may be written once, and nginx refuses a repeated directive
+    /// of this kind too (`"keepalive_timeout" directive is duplicate`).
+    fn top_line(&mut self, d: &Directive, line: Line) {
+        if self.top.iter().any(|l| l.key == line.key) {
+            self.warn(
+                d.line,
+                format!(
+                    "`{}` is repeated: nginx refuses a duplicate; the first one is kept",
+                    d.name
+                ),
+            );
+        } else {
+            self.top.push(line);
+        }
+    }
+
     fn workers(&mut self, d: &Directive) {
         match d.arg(0).parse::<u32>() {
-            Ok(n) if n > 0 => self
-                .top
-                .push(Line::new("workers", n.to_string(), vec![self.src(d)])),
+            Ok(n) if n > 0 => {
+                self.top_line(d, Line::new("workers", n.to_string(), vec![self.src(d)]))
+            }
             _ if d.arg(0) == "auto" => self.note(
                 d.line,
                 "`worker_processes auto` is the default (`workers` left out: one per core)",
@@ -453,6 +462,26 @@ impl Translator {
             return false;
         }
         let first = seen.insert(d.name.clone());
+        let repeatable = matches!(
+            d.name.as_str(),
+            "proxy_set_header"
+                | "add_header"
+                | "proxy_hide_header"
+                | "limit_req"
+                | "limit_conn"
+                | "allow"
+                | "deny"
+                | "proxy_cache_valid"
+        );
+        if !first && !repeatable {
+            self.warn(
+                d.line,
+                format!(
+                    "`{}` is repeated in this block: nginx refuses a duplicate; the last one is used here",
+                    d.name
+                ),
+            );
+        }
         match d.name.as_str() {
             "proxy_set_header" => {
                 if first {
@@ -2220,6 +2249,36 @@ mod tests {
     }
 
     const SERVER: &str = "server {\n listen 8080;\n location / { proxy_pass http://app; proxy_set_header Host $host; }\n}\n";
+
+    #[test]
+    fn a_setting_repeated_where_nginx_refuses_it_is_written_once_with_a_warning() {
+        let (toml, warnings) = run(
+            "worker_processes 2;\nworker_processes 4;\nkeepalive_timeout 5s;\nkeepalive_timeout 6s;\nlimit_req_zone $remote_addr zone=a:1m rate=1r/s;\nlimit_req_zone $remote_addr zone=a:1m rate=2r/s;\nserver {\n listen 80;\n client_max_body_size 1m;\n client_max_body_size 2m;\n location / { proxy_pass http://a:1; }\n}\n",
+        );
+        assert_eq!(toml.matches("\nworkers = ").count(), 1, "{toml}");
+        assert_eq!(toml.matches("\nkeepalive_timeout = ").count(), 1, "{toml}");
+        assert_eq!(toml.matches("[limit_req_zones.a]").count(), 1, "{toml}");
+        assert!(said(&warnings, 2, "repeated"), "{warnings:?}");
+        assert!(said(&warnings, 4, "repeated"), "{warnings:?}");
+        assert!(
+            said(&warnings, 6, "already defined at line 5"),
+            "{warnings:?}"
+        );
+        assert!(
+            said(&warnings, 10, "repeated in this block"),
+            "{warnings:?}"
+        );
+        toml::from_str::<toml::Table>(&toml).expect("valid TOML");
+    }
+
+    #[test]
+    fn nginx_text_in_comments_cannot_start_a_toml_line() {
+        let (toml, _) = run(
+            "server {\n listen 80;\n server_name \"a\n[x]\ny = 1\";\n location / { proxy_pass http://a:1; }\n}\n",
+        );
+        assert!(!toml.lines().any(|l| l.starts_with("[x]")), "{toml}");
+        toml::from_str::<toml::Table>(&toml).expect("valid TOML");
+    }
 
     #[test]
     fn upstream_options_and_balancers_translate() {
