@@ -943,8 +943,19 @@ impl Translator {
                 }
             })
             .collect();
-        if self.upstreams.iter().any(|u| u.name == name) || self.upstream_blocks.contains(&name) {
+        let taken = |name: &str| {
+            self.upstreams.iter().any(|u| u.name == name) || self.upstream_blocks.contains(name)
+        };
+        if taken(&name) {
             name = format!("{name}-{}", address.rsplit(':').next().unwrap_or("80"));
+        }
+        // `q:80`, `q-80:1`, `https://q:80` would give `q`, `q-80`, `q-80`:
+        // count on until the name is free, a TOML table is written once.
+        let base = name.clone();
+        let mut n = 2;
+        while taken(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
         }
         self.note(
             d.line,
