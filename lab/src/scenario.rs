@@ -299,7 +299,11 @@ impl Scenario {
             ScenarioError::Invalid {
                 file: file.to_owned(),
                 line: before.matches('\n').count() + 1,
-                column: before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                // In characters, not bytes: a column counts what the reader sees.
+                column: before[before.rfind('\n').map_or(0, |i| i + 1)..]
+                    .chars()
+                    .count()
+                    + 1,
                 message,
                 help: help.to_owned(),
             }

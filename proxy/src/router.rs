@@ -199,7 +199,11 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         return None;
     }
     let name = name.strip_suffix('.').unwrap_or(name);
+    // One port and one trailing dot came off; what remains must be a plain
+    // name that another pass would not change (`a:80:90`, `a..`, `a :80` are
+    // unusable, as an empty Host is).
     if name.is_empty()
+        || name.ends_with('.')
         || (!name.starts_with('[')
             && !name
                 .bytes()

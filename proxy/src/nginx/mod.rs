@@ -44,8 +44,55 @@ pub struct Imported {
 /// messages. Fails only on a syntax error.
 pub fn import(text: &str, file: &str) -> Result<Imported, ParseError> {
     let tree = parse::parse(text)?;
-    let (toml, warnings) = translate::translate(&tree, file);
+    let (toml, mut warnings) = translate::translate(&tree, file);
+    check_with_the_proxy(&toml, file, &mut warnings);
     Ok(Imported { toml, warnings })
+}
+
+/// The import's own check: the TOML goes through the proxy's validator
+/// ([`crate::Config::parse`]) and each error becomes a warning at the nginx
+/// line the TOML line names in its comment (else line 1). nginx accepts
+/// values the proxy refuses (a server name with spaces, a header value
+/// with control characters, ...): better said now than at `proxy check`.
+/// Files the config names (certificates, password files) may be on another
+/// machine, so "cannot read" errors are left to `proxy check`.
+fn check_with_the_proxy(toml: &str, file: &str, warnings: &mut Vec<Warning>) {
+    let Err(errors) = crate::Config::parse(toml, "imported.toml") else {
+        return;
+    };
+    if errors
+        .0
+        .iter()
+        .any(|d| d.message.starts_with("cannot read "))
+    {
+        return;
+    }
+    let marker = format!("# {file}:");
+    for error in errors
+        .0
+        .iter()
+        .filter(|d| d.severity == crate::Severity::Error)
+    {
+        let at = error.at.as_ref();
+        let line = at
+            .and_then(|at| at.source_line.rsplit_once(marker.as_str()))
+            .and_then(|(_, rest)| {
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                rest[..digits].parse().ok()
+            })
+            .unwrap_or(1);
+        let toml_line = at
+            .map(|at| format!(" (TOML line {})", at.line))
+            .unwrap_or_default();
+        warnings.push(Warning {
+            line,
+            severity: Severity::Warning,
+            message: format!(
+                "the proxy refuses the translation{toml_line}: {}; edit the TOML by hand",
+                error.message.replace('\n', " ")
+            ),
+        });
+    }
 }
 
 /// A warning as the command prints it: `nginx.conf:12: warning: ...`.

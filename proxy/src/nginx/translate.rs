@@ -425,19 +425,11 @@ impl Translator {
                 ),
                 ("keepalive_timeout", None) => {
                     let value = nginx_time(d.arg(0));
-                    self.top.push(Line::new(
-                        "keepalive_timeout",
-                        toml_str(&value),
-                        vec![self.src(d)],
-                    ));
+                    self.top_line(d, Line::new("keepalive_timeout", toml_str(&value), vec![self.src(d)]));
                 }
                 ("client_header_timeout", None) => {
                     let value = nginx_time(d.arg(0));
-                    self.top.push(Line::new(
-                        "client_header_timeout",
-                        toml_str(&value),
-                        vec![self.src(d)],
-                    ));
+                    self.top_line(d, Line::new("client_header_timeout", toml_str(&value), vec![self.src(d)]));
                 }
                 ("client_body_timeout", None) => {
                     let value = nginx_time(d.arg(0));
@@ -470,11 +462,28 @@ impl Translator {
         }
     }
 
+    /// Adds a top-level setting, unless one with its key is already there: a
+    /// TOML key may be written once, and nginx refuses a repeated directive
+    /// of this kind too (`"keepalive_timeout" directive is duplicate`).
+    fn top_line(&mut self, d: &Directive, line: Line) {
+        if self.top.iter().any(|l| l.key == line.key) {
+            self.warn(
+                d.line,
+                format!(
+                    "`{}` is repeated: nginx refuses a duplicate; the first one is kept",
+                    d.name
+                ),
+            );
+        } else {
+            self.top.push(line);
+        }
+    }
+
     fn workers(&mut self, d: &Directive) {
         match d.arg(0).parse::<u32>() {
-            Ok(n) if n > 0 => self
-                .top
-                .push(Line::new("workers", n.to_string(), vec![self.src(d)])),
+            Ok(n) if n > 0 => {
+                self.top_line(d, Line::new("workers", n.to_string(), vec![self.src(d)]))
+            }
             _ if d.arg(0) == "auto" => self.note(
                 d.line,
                 "`worker_processes auto` is the default (`workers` left out: one per core)",
@@ -494,6 +503,26 @@ impl Translator {
             return false;
         }
         let first = seen.insert(d.name.clone());
+        let repeatable = matches!(
+            d.name.as_str(),
+            "proxy_set_header"
+                | "add_header"
+                | "proxy_hide_header"
+                | "limit_req"
+                | "limit_conn"
+                | "allow"
+                | "deny"
+                | "proxy_cache_valid"
+        );
+        if !first && !repeatable {
+            self.warn(
+                d.line,
+                format!(
+                    "`{}` is repeated in this block: nginx refuses a duplicate; the last one is used here",
+                    d.name
+                ),
+            );
+        }
         match d.name.as_str() {
             "proxy_set_header" => {
                 if first {
@@ -639,6 +668,20 @@ impl Translator {
         }
     }
 
+    /// Whether zone `name` was already defined (at line `first`): nginx
+    /// refuses a second zone of the same name, and a TOML table cannot be
+    /// written twice, so the first is kept and the second gets a warning.
+    fn zone_defined_twice(&mut self, d: &Directive, name: &str, first: Option<usize>) -> bool {
+        let Some(first) = first else {
+            return false;
+        };
+        self.warn(
+            d.line,
+            format!("zone `{name}` is already defined at line {first}: nginx refuses this; the first one is kept"),
+        );
+        true
+    }
+
     fn limit_req_zone(&mut self, d: &Directive) {
         let Some((name, size)) = Self::zone_name(d) else {
             self.warn(
@@ -647,6 +690,10 @@ impl Translator {
             );
             return;
         };
+        let first = self.req_zones.iter().find(|z| z.0 == name).map(|z| z.1);
+        if self.zone_defined_twice(d, &name, first) {
+            return;
+        }
         let key = self.zone_key(d);
         let rate = d
             .args
@@ -675,6 +722,10 @@ impl Translator {
             );
             return;
         };
+        let first = self.conn_zones.iter().find(|z| z.0 == name).map(|z| z.1);
+        if self.zone_defined_twice(d, &name, first) {
+            return;
+        }
         let key = self.zone_key(d);
         self.conn_zones
             .push((name, d.line, vec![Line::new("key", toml_str(&key), vec![])]));
@@ -688,6 +739,13 @@ impl Translator {
             );
             return;
         };
+        if self.cache_zones.iter().any(|z| z.0 == name) {
+            self.warn(
+                d.line,
+                format!("cache zone `{name}` is defined twice: nginx refuses this; the first one is kept"),
+            );
+            return;
+        }
         let max = d.args.iter().find_map(|a| a.strip_prefix("max_size="));
         let max = match max {
             Some(size) => size.to_ascii_lowercase(),
@@ -926,8 +984,19 @@ impl Translator {
                 }
             })
             .collect();
-        if self.upstreams.iter().any(|u| u.name == name) || self.upstream_blocks.contains(&name) {
+        let taken = |name: &str| {
+            self.upstreams.iter().any(|u| u.name == name) || self.upstream_blocks.contains(name)
+        };
+        if taken(&name) {
             name = format!("{name}-{}", address.rsplit(':').next().unwrap_or("80"));
+        }
+        // `q:80`, `q-80:1`, `https://q:80` would give `q`, `q-80`, `q-80`:
+        // count on until the name is free, a TOML table is written once.
+        let base = name.clone();
+        let mut n = 2;
+        while taken(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
         }
         self.note(
             d.line,
@@ -1915,6 +1984,12 @@ impl Translator {
             }
         }
         self.finish_servers();
+        if self.servers.is_empty() {
+            self.warn(
+                1,
+                "no `server` block: the TOML has no [[listen]] and no [[servers]], which the proxy needs; add a `server { listen 80; location / { ... } }`",
+            );
+        }
     }
 
     fn finish_servers(&mut self) {
@@ -2226,6 +2301,36 @@ mod tests {
     }
 
     const SERVER: &str = "server {\n listen 8080;\n location / { proxy_pass http://app; proxy_set_header Host $host; }\n}\n";
+
+    #[test]
+    fn a_setting_repeated_where_nginx_refuses_it_is_written_once_with_a_warning() {
+        let (toml, warnings) = run(
+            "worker_processes 2;\nworker_processes 4;\nkeepalive_timeout 5s;\nkeepalive_timeout 6s;\nlimit_req_zone $remote_addr zone=a:1m rate=1r/s;\nlimit_req_zone $remote_addr zone=a:1m rate=2r/s;\nserver {\n listen 80;\n client_max_body_size 1m;\n client_max_body_size 2m;\n location / { proxy_pass http://a:1; }\n}\n",
+        );
+        assert_eq!(toml.matches("\nworkers = ").count(), 1, "{toml}");
+        assert_eq!(toml.matches("\nkeepalive_timeout = ").count(), 1, "{toml}");
+        assert_eq!(toml.matches("[limit_req_zones.a]").count(), 1, "{toml}");
+        assert!(said(&warnings, 2, "repeated"), "{warnings:?}");
+        assert!(said(&warnings, 4, "repeated"), "{warnings:?}");
+        assert!(
+            said(&warnings, 6, "already defined at line 5"),
+            "{warnings:?}"
+        );
+        assert!(
+            said(&warnings, 10, "repeated in this block"),
+            "{warnings:?}"
+        );
+        toml::from_str::<toml::Table>(&toml).expect("valid TOML");
+    }
+
+    #[test]
+    fn nginx_text_in_comments_cannot_start_a_toml_line() {
+        let (toml, _) = run(
+            "server {\n listen 80;\n server_name \"a\n[x]\ny = 1\";\n location / { proxy_pass http://a:1; }\n}\n",
+        );
+        assert!(!toml.lines().any(|l| l.starts_with("[x]")), "{toml}");
+        toml::from_str::<toml::Table>(&toml).expect("valid TOML");
+    }
 
     #[test]
     fn upstream_options_and_balancers_translate() {

@@ -9,7 +9,11 @@ use super::{Line, Listen, RewriteOut, Translator};
 impl Translator {
     pub(super) fn render(&self, file: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# Imported from {file} by `proxy import-nginx`.");
+        let _ = writeln!(
+            out,
+            "# Imported from {} by `proxy import-nginx`.",
+            comment_text(file)
+        );
         out.push_str("# Each setting names the nginx line it came from; read the warnings too.\n");
         out.push_str("# Check it with `proxy check --config FILE`.\n");
         if !self.top.is_empty() || !self.trusted_proxies.is_empty() {
@@ -224,7 +228,25 @@ pub(super) fn toml_key(name: &str) -> String {
 pub(super) fn pad_comment(text: &str, comment: &str) -> String {
     let width = text.chars().count();
     let pad = if width < 40 { 40 - width } else { 2 };
-    format!("{}# {comment}", " ".repeat(pad))
+    format!("{}# {}", " ".repeat(pad), comment_text(comment))
+}
+
+/// Text for a TOML comment: a comment ends at the line's end and may hold no
+/// control character but a tab, so the nginx text quoted in it (a quoted
+/// argument may span lines) has those escaped; else it would end the comment
+/// and the rest would be read as TOML keys.
+pub(super) fn comment_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\t' => "\t".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 pub(super) fn write_line(out: &mut String, line: &Line) {
@@ -239,7 +261,7 @@ pub(super) fn write_line(out: &mut String, line: &Line) {
         }
         many => {
             for source in many {
-                let _ = writeln!(out, "# {source}");
+                let _ = writeln!(out, "# {}", comment_text(source));
             }
             let _ = writeln!(out, "{text}");
         }
