@@ -97,7 +97,8 @@ fn check_normalized_path(path: &str, normal: &str) {
                 .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
             "{path:?} -> {normal:?}: escape at {at} is not two upper-case hex digits"
         );
-        let byte = u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap();
+        let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+        let byte = digit(hex[0]) * 16 + digit(hex[1]);
         let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
         assert!(
             !unreserved && !matches!(byte, b'/' | b'\\' | 0),

@@ -442,16 +442,6 @@ async fn the_host_header_is_the_configured_name_not_the_address_connected_to() {
     );
 }
 
-/// An upstream that reads the request head and never answers.
-async fn silent_upstream() -> std::net::SocketAddr {
-    raw_upstream(|mut stream| async move {
-        read_head(&mut stream).await;
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await
-}
-
 #[tokio::test(start_paused = true)]
 async fn next_upstream_timeout_stops_going_on_once_the_time_budget_is_spent() {
     // Each silent server costs read_timeout (5 s). With a 7 s budget the

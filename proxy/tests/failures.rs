@@ -34,12 +34,7 @@ async fn a_refused_connection_is_a_502_naming_the_upstream() {
 async fn an_upstream_that_never_answers_is_a_504_after_the_read_timeout() {
     // The clock is the test's: tokio advances it only when every task waits,
     // so the 30 s timeout passes at once and the result never depends on load.
-    let stalled = raw_upstream(|mut stream| async move {
-        read_head(&mut stream).await;
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let stalled = silent_upstream().await;
     let proxy = start_proxy(&single_upstream_config(
         &[stalled],
         "read_timeout = \"30s\"",

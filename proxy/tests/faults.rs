@@ -246,12 +246,7 @@ async fn an_upstream_that_stops_reading_the_request_body_is_a_504_not_a_hang() {
     // It reads the head and then nothing: once the socket buffers are full
     // the upload cannot move. The read_timeout bounds the wait for an answer
     // (upload included), so the client gets 504 instead of waiting forever.
-    let stuck = raw_upstream(|mut stream| async move {
-        read_head(&mut stream).await;
-        std::future::pending::<()>().await;
-        drop(stream);
-    })
-    .await;
+    let stuck = silent_upstream().await;
     let proxy = start_proxy(&single_upstream_config(
         &[stuck],
         "read_timeout = \"500ms\"",

@@ -260,6 +260,17 @@ where
     addr
 }
 
+/// An upstream that reads the request head and never answers (nor reads
+/// a body): a stalled server.
+pub async fn silent_upstream() -> SocketAddr {
+    raw_upstream(|mut stream| async move {
+        read_head(&mut stream).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await
+}
+
 /// Reads a request head from `stream` (up to the blank line).
 pub async fn read_head(stream: &mut tokio::net::TcpStream) {
     let mut seen = Vec::new();
