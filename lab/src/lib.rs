@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod chart;
 pub mod client;
+pub mod course;
 pub mod docker;
 pub mod haproxy;
 pub mod load;

@@ -9,6 +9,7 @@
 //! lab images && lab scenario --all --docker   # the same, on the stack as containers
 //! lab bench              # direct, through the proxy, nginx, HAProxy: requests/s, latency, CPU, memory
 //! lab images            # build the Docker images of Docker mode (no registry needed)
+//! lab check 02          # check your solution to chapter 02's exercise (lab hint 02, lab progress)
 //! lab soak --release     # 5 minutes of mixed traffic, reloads and replica stops: errors, memory, fds
 //! ```
 
@@ -110,6 +111,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         proxy_bin: Option<PathBuf>,
     },
+    /// Check your solution to a chapter's exercise (work/NN-slug/, made from the starter on first use).
+    Check {
+        /// The chapter: 02, or 02-path-routing.
+        chapter: String,
+        /// Print every request and answer of the check, not only what failed.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Print a hint for a chapter's exercise (the first; `lab hint 02 2` for the second, ...).
+    Hint {
+        /// The chapter: 02, or 02-path-routing.
+        chapter: String,
+        /// Which hint (1 is a nudge; the last is nearly the answer).
+        #[arg(default_value_t = 1)]
+        number: usize,
+    },
+    /// Show which chapters' exercises you have solved.
+    Progress,
     /// (Used by `lab bench`.) Run its backend or its proxy; print the address; serve until stdin closes.
     #[command(hide = true)]
     BenchServe {
@@ -179,8 +198,138 @@ async fn run(command: Command) -> ExitCode {
             release,
             proxy_bin,
         } => soak(seconds, clients, release, proxy_bin).await,
+        Command::Check { chapter, verbose } => check(&chapter, verbose).await,
+        Command::Hint { chapter, number } => hint(&chapter, number),
+        Command::Progress => progress(),
         Command::BenchServe { .. } => ExitCode::FAILURE,
     }
+}
+
+/// The repository the learner works in: where `work/` goes.
+fn course_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `lab check NN`: checks the learner's copy of the exercise, making it from
+/// the starter first if there is none; says what passed, what did not, and
+/// where the hints are.
+async fn check(key: &str, verbose: bool) -> ExitCode {
+    let root = course_root();
+    let chapter = match lab::course::chapter(key) {
+        Ok(chapter) => chapter,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (path, made) = match lab::course::work_copy(chapter, &root) {
+        Ok(copy) => copy,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown = path
+        .strip_prefix(&root)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    if made {
+        println!("Made {shown} from the starter: edit it, then run this again.\n");
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("lab: {shown}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "Chapter {:02}, {}: checking {shown}",
+        chapter.number, chapter.title
+    );
+    let verdict = match lab::course::check_config(chapter, &text, &shown).await {
+        Ok(verdict) => verdict,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if verbose || !verdict.passed() {
+        println!("\n{}", verdict.transcript);
+    }
+    if verdict.passed() {
+        println!("PASSED: all {} expectations met.", verdict.expectations);
+        if let Err(err) = lab::course::record_pass(chapter, &root, &text) {
+            eprintln!("lab: could not record it: {err}");
+        }
+        println!("Read the \"Going further\" part of {} next.", chapter.doc());
+        ExitCode::SUCCESS
+    } else {
+        println!("NOT YET. What is still wrong:");
+        for failure in &verdict.failures {
+            println!("  - {failure}");
+        }
+        println!(
+            "\nThe chapter: {}. A hint: `cargo run -p lab -- hint {:02}`.",
+            chapter.doc(),
+            chapter.number
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// `lab hint NN [K]`: the K-th hint of a chapter's exercise.
+fn hint(key: &str, number: usize) -> ExitCode {
+    let chapter = match lab::course::chapter(key) {
+        Ok(chapter) => chapter,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hints = chapter.hint_lines();
+    let Some(text) = number.checked_sub(1).and_then(|i| hints.get(i)) else {
+        eprintln!(
+            "lab: chapter {:02} has hints 1 to {}",
+            chapter.number,
+            hints.len()
+        );
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "Hint {number} of {} for chapter {:02}: {text}",
+        hints.len(),
+        chapter.number
+    );
+    if number < hints.len() {
+        println!(
+            "(the next one: `cargo run -p lab -- hint {:02} {}`)",
+            chapter.number,
+            number + 1
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `lab progress`: which exercises are solved.
+fn progress() -> ExitCode {
+    use lab::course::Standing;
+    let standings = lab::course::progress(&course_root());
+    let solved = standings
+        .iter()
+        .filter(|(_, s)| *s == Standing::Solved)
+        .count();
+    for (chapter, standing) in &standings {
+        let mark = match standing {
+            Standing::Solved => "solved",
+            Standing::InProgress => "started",
+            Standing::NotStarted => "-",
+        };
+        println!("{:02} {:<28} {mark}", chapter.number, chapter.title);
+    }
+    println!("{solved} of {} exercises solved", standings.len());
+    ExitCode::SUCCESS
 }
 
 /// `lab soak`: builds the proxy binary (unless given one), runs the soak,
@@ -297,6 +446,7 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
         // The per-user CA, so that trusting its root once lasts across runs.
         ca_dir: proxy::local_ca::LocalCa::default_dir().ok(),
         data_dir,
+        proxy_config: None,
     };
     let stack = match Stack::boot(options).await {
         Ok(stack) => stack,

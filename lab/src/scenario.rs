@@ -24,7 +24,7 @@
 //!   `trust_lab_ca = false`), with optional `headers`, `body`, `repeat`,
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
-//!   `headers`): an answer that differs is marked in the transcript and fails
+//!   `headers`, `body_contains`, `body_lacks`): an answer that differs is marked in the transcript and fails
 //!   the run;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
@@ -202,6 +202,10 @@ pub struct Expect {
     pub statuses: Option<Vec<u16>>,
     /// Response headers every answer must have, with these values.
     pub headers: Vec<(String, String)>,
+    /// Text every answer's body must contain.
+    pub body_contains: Option<String>,
+    /// Text no answer's body may contain.
+    pub body_lacks: Option<String>,
 }
 
 /// A scenario file that cannot be used.
@@ -281,6 +285,8 @@ struct RawExpect {
     statuses: Option<Vec<u16>>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    body_contains: Option<String>,
+    body_lacks: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +389,8 @@ impl Scenario {
                     status: e.status,
                     statuses: e.statuses.clone(),
                     headers: e.headers.clone().into_iter().collect(),
+                    body_contains: e.body_contains.clone(),
+                    body_lacks: e.body_lacks.clone(),
                 })
                 .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
@@ -849,6 +857,16 @@ fn record(
         if exchange.header(name) != Some(value.as_str()) {
             wrong.push(format!("expected {name}: {value}"));
         }
+    }
+    if let Some(text) = &step.expect.body_contains
+        && !exchange.text().contains(text.as_str())
+    {
+        wrong.push(format!("expected a body containing {text:?}"));
+    }
+    if let Some(text) = &step.expect.body_lacks
+        && exchange.text().contains(text.as_str())
+    {
+        wrong.push(format!("expected a body without {text:?}"));
     }
     let by_status = if exchange.status.as_u16() >= 400 {
         &step.show_errors

@@ -42,6 +42,20 @@ pub struct StackOptions {
     /// Where tasks-api keeps its SQLite file; `None` uses a temporary folder
     /// that is removed with the stack.
     pub data_dir: Option<PathBuf>,
+    /// The proxy configuration template to boot with, instead of
+    /// `lab/stack/proxy.toml` (a course exercise boots the learner's file).
+    pub proxy_config: Option<ConfigTemplate>,
+}
+
+/// A proxy configuration with `{{name}}` placeholders for the services'
+/// addresses (`{{frontend}}`, `{{tasks-api}}`, `{{whoami-1}}`, ...,
+/// `{{listen}}`, `{{listen-tls}}`, `{{ca-dir}}`), and the file it came from.
+#[derive(Debug, Clone)]
+pub struct ConfigTemplate {
+    /// The template's text.
+    pub text: String,
+    /// The file it came from, named in errors.
+    pub file: String,
 }
 
 impl Default for StackOptions {
@@ -51,6 +65,7 @@ impl Default for StackOptions {
             proxy_listen_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
             ca_dir: None,
             data_dir: None,
+            proxy_config: None,
         }
     }
 }
@@ -76,12 +91,17 @@ pub enum StackError {
     /// The temporary data folder could not be made, or the CA's root read.
     #[error("cannot create or read the lab's data folder: {0}")]
     DataDir(std::io::Error),
-    /// The rendered proxy config is invalid (a bug in the template).
-    #[error("the lab's proxy config is invalid:\n{0}")]
+    /// The rendered proxy config is invalid.
+    #[error("the proxy config is invalid:\n{0}")]
     ProxyConfig(#[from] ConfigErrors),
     /// The proxy config template lacks something the stack needs.
-    #[error("lab/stack/proxy.toml must define {0}")]
-    Template(&'static str),
+    #[error("{file} must define {what}")]
+    Template {
+        /// The template's file.
+        file: String,
+        /// What it lacks.
+        what: &'static str,
+    },
     /// No service of that name runs in the stack.
     #[error("no service named `{0}` in the stack")]
     UnknownService(String),
@@ -147,13 +167,22 @@ impl Stack {
         addresses.insert("listen", options.proxy_listen.to_string());
         addresses.insert("listen-tls", options.proxy_listen_tls.to_string());
         addresses.insert("ca-dir", ca_dir.display().to_string());
-        let proxy_config = render_template(PROXY_CONFIG_TEMPLATE, &addresses);
+        let template = options.proxy_config.unwrap_or_else(|| ConfigTemplate {
+            text: PROXY_CONFIG_TEMPLATE.to_owned(),
+            file: "lab/stack/proxy.toml".to_owned(),
+        });
+        let proxy_config = render_template(&template.text, &addresses);
 
-        let config = Config::parse(&proxy_config, "lab/stack/proxy.toml")?;
+        let config = Config::parse(&proxy_config, &template.file)?;
         let server = ProxyServer::bind(config).await?;
         let (proxy_addr, proxy_tls_addr) = match server.local_addrs()[..] {
             [plain, tls, ..] => (plain, tls),
-            _ => return Err(StackError::Template("two [[listen]] addresses")),
+            _ => {
+                return Err(StackError::Template {
+                    file: template.file,
+                    what: "two [[listen]] addresses (plain HTTP at {{listen}}, HTTPS at {{listen-tls}})",
+                });
+            }
         };
         let ca_root_pem = std::fs::read_to_string(ca_dir.join(proxy::local_ca::ROOT_CERT_FILE))
             .map_err(StackError::DataDir)?;

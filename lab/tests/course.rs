@@ -1,0 +1,143 @@
+//! The course's exercises: every reference solution passes its check, every
+//! starter as shipped fails it (a check that cannot fail teaches nothing),
+//! and the learner's side (work copy, progress) works on a scratch folder.
+//! The learner's own `work/` is never read here.
+
+use lab::course::{self, CHAPTERS, Standing};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_solution_passes_and_every_starter_fails_its_check() {
+    for chapter in CHAPTERS {
+        let name = chapter.name();
+        let solution = course::check_config(
+            chapter,
+            chapter.solution,
+            &format!("lab/solutions/{name}/proxy.toml"),
+        )
+        .await
+        .expect("the check runs");
+        assert!(
+            solution.passed(),
+            "{name}: the solution fails:\n{:#?}\n{}",
+            solution.failures,
+            solution.transcript
+        );
+        assert!(
+            solution.expectations > 0,
+            "{name}: a check without expectations"
+        );
+
+        let starter = course::check_config(
+            chapter,
+            chapter.starter,
+            &format!("lab/exercises/{name}/proxy.toml"),
+        )
+        .await
+        .expect("the check runs");
+        assert!(
+            !starter.passed(),
+            "{name}: the untouched starter passes its check:\n{}",
+            starter.transcript
+        );
+        // It fails on what the exercise is about, not on a broken file.
+        assert!(
+            starter
+                .failures
+                .iter()
+                .all(|f| !f.contains("does not start")),
+            "{name}: the starter does not even start: {:#?}",
+            starter.failures
+        );
+    }
+}
+
+#[test]
+fn every_exercise_has_hints_and_a_chapter_page() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for chapter in CHAPTERS {
+        assert!(
+            chapter.hint_lines().len() >= 2,
+            "{}: give at least two hints",
+            chapter.name()
+        );
+        chapter.check_scenario().expect("the check parses");
+        let page = std::fs::read_to_string(root.join(chapter.doc()))
+            .unwrap_or_else(|e| panic!("{}: {e}", chapter.doc()));
+        for section in ["## Exercise", "## Check it", "## Going further"] {
+            assert!(
+                page.contains(section),
+                "{} has no `{section}` section",
+                chapter.doc()
+            );
+        }
+        let command = format!("cargo run -p lab -- check {:02}", chapter.number);
+        assert!(
+            page.contains(&command),
+            "{} does not show `{command}`",
+            chapter.doc()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_the_proxy_refuses_fails_with_the_proxys_message() {
+    let chapter = course::chapter("02").expect("chapter 02");
+    let broken = chapter
+        .starter
+        .replace("upstream = \"frontend\"", "upstream = \"frontnd\"");
+    let verdict = course::check_config(chapter, &broken, "work/02-path-routing/proxy.toml")
+        .await
+        .expect("the check runs");
+    assert!(!verdict.passed());
+    let failure = verdict.failures.join("\n");
+    assert!(
+        failure.contains("work/02-path-routing/proxy.toml:"),
+        "{failure}"
+    );
+    assert!(failure.contains("frontnd"), "{failure}");
+}
+
+#[test]
+fn chapters_are_found_by_number_or_name_and_unknown_ones_are_listed() {
+    for key in ["2", "02", "02-path-routing", "path-routing"] {
+        assert_eq!(course::chapter(key).expect(key).number, 2);
+    }
+    let err = course::chapter("99")
+        .expect_err("no chapter 99")
+        .to_string();
+    assert!(err.contains("02-path-routing"), "{err}");
+}
+
+#[test]
+fn progress_follows_the_work_copy_and_forgets_a_pass_once_it_changes() {
+    let root = tempfile::tempdir().expect("a scratch folder");
+    let chapter = course::chapter("02").expect("chapter 02");
+    let standing = |root| {
+        course::progress(root)
+            .into_iter()
+            .find(|(c, _)| c.number == 2)
+            .map(|(_, s)| s)
+    };
+    assert_eq!(standing(root.path()), Some(Standing::NotStarted));
+
+    let (path, made) = course::work_copy(chapter, root.path()).expect("a work copy");
+    assert!(made);
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        chapter.starter
+    );
+    assert_eq!(standing(root.path()), Some(Standing::InProgress));
+    // A second call keeps the learner's edits.
+    std::fs::write(&path, chapter.solution).expect("write");
+    let (_, made) = course::work_copy(chapter, root.path()).expect("a work copy");
+    assert!(!made);
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        chapter.solution
+    );
+
+    course::record_pass(chapter, root.path(), chapter.solution).expect("record");
+    assert_eq!(standing(root.path()), Some(Standing::Solved));
+    std::fs::write(&path, format!("{}\n# changed\n", chapter.solution)).expect("write");
+    assert_eq!(standing(root.path()), Some(Standing::InProgress));
+}
