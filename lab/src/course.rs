@@ -82,7 +82,10 @@ macro_rules! chapter {
 /// Every chapter with an exercise, in order. (`02` is written as the folder
 /// names it: the macro makes the file paths from it.)
 #[allow(clippy::zero_prefixed_literal)]
-pub const CHAPTERS: &[Chapter] = &[chapter!(02, "path-routing", "Path routing")];
+pub const CHAPTERS: &[Chapter] = &[
+    chapter!(02, "path-routing", "Path routing"),
+    chapter!(04, "load-balancing", "Load balancing"),
+];
 
 impl Chapter {
     /// `02-path-routing`.
