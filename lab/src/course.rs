@@ -85,6 +85,7 @@ macro_rules! chapter {
 pub const CHAPTERS: &[Chapter] = &[
     chapter!(02, "path-routing", "Path routing"),
     chapter!(04, "load-balancing", "Load balancing"),
+    chapter!(07, "host-routing", "Host routing"),
 ];
 
 impl Chapter {
