@@ -86,6 +86,7 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(02, "path-routing", "Path routing"),
     chapter!(04, "load-balancing", "Load balancing"),
     chapter!(07, "host-routing", "Host routing"),
+    chapter!(08, "rate-limits", "Rate and connection limits"),
 ];
 
 impl Chapter {
