@@ -84,6 +84,7 @@ macro_rules! chapter {
 #[allow(clippy::zero_prefixed_literal)]
 pub const CHAPTERS: &[Chapter] = &[
     chapter!(02, "path-routing", "Path routing"),
+    chapter!(03, "forwarded-headers", "Forwarded headers"),
     chapter!(04, "load-balancing", "Load balancing"),
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
@@ -192,7 +193,7 @@ pub async fn check_config(
     let expectations = scenario
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some()))
+        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some() || !r.expect.json.is_empty()))
         .count();
     let options = StackOptions {
         proxy_config: Some(ConfigTemplate {

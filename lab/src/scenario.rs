@@ -24,7 +24,8 @@
 //!   `trust_lab_ca = false`), with optional `headers`, `body`, `repeat`,
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
-//!   `headers`, `body_contains`, `body_lacks`): an answer that differs is marked in the transcript and fails
+//!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
+//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`): an answer that differs is marked in the transcript and fails
 //!   the run;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
@@ -206,6 +207,8 @@ pub struct Expect {
     pub body_contains: Option<String>,
     /// Text no answer's body may contain.
     pub body_lacks: Option<String>,
+    /// Fields of a JSON body (`headers.x-real-ip`) and the text each must have.
+    pub json: Vec<(String, String)>,
 }
 
 /// A scenario file that cannot be used.
@@ -287,6 +290,8 @@ struct RawExpect {
     headers: BTreeMap<String, String>,
     body_contains: Option<String>,
     body_lacks: Option<String>,
+    #[serde(default)]
+    json: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +396,7 @@ impl Scenario {
                     headers: e.headers.clone().into_iter().collect(),
                     body_contains: e.body_contains.clone(),
                     body_lacks: e.body_lacks.clone(),
+                    json: e.json.clone().into_iter().collect(),
                 })
                 .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
@@ -584,6 +590,20 @@ fn parse_show(text: &str) -> Option<Show> {
             }
         }
     })
+}
+
+/// The field at `path` (`headers.x-real-ip`) of a JSON body, as text;
+/// `(not received)` when it is not there.
+fn json_field(exchange: &Exchange, path: &str) -> String {
+    let mut value = exchange.json().unwrap_or_default();
+    for key in path.split('.') {
+        value = value[key].take();
+    }
+    match value {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => "(not received)".into(),
+        other => other.to_string(),
+    }
 }
 
 /// The label a `show` entry prints under.
@@ -868,6 +888,12 @@ fn record(
     {
         wrong.push(format!("expected a body without {text:?}"));
     }
+    for (path, value) in &step.expect.json {
+        let got = json_field(exchange, path);
+        if got != *value {
+            wrong.push(format!("expected {path} = {value:?} (it was {got:?})"));
+        }
+    }
     let by_status = if exchange.status.as_u16() >= 400 {
         &step.show_errors
     } else {
@@ -905,18 +931,7 @@ fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Opti
             "protocol",
             &format!("{:?} (chosen by ALPN)", exchange.version),
         ),
-        Show::Json(path) => {
-            let mut value = exchange.json().unwrap_or_default();
-            for key in path.split('.') {
-                value = value[key].take();
-            }
-            let text = match value {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => "(not received)".into(),
-                other => other.to_string(),
-            };
-            detail(path, &text);
-        }
+        Show::Json(path) => detail(path, &json_field(exchange, path)),
         Show::Trace => {
             let mut lines: Vec<(&str, &str)> = exchange
                 .headers
