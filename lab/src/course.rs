@@ -86,6 +86,7 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(02, "path-routing", "Path routing"),
     chapter!(03, "forwarded-headers", "Forwarded headers"),
     chapter!(04, "load-balancing", "Load balancing"),
+    chapter!(05, "health-and-failover", "Health and failover"),
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
 ];
