@@ -89,6 +89,7 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(05, "health-and-failover", "Health and failover"),
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
+    chapter!(09, "cors-and-headers", "CORS and header rules"),
 ];
 
 impl Chapter {
