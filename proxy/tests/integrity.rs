@@ -10,14 +10,13 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -32,115 +31,6 @@ const GIB: u64 = 1024 * MIB;
 /// The sizes every framing and protocol is checked with: empty, one byte,
 /// one byte short of a 16 KiB boundary, and two that take many frames.
 const SIZES: [u64; 5] = [0, 1, 16 * KIB - 1, MIB, 64 * MIB];
-
-/// The pattern repeats every `PERIOD` bytes: a prime, so no frame or buffer
-/// size (all powers of two) lines up with it, and a lost, repeated or
-/// reordered frame changes the CRC. At least [`FRAME`], so a frame is one
-/// slice of two periods.
-const PERIOD: usize = 65_537;
-const _: () = assert!(PERIOD >= FRAME);
-
-/// The largest frame a pattern body produces.
-const FRAME: usize = 64 * 1024;
-
-/// Two periods of the pattern: any frame is a zero-copy slice of it, so
-/// producing a body costs nothing per byte (a 1 GiB body included).
-fn pattern() -> &'static Bytes {
-    static PATTERN: OnceLock<Bytes> = OnceLock::new();
-    PATTERN.get_or_init(|| {
-        let period: Vec<u8> = (0..PERIOD as u64).map(pattern_byte).collect();
-        Bytes::from([period.as_slice(), period.as_slice()].concat())
-    })
-}
-
-/// The CRC-32 of the first `total` bytes of the pattern, without reading
-/// them: CRCs of pieces combine (crc32fast's `combine`), so whole periods
-/// are combined by doubling, then the rest is added.
-fn expected_crc(total: u64) -> u32 {
-    let period = PERIOD as u64;
-    let mut one = crc32fast::Hasher::new();
-    one.update(&pattern()[..PERIOD]);
-    let (mut periods, rest) = (total / period, (total % period) as usize);
-    let mut crc = crc32fast::Hasher::new();
-    let mut power = one; // the CRC of 1, 2, 4, ... periods
-    while periods > 0 {
-        if periods & 1 == 1 {
-            crc.combine(&power);
-        }
-        let twice = power.clone();
-        power.combine(&twice);
-        periods >>= 1;
-    }
-    let mut tail = crc32fast::Hasher::new();
-    tail.update(&pattern()[..rest]);
-    crc.combine(&tail);
-    crc.finalize()
-}
-
-/// A body of `total` pattern bytes in frames of up to 64 KiB. With
-/// `sized`, it says its length (hyper sends `Content-Length`); without, it
-/// does not (HTTP/1.1 sends it chunked).
-struct PatternStream {
-    sent: u64,
-    total: u64,
-    sized: bool,
-}
-
-impl PatternStream {
-    fn new(total: u64, sized: bool) -> PatternStream {
-        PatternStream {
-            sent: 0,
-            total,
-            sized,
-        }
-    }
-}
-
-impl Body for PatternStream {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.sent >= self.total {
-            return Poll::Ready(None);
-        }
-        let at = (self.sent % PERIOD as u64) as usize;
-        let n = (self.total - self.sent).min(FRAME as u64) as usize;
-        self.sent += n as u64;
-        Poll::Ready(Some(Ok(Frame::data(pattern().slice(at..at + n)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent >= self.total
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.sized {
-            SizeHint::with_exact(self.total - self.sent)
-        } else {
-            SizeHint::default()
-        }
-    }
-}
-
-/// Reads `body` to its end: its length and CRC-32.
-async fn digest<B>(mut body: B) -> (u64, u32)
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    let (mut length, mut crc) = (0u64, crc32fast::Hasher::new());
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.expect("the body arrives whole").into_data() {
-            length += data.len() as u64;
-            crc.update(&data);
-        }
-    }
-    (length, crc.finalize())
-}
 
 type TestBody = BoxBody<Bytes, Infallible>;
 
@@ -177,7 +67,7 @@ async fn answer(req: Request<Incoming>) -> Response<TestBody> {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let body = PatternStream::new(param("bytes"), param("sized") == 1);
+        let body = PatternBody::new(param("bytes"), param("sized") == 1);
         return Response::new(body.boxed());
     }
     let framing = if req.headers().contains_key("content-length") {
@@ -199,7 +89,7 @@ fn client_for(
     http2: bool,
 ) -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
-    PatternStream,
+    PatternBody,
 > {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(http2)
@@ -212,7 +102,7 @@ async fn upload(http2: bool, proxy: SocketAddr, total: u64, sized: bool) {
     let what = format!("upload of {total} bytes, sized={sized}, http2={http2}");
     let request = Request::put(format!("http://{proxy}/upload"))
         .header("host", "app.localhost")
-        .body(PatternStream::new(total, sized))
+        .body(PatternBody::new(total, sized))
         .expect("request");
     let response = client_for(http2)
         .request(request)
@@ -251,7 +141,7 @@ async fn download(http2: bool, proxy: SocketAddr, total: u64, sized: bool) {
         u8::from(sized)
     ))
     .header("host", "app.localhost")
-    .body(PatternStream::new(0, true))
+    .body(PatternBody::new(0, true))
     .expect("request");
     let response = client_for(http2)
         .request(request)
@@ -288,13 +178,13 @@ fn the_expected_crc_is_the_crc_of_the_bytes() {
     for total in [
         0,
         1,
-        PERIOD as u64 - 1,
-        PERIOD as u64,
-        3 * PERIOD as u64 + 5,
+        PATTERN_PERIOD as u64 - 1,
+        PATTERN_PERIOD as u64,
+        3 * PATTERN_PERIOD as u64 + 5,
         5 * MIB + 3,
     ] {
         let mut crc = crc32fast::Hasher::new();
-        let mut body = PatternStream::new(total, true);
+        let mut body = PatternBody::new(total, true);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
@@ -305,19 +195,19 @@ fn the_expected_crc_is_the_crc_of_the_bytes() {
         assert_eq!(crc.finalize(), expected_crc(total), "{total} bytes");
     }
     let first: Vec<u8> = (0..100_000).map(pattern_byte).collect();
-    let mut body = PatternStream::new(100_000, false);
+    let mut body = PatternBody::new(100_000, false);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut produced = Vec::new();
     while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
         produced.extend_from_slice(&frame.into_data().expect("data"));
     }
     assert_eq!(produced.len(), first.len());
-    // Period PERIOD: byte i is pattern_byte(i % PERIOD).
+    // Period PATTERN_PERIOD: byte i is pattern_byte(i % PATTERN_PERIOD).
     assert!(
         produced
             .iter()
             .enumerate()
-            .all(|(i, b)| *b == pattern_byte((i % PERIOD) as u64))
+            .all(|(i, b)| *b == pattern_byte((i % PATTERN_PERIOD) as u64))
     );
 }
 

@@ -6,13 +6,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -142,13 +142,7 @@ async fn echo(
             .unwrap_or(0);
         return Ok(Response::builder()
             .header("x-upstream", name)
-            .body(
-                PatternBody {
-                    sent: 0,
-                    total: bytes,
-                }
-                .boxed(),
-            )
+            .body(PatternBody::new(bytes, false).boxed())
             .expect("response"));
     }
     let method = req.method().to_string();
@@ -160,11 +154,11 @@ async fn echo(
         .collect();
     let mut body = req.into_body();
     let mut length = 0u64;
-    let mut hash = Fnv::default();
+    let mut crc = crc32fast::Hasher::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             length += data.len() as u64;
-            hash.write(&data);
+            crc.update(&data);
         }
     }
     completed.fetch_add(1, Ordering::SeqCst);
@@ -175,7 +169,7 @@ async fn echo(
         "uri": uri,
         "headers": headers,
         "body_bytes": length,
-        "body_fnv": format!("{:016x}", hash.0),
+        "body_crc": format!("{:08x}", crc.finalize()),
     });
     Ok(Response::builder()
         .header("x-upstream", name)
@@ -192,10 +186,67 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i.wrapping_mul(31).wrapping_add(i / 251) % 256) as u8
 }
 
-/// A body of `total` pattern bytes, produced in 64 KiB frames as it is read.
+/// The pattern repeats every `PATTERN_PERIOD` bytes: a prime, so no frame or buffer
+/// size (all powers of two) lines up with it, and a lost, repeated or
+/// reordered frame changes the CRC. At least [`PATTERN_FRAME`], so a frame is one
+/// slice of two periods.
+pub const PATTERN_PERIOD: usize = 65_537;
+const _: () = assert!(PATTERN_PERIOD >= PATTERN_FRAME);
+
+/// The largest frame a pattern body produces.
+pub const PATTERN_FRAME: usize = 64 * 1024;
+
+/// Two periods of the pattern: any frame is a zero-copy slice of it, so
+/// producing a body costs nothing per byte (a 1 GiB body included).
+fn pattern() -> &'static Bytes {
+    static PATTERN: OnceLock<Bytes> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        let period: Vec<u8> = (0..PATTERN_PERIOD as u64).map(pattern_byte).collect();
+        Bytes::from([period.as_slice(), period.as_slice()].concat())
+    })
+}
+
+/// The CRC-32 of the first `total` bytes of the pattern, without reading
+/// them: CRCs of pieces combine (crc32fast's `combine`), so whole periods
+/// are combined by doubling, then the rest is added.
+pub fn expected_crc(total: u64) -> u32 {
+    let period = PATTERN_PERIOD as u64;
+    let mut one = crc32fast::Hasher::new();
+    one.update(&pattern()[..PATTERN_PERIOD]);
+    let (mut periods, rest) = (total / period, (total % period) as usize);
+    let mut crc = crc32fast::Hasher::new();
+    let mut power = one; // the CRC of 1, 2, 4, ... periods
+    while periods > 0 {
+        if periods & 1 == 1 {
+            crc.combine(&power);
+        }
+        let twice = power.clone();
+        power.combine(&twice);
+        periods >>= 1;
+    }
+    let mut tail = crc32fast::Hasher::new();
+    tail.update(&pattern()[..rest]);
+    crc.combine(&tail);
+    crc.finalize()
+}
+
+/// A body of `total` pattern bytes in frames of up to 64 KiB. With
+/// `sized`, it says its length (hyper sends `Content-Length`); without, it
+/// does not (HTTP/1.1 sends it chunked).
 pub struct PatternBody {
-    pub sent: u64,
-    pub total: u64,
+    sent: u64,
+    total: u64,
+    sized: bool,
+}
+
+impl PatternBody {
+    pub fn new(total: u64, sized: bool) -> PatternBody {
+        PatternBody {
+            sent: 0,
+            total,
+            sized,
+        }
+    }
 }
 
 impl Body for PatternBody {
@@ -209,38 +260,45 @@ impl Body for PatternBody {
         if self.sent >= self.total {
             return Poll::Ready(None);
         }
-        let n = (self.total - self.sent).min(64 * 1024);
-        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
-        self.sent += n;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+        let at = (self.sent % PATTERN_PERIOD as u64) as usize;
+        let n = (self.total - self.sent).min(PATTERN_FRAME as u64) as usize;
+        self.sent += n as u64;
+        Poll::Ready(Some(Ok(Frame::data(pattern().slice(at..at + n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.total
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.sized {
+            SizeHint::with_exact(self.total - self.sent)
+        } else {
+            SizeHint::default()
+        }
     }
 }
 
-/// FNV-1a, 64 bits: a checksum that does not depend on how bytes are chunked.
-#[derive(Clone, Copy)]
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+/// Reads `body` to its end: its length and CRC-32.
+pub async fn digest<B>(mut body: B) -> (u64, u32)
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let (mut length, mut crc) = (0u64, crc32fast::Hasher::new());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("the body arrives whole").into_data() {
+            length += data.len() as u64;
+            crc.update(&data);
+        }
     }
+    (length, crc.finalize())
 }
 
-impl Fnv {
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    pub fn of_pattern(total: u64) -> String {
-        let mut hash = Fnv::default();
-        for i in 0..total {
-            hash.write(&[pattern_byte(i)]);
-        }
-        format!("{:016x}", hash.0)
-    }
+/// The CRC-32 of the first `total` pattern bytes, as the echo upstream
+/// reports it (`body_crc`).
+pub fn pattern_crc_hex(total: u64) -> String {
+    format!("{:08x}", expected_crc(total))
 }
 
 /// An upstream that accepts connections and then does `behaviour` with each.
