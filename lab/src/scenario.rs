@@ -981,7 +981,7 @@ fn missing_from_trace(t: &Transcript, exchange: &Exchange, expect: &Expect) -> O
     (!lines
         .iter()
         .any(|line| t.normalised(line).contains(text.as_str())))
-        .then(|| format!("expected a decision trace containing {text:?}"))
+    .then(|| format!("expected a decision trace containing {text:?}"))
 }
 
 /// The innermost cause of an error: for a TLS failure, what rustls said.

@@ -114,9 +114,9 @@ async fn chapter_13s_starter_fails_for_its_three_reasons_and_the_trace_explains_
     }
     // The 502 is a refused connection, every time, at the placeholder address.
     assert!(
-        verdict
-            .transcript
-            .contains("proxy-status: proxy-lab; error=connection_refused; details=\"upstream <closed>\""),
+        verdict.transcript.contains(
+            "proxy-status: proxy-lab; error=connection_refused; details=\"upstream <closed>\""
+        ),
         "{}",
         verdict.transcript
     );
