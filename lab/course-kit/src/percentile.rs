@@ -48,24 +48,34 @@ fn show(d: Option<Duration>) -> String {
 }
 
 /// `Ok` when each `(p, expected)` of `cases` holds for `samples`.
-fn percentiles<L: Latencies>(samples: &[Duration], cases: &[(u32, Option<Duration>)]) -> Result<(), String> {
+fn percentiles<L: Latencies>(
+    samples: &[Duration],
+    cases: &[(u32, Option<Duration>)],
+) -> Result<(), String> {
     let latencies = L::new(samples);
     for &(p, expected) in cases {
-        expect_eq(show(expected), show(latencies.percentile(p))).map_err(|e| format!("p{p}: {e}"))?;
+        expect_eq(show(expected), show(latencies.percentile(p)))
+            .map_err(|e| format!("p{p}: {e}"))?;
     }
     Ok(())
 }
 
 /// Checks [`Latencies`] against nearest-rank percentiles.
 pub fn check<L: Latencies + 'static>() -> Report {
-    let mut checks = Checks::new("percentile.rs: latency percentiles and the cost of a hop (chapter 14)");
+    let mut checks =
+        Checks::new("percentile.rs: latency percentiles and the cost of a hop (chapter 14)");
     checks.property(
         "ten samples 1 to 10 ms, out of order: p50 is 5 ms, p90 9 ms, p99 and p100 10 ms",
         || {
             let samples = [7, 3, 10, 1, 9, 2, 8, 5, 4, 6].map(ms);
             percentiles::<L>(
                 &samples,
-                &[(50, Some(ms(5))), (90, Some(ms(9))), (99, Some(ms(10))), (100, Some(ms(10)))],
+                &[
+                    (50, Some(ms(5))),
+                    (90, Some(ms(9))),
+                    (99, Some(ms(10))),
+                    (100, Some(ms(10))),
+                ],
             )
         },
     );
@@ -73,7 +83,8 @@ pub fn check<L: Latencies + 'static>() -> Report {
         "a hundred samples 1 to 100 ms: the p-th percentile is p ms, for every p from 1 to 100",
         || {
             let samples: Vec<Duration> = (1..=100).rev().map(ms).collect();
-            let cases: Vec<(u32, Option<Duration>)> = (1..=100).map(|p| (p, Some(ms(u64::from(p))))).collect();
+            let cases: Vec<(u32, Option<Duration>)> =
+                (1..=100).map(|p| (p, Some(ms(u64::from(p))))).collect();
             percentiles::<L>(&samples, &cases)
         },
     );
@@ -83,7 +94,12 @@ pub fn check<L: Latencies + 'static>() -> Report {
             let samples = [10, 20, 30, 40, 50, 60, 70].map(ms);
             percentiles::<L>(
                 &samples,
-                &[(10, Some(ms(10))), (15, Some(ms(20))), (50, Some(ms(40))), (90, Some(ms(70)))],
+                &[
+                    (10, Some(ms(10))),
+                    (15, Some(ms(20))),
+                    (50, Some(ms(40))),
+                    (90, Some(ms(70))),
+                ],
             )
         },
     );
@@ -91,7 +107,14 @@ pub fn check<L: Latencies + 'static>() -> Report {
         "p0 is the smallest sample, and a single sample is every percentile",
         || {
             percentiles::<L>(&[ms(3), ms(1), ms(2)], &[(0, Some(ms(1)))])?;
-            percentiles::<L>(&[us(250)], &[(0, Some(us(250))), (50, Some(us(250))), (100, Some(us(250)))])
+            percentiles::<L>(
+                &[us(250)],
+                &[
+                    (0, Some(us(250))),
+                    (50, Some(us(250))),
+                    (100, Some(us(250))),
+                ],
+            )
         },
     );
     checks.property(

@@ -76,7 +76,8 @@ fn routes<R: PrefixRouter>(
 
 /// Checks a [`PrefixRouter`].
 pub fn check<R: PrefixRouter + 'static>() -> Report {
-    let mut checks = Checks::new("prefix.rs: longest-prefix routing and prefix stripping (chapter 02)");
+    let mut checks =
+        Checks::new("prefix.rs: longest-prefix routing and prefix stripping (chapter 02)");
     checks.property(
         "the longest matching prefix wins, whatever the order of the routes",
         || {
@@ -154,11 +155,7 @@ pub fn check<R: PrefixRouter + 'static>() -> Report {
             }];
             routes::<R>(
                 &table,
-                &[
-                    ("/", None),
-                    ("/apix", None),
-                    ("/api/x", Some((0, "/x"))),
-                ],
+                &[("/", None), ("/apix", None), ("/api/x", Some((0, "/x")))],
             )
         },
     );

@@ -56,11 +56,7 @@ fn order<P: Picker>(weights: &[u32], expected: &[usize]) -> Result<(), String> {
     if got == expected {
         Ok(())
     } else {
-        Err(format!(
-            "expected {}, got {}",
-            show(&expected),
-            show(&got)
-        ))
+        Err(format!("expected {}, got {}", show(&expected), show(&got)))
     }
 }
 
@@ -100,13 +96,10 @@ pub fn check<P: Picker + 'static>() -> Report {
         "weights [1, 0, 2]: a server of weight 0 is never picked (300 picks: 100, 0, 200)",
         || shares::<P>(&[1, 0, 2], 300, &[100, 0, 200]),
     );
-    checks.property(
-        "weights [0, 0]: no server can be picked, so None",
-        || {
-            let got = picks::<P>(&[0, 0], 3);
-            expect_eq(show(&[None, None, None]), show(&got))
-        },
-    );
+    checks.property("weights [0, 0]: no server can be picked, so None", || {
+        let got = picks::<P>(&[0, 0], 3);
+        expect_eq(show(&[None, None, None]), show(&got))
+    });
     checks.property("one server, weight 4: it gets every pick", || {
         shares::<P>(&[4], 10, &[10])
     });

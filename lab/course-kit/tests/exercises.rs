@@ -8,29 +8,29 @@
 
 use course_kit::{Outcome, Report, bucket, percentile, prefix, weighted};
 
+#[path = "../../solutions/04-load-balancing/weighted.rs"]
+mod weighted_solution;
 #[allow(dead_code, unused_variables)]
 #[path = "../../exercises/04-load-balancing/weighted.rs"]
 mod weighted_starter;
-#[path = "../../solutions/04-load-balancing/weighted.rs"]
-mod weighted_solution;
 
+#[path = "../../solutions/08-rate-limits/bucket.rs"]
+mod bucket_solution;
 #[allow(dead_code, unused_variables)]
 #[path = "../../exercises/08-rate-limits/bucket.rs"]
 mod bucket_starter;
-#[path = "../../solutions/08-rate-limits/bucket.rs"]
-mod bucket_solution;
 
+#[path = "../../solutions/02-path-routing/prefix.rs"]
+mod prefix_solution;
 #[allow(dead_code, unused_variables)]
 #[path = "../../exercises/02-path-routing/prefix.rs"]
 mod prefix_starter;
-#[path = "../../solutions/02-path-routing/prefix.rs"]
-mod prefix_solution;
 
+#[path = "../../solutions/14-measuring/percentile.rs"]
+mod percentile_solution;
 #[allow(dead_code, unused_variables)]
 #[path = "../../exercises/14-measuring/percentile.rs"]
 mod percentile_starter;
-#[path = "../../solutions/14-measuring/percentile.rs"]
-mod percentile_solution;
 
 fn assert_passes(report: &Report) {
     assert!(report.passed(), "the solution fails:\n{}", report.render());
@@ -69,7 +69,11 @@ fn every_solution_passes_its_check() {
     ];
     for report in &reports {
         assert_passes(report);
-        assert!(report.lines.len() >= 5, "{}: too few properties", report.title);
+        assert!(
+            report.lines.len() >= 5,
+            "{}: too few properties",
+            report.title
+        );
     }
 }
 
@@ -85,7 +89,10 @@ fn every_starter_fails_its_check_as_not_written_yet() {
 fn a_report_names_the_learners_file_and_line() {
     let report = weighted::check::<weighted_starter::Weighted>();
     let text = report.render();
-    assert!(text.contains("not written yet: not yet implemented: Weighted::new"), "{text}");
+    assert!(
+        text.contains("not written yet: not yet implemented: Weighted::new"),
+        "{text}"
+    );
     assert!(text.contains("(weighted.rs:"), "{text}");
     assert!(text.contains("0 of 9 properties hold."), "{text}");
 }
@@ -122,10 +129,23 @@ impl weighted::Picker for Clumped {
 fn a_clumped_weighted_order_fails_the_smooth_properties_only() {
     let report = weighted::check::<Clumped>();
     let failing = failing(&report);
-    assert!(failing.iter().any(|p| p.starts_with("weights [2, 1, 1]")), "{failing:?}");
-    assert!(failing.iter().any(|p| p.starts_with("weights [5, 1, 1]")), "{failing:?}");
-    assert!(!failing.iter().any(|p| p.starts_with("weights [3, 2, 1]")), "{failing:?}");
-    assert!(report.render().contains("expected 0, 1, 2, 0, 0, 1, 2, 0, got 0, 0, 1, 2"));
+    assert!(
+        failing.iter().any(|p| p.starts_with("weights [2, 1, 1]")),
+        "{failing:?}"
+    );
+    assert!(
+        failing.iter().any(|p| p.starts_with("weights [5, 1, 1]")),
+        "{failing:?}"
+    );
+    assert!(
+        !failing.iter().any(|p| p.starts_with("weights [3, 2, 1]")),
+        "{failing:?}"
+    );
+    assert!(
+        report
+            .render()
+            .contains("expected 0, 1, 2, 0, 0, 1, 2, 0, got 0, 0, 1, 2")
+    );
 }
 
 /// A bucket that pours in every request, refused or not.
@@ -164,8 +184,16 @@ impl bucket::Limiter for CountsRefusals {
 #[test]
 fn a_bucket_that_counts_refused_requests_or_never_delays_fails() {
     let failing = failing(&bucket::check::<CountsRefusals>());
-    assert!(failing.iter().any(|p| p.starts_with("a refused request is not counted")), "{failing:?}");
-    assert!(failing.iter().any(|p| p.contains("without nodelay")), "{failing:?}");
+    assert!(
+        failing
+            .iter()
+            .any(|p| p.starts_with("a refused request is not counted")),
+        "{failing:?}"
+    );
+    assert!(
+        failing.iter().any(|p| p.contains("without nodelay")),
+        "{failing:?}"
+    );
 }
 
 /// Prefixes matched as text, as nginx's `location` does.
@@ -195,8 +223,16 @@ impl prefix::PrefixRouter for TextPrefix {
 #[test]
 fn a_text_prefix_that_matches_apix_fails() {
     let failing = failing(&prefix::check::<TextPrefix>());
-    assert!(failing.iter().any(|p| p.starts_with("a prefix matches whole segments")), "{failing:?}");
-    assert!(!failing.iter().any(|p| p.starts_with("the longest")), "{failing:?}");
+    assert!(
+        failing
+            .iter()
+            .any(|p| p.starts_with("a prefix matches whole segments")),
+        "{failing:?}"
+    );
+    assert!(
+        !failing.iter().any(|p| p.starts_with("the longest")),
+        "{failing:?}"
+    );
 }
 
 /// Percentiles in floating point, and a hop cost that ignores the percentile.
@@ -227,7 +263,21 @@ impl percentile::Latencies for Floats {
 fn a_percentile_in_floating_point_and_a_mean_hop_cost_fail() {
     let report = percentile::check::<Floats>();
     let failing = failing(&report);
-    assert!(failing.iter().any(|p| p.starts_with("a hundred samples")), "{failing:?}");
-    assert!(failing.iter().any(|p| p.starts_with("a hop's cost can differ")), "{failing:?}");
-    assert!(report.render().contains("p7: expected \"7ms\", got \"8ms\""), "{}", report.render());
+    assert!(
+        failing.iter().any(|p| p.starts_with("a hundred samples")),
+        "{failing:?}"
+    );
+    assert!(
+        failing
+            .iter()
+            .any(|p| p.starts_with("a hop's cost can differ")),
+        "{failing:?}"
+    );
+    assert!(
+        report
+            .render()
+            .contains("p7: expected \"7ms\", got \"8ms\""),
+        "{}",
+        report.render()
+    );
 }

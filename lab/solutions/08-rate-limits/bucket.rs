@@ -40,9 +40,7 @@ impl Limiter for Bucket {
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         // Drain what leaked out since the last measure, never below empty.
         let elapsed = now_ms.saturating_sub(self.last_ms);
-        let level = self
-            .level
-            .saturating_sub(self.rate.saturating_mul(elapsed));
+        let level = self.level.saturating_sub(self.rate.saturating_mul(elapsed));
         // Pour this request in; if it overflows, refuse it and pour nothing.
         let with_request = level + ONE;
         if with_request > self.capacity {
