@@ -146,6 +146,18 @@ pub fn expect_eq<T: PartialEq + Debug>(expected: T, got: T) -> Result<(), String
     }
 }
 
+/// `Ok` when the two descriptions are the same, else `expected ..., got ...`
+/// with them as they are (no quotes): for values the report writes in its
+/// own words.
+pub fn expect_same(expected: impl fmt::Display, got: impl fmt::Display) -> Result<(), String> {
+    let (expected, got) = (expected.to_string(), got.to_string());
+    if expected == got {
+        Ok(())
+    } else {
+        Err(format!("expected {expected}, got {got}"))
+    }
+}
+
 /// Runs properties one by one and collects their outcomes into a [`Report`].
 #[derive(Debug)]
 pub struct Checks {

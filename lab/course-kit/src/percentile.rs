@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::{Checks, Report, expect_eq};
+use crate::{Checks, Report, expect_same};
 
 /// A set of measured latencies.
 pub trait Latencies: Sized {
@@ -54,7 +54,7 @@ fn percentiles<L: Latencies>(
 ) -> Result<(), String> {
     let latencies = L::new(samples);
     for &(p, expected) in cases {
-        expect_eq(show(expected), show(latencies.percentile(p)))
+        expect_same(show(expected), show(latencies.percentile(p)))
             .map_err(|e| format!("p{p}: {e}"))?;
     }
     Ok(())
@@ -139,7 +139,7 @@ pub fn check<L: Latencies + 'static>() -> Report {
             let proxied: Vec<Duration> = (160..260).rev().map(us).collect();
             let (direct, proxied) = (L::new(&direct), L::new(&proxied));
             for p in [50, 99] {
-                expect_eq(show(Some(us(60))), show(L::hop_cost(&direct, &proxied, p)))
+                expect_same(show(Some(us(60))), show(L::hop_cost(&direct, &proxied, p)))
                     .map_err(|e| format!("at p{p}: {e}"))?;
             }
             Ok(())
@@ -153,7 +153,7 @@ pub fn check<L: Latencies + 'static>() -> Report {
             proxied.push(ms(5));
             let proxied = L::new(&proxied);
             for (p, cost) in [(50, us(200)), (99, us(200)), (100, ms(4))] {
-                expect_eq(show(Some(cost)), show(L::hop_cost(&direct, &proxied, p)))
+                expect_same(show(Some(cost)), show(L::hop_cost(&direct, &proxied, p)))
                     .map_err(|e| format!("at p{p}: {e}"))?;
             }
             Ok(())
@@ -164,11 +164,11 @@ pub fn check<L: Latencies + 'static>() -> Report {
         || {
             let direct = L::new(&[ms(2); 10]);
             let proxied = L::new(&[ms(1); 10]);
-            expect_eq(show(Some(Duration::ZERO)), show(L::hop_cost(&direct, &proxied, 50)))?;
+            expect_same(show(Some(Duration::ZERO)), show(L::hop_cost(&direct, &proxied, 50)))?;
             let none = L::new(&[]);
-            expect_eq(show(None), show(L::hop_cost(&none, &proxied, 50)))
+            expect_same(show(None), show(L::hop_cost(&none, &proxied, 50)))
                 .map_err(|e| format!("without direct samples: {e}"))?;
-            expect_eq(show(None), show(L::hop_cost(&direct, &none, 50)))
+            expect_same(show(None), show(L::hop_cost(&direct, &none, 50)))
                 .map_err(|e| format!("without proxied samples: {e}"))
         },
     );

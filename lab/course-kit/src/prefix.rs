@@ -10,7 +10,7 @@
 //! http://api/;`, with its trailing slash). The query string is not part
 //! of the path: it is never matched, and it goes on unchanged.
 
-use crate::{Checks, Report, expect_eq};
+use crate::{Checks, Report, expect_same};
 
 /// One route of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ fn routes<R: PrefixRouter>(
                 table.len()
             ));
         }
-        expect_eq(show(&expected), show(&got)).map_err(|e| format!("`{target}`: {e}"))?;
+        expect_same(show(&expected), show(&got)).map_err(|e| format!("`{target}`: {e}"))?;
     }
     Ok(())
 }
