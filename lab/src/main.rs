@@ -206,12 +206,11 @@ async fn run(command: Command) -> ExitCode {
 }
 
 /// Where the learner's `work/` and `.lab-progress.txt` go: the repository,
-/// or the folder in `LAB_COURSE_ROOT` when it is set (the course's own tests
-/// use a scratch folder).
+/// or the folder `LAB_COURSE_ROOT` names (tests use a scratch one).
 fn course_root() -> PathBuf {
-    match std::env::var_os("LAB_COURSE_ROOT") {
-        Some(root) if !root.is_empty() => PathBuf::from(root),
-        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+    match std::env::var_os("LAB_COURSE_ROOT").filter(|v| !v.is_empty()) {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
     }
 }
 
