@@ -515,9 +515,7 @@ fn filler_body(raw: &Spanned<i64>) -> Result<Bytes, RawError> {
         .ok_or_else(|| {
             (
                 raw.span(),
-                format!(
-                    "`body_size` must be a number of bytes from 0 to {MAX_BODY_SIZE} (64 MiB)"
-                ),
+                format!("`body_size` must be a number of bytes from 0 to {MAX_BODY_SIZE} (64 MiB)"),
                 "write e.g. body_size = 1025 for one byte over a 1k limit",
             )
         })
