@@ -21,7 +21,8 @@
 //! - `note = "..."` prints a comment; `gap = true` an empty line;
 //! - `request = "METHOD URL"` sends a request through the proxy (`https://`
 //!   URLs go to its TLS listener, trusting the lab's CA unless
-//!   `trust_lab_ca = false`), with optional `headers`, `body`, `repeat`,
+//!   `trust_lab_ca = false`), with optional `headers`, `body` (text) or
+//!   `body_size` (that many bytes, for upload limits), `repeat`,
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
 //!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
@@ -78,6 +79,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
     ("compression", include_str!("../scenarios/compression.toml")),
     ("websocket", include_str!("../scenarios/websocket.toml")),
+    ("security", include_str!("../scenarios/security.toml")),
 ];
 
 /// A parsed scenario.
@@ -272,6 +274,7 @@ struct RawStep {
     request: Option<Spanned<String>>,
     headers: Option<BTreeMap<String, String>>,
     body: Option<String>,
+    body_size: Option<Spanned<i64>>,
     repeat: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
     trust_lab_ca: Option<bool>,
@@ -354,6 +357,7 @@ impl Scenario {
                 ));
             }
             let request_only = step.body.is_some()
+                || step.body_size.is_some()
                 || step.repeat.is_some()
                 || step.concurrency.is_some()
                 || step.trust_lab_ca.is_some()
@@ -361,7 +365,7 @@ impl Scenario {
                 || step.show_errors.is_some();
             if request_only && step.request.is_none() {
                 return Err(here(
-                    "body, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
+                    "body, body_size, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
                     "add request = \"GET http://localhost/\", or remove them",
                 ));
             }
@@ -419,7 +423,7 @@ impl Scenario {
                 Step::Wait(parse_duration(wait).map_err(|(s, m, h)| at(s, m, h))?)
             } else if let Some(wait_for) = &step.wait_for {
                 Step::WaitFor {
-                    request: parse_request(&wait_for.request, None, None, None)
+                    request: parse_request(&wait_for.request, None, Bytes::new(), None)
                         .map_err(|(s, m, h)| at(s, m, h))?,
                     status: wait_for.status,
                     within: parse_duration(&wait_for.within).map_err(|(s, m, h)| at(s, m, h))?,
@@ -438,14 +442,21 @@ impl Scenario {
                             )
                         }),
                 };
+                let body = match (&step.body, &step.body_size) {
+                    (Some(_), Some(size)) => {
+                        return Err(at(
+                            size.span(),
+                            "a step has either `body` or `body_size`, not both".into(),
+                            "keep `body` for a text you write, `body_size` for N bytes of filler",
+                        ));
+                    }
+                    (Some(text), None) => Bytes::from(text.clone()),
+                    (None, Some(size)) => filler_body(size).map_err(|(s, m, h)| at(s, m, h))?,
+                    (None, None) => Bytes::new(),
+                };
                 Step::Request(Box::new(RequestStep {
-                    request: parse_request(
-                        request,
-                        step.headers.as_ref(),
-                        step.body.as_deref(),
-                        step.trust_lab_ca,
-                    )
-                    .map_err(|(s, m, h)| at(s, m, h))?,
+                    request: parse_request(request, step.headers.as_ref(), body, step.trust_lab_ca)
+                        .map_err(|(s, m, h)| at(s, m, h))?,
                     repeat: count(&step.repeat, "repeat")?,
                     concurrency: count(&step.concurrency, "concurrency")?,
                     show: shows(&step.show)?,
@@ -498,11 +509,31 @@ fn parse_duration(raw: &Spanned<String>) -> Result<Duration, RawError> {
     })
 }
 
+/// The largest `body_size`: 64 MiB, held in memory while it is sent.
+pub const MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `body_size = 1025`: that many bytes of filler (`x`), to try a
+/// `max_body_size` without writing the body out in the file.
+fn filler_body(raw: &Spanned<i64>) -> Result<Bytes, RawError> {
+    u64::try_from(*raw.get_ref())
+        .ok()
+        .filter(|n| *n <= MAX_BODY_SIZE)
+        .and_then(|n| usize::try_from(n).ok())
+        .map(|n| Bytes::from(vec![b'x'; n]))
+        .ok_or_else(|| {
+            (
+                raw.span(),
+                format!("`body_size` must be a number of bytes from 0 to {MAX_BODY_SIZE} (64 MiB)"),
+                "write e.g. body_size = 1025 for one byte over a 1k limit",
+            )
+        })
+}
+
 /// `"GET http://localhost/api/whoami"` (the method may be left out: GET).
 fn parse_request(
     raw: &Spanned<String>,
     headers: Option<&BTreeMap<String, String>>,
-    body: Option<&str>,
+    body: Bytes,
     trust_lab_ca: Option<bool>,
 ) -> Result<Request, RawError> {
     let bad = |message: String| {
@@ -540,7 +571,7 @@ fn parse_request(
         headers: headers
             .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
-        body: Bytes::from(body.unwrap_or_default().to_owned()),
+        body,
         trust_lab_ca: trust_lab_ca.unwrap_or(true),
     })
 }
@@ -1114,6 +1145,39 @@ mod tests {
         let sends =
             err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nsend = \"hi\"\n");
         assert!(sends.starts_with("x.toml:4:"), "{sends}");
+    }
+
+    #[test]
+    fn a_body_of_a_given_size_is_made_and_its_mistakes_explained() {
+        let text = "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/upload\"\nbody_size = 1025\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::Request(step) = &scenario.steps[0] else {
+            panic!("a request step");
+        };
+        assert_eq!(step.request.body.len(), 1025);
+        assert!(step.request.body.iter().all(|b| *b == b'x'));
+
+        let err = |text: &str| {
+            Scenario::parse(text, "x.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let both = err(
+            "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody = \"a\"\nbody_size = 2\n",
+        );
+        assert!(both.starts_with("x.toml:5:"), "{both}");
+        assert!(both.contains("either `body` or `body_size`"), "{both}");
+        let negative =
+            err("title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody_size = -1\n");
+        assert!(negative.starts_with("x.toml:4:"), "{negative}");
+        assert!(negative.contains("from 0 to"), "{negative}");
+        let huge = err(&format!(
+            "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody_size = {}\n",
+            MAX_BODY_SIZE + 1
+        ));
+        assert!(huge.contains("64 MiB"), "{huge}");
+        let orphan = err("title = \"t\"\n[[steps]]\nnote = \"a\"\nbody_size = 2\n");
+        assert!(orphan.contains("belong to a request step"), "{orphan}");
     }
 
     #[test]

@@ -92,6 +92,11 @@ async fn websocket() {
 }
 
 #[tokio::test]
+async fn security() {
+    insta::assert_snapshot!("security", run("security").await);
+}
+
+#[tokio::test]
 async fn an_https_step_sends_its_method_and_body() {
     let text = r#"
 title = "https post"
