@@ -12,12 +12,14 @@
 //! - [`scenario`]: scenario files (`lab/scenarios/*.toml`): scripted runs
 //!   (routing, host routing, headers, round-robin, failover, HTTPS, rate
 //!   limits, WebSockets) with expectations, and the runner that prints their transcripts.
+//! - [`compose`]: a docker-compose file checked without Docker (chapter 12's exercise).
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
 
 pub mod bench;
 pub mod chart;
 pub mod client;
+pub mod compose;
 pub mod course;
 pub mod docker;
 pub mod haproxy;
