@@ -121,6 +121,20 @@ impl Report {
             .collect()
     }
 
+    /// One line per rule, `ok` or `NO`, without the failures (which
+    /// [`Report::failures`] lists).
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        if self.unreadable.is_some() {
+            out.push_str("NO   the file is a compose file\n");
+        }
+        for rule in &self.rules {
+            let mark = if rule.failures.is_empty() { "ok" } else { "NO" };
+            let _ = writeln!(out, "{mark:<4} {}", rule.about);
+        }
+        out
+    }
+
     /// One line per rule, `ok` or `NO`, each failure under its rule.
     pub fn render(&self) -> String {
         let mut out = String::new();
