@@ -57,11 +57,11 @@ fn check(listen: &str, path: &str) -> Result<String, String> {
         .set_read_timeout(Some(TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
         .map_err(|err| format!("cannot set a timeout: {err}"))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|err| format!("cannot send the request: {err}"))?;
+    // One write: the whole request in one segment.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|err| format!("cannot send the request: {err}"))?;
     // The status line is all that is needed: at most one small read's worth.
     let mut head = Vec::new();
     let mut buf = [0u8; 256];
@@ -128,10 +128,17 @@ mod tests {
             let addr = listener.local_addr().expect("addr");
             let server = std::thread::spawn(move || {
                 let (mut stream, _) = listener.accept().expect("accept");
-                let mut request = [0u8; 512];
-                let n = stream.read(&mut request).expect("read");
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
                 stream.write_all(answer.as_bytes()).expect("write");
-                String::from_utf8_lossy(&request[..n]).into_owned()
+                String::from_utf8_lossy(&request).into_owned()
             });
             let verdict = check(&addr.to_string(), "/health");
             let request = server.join().expect("the server thread");

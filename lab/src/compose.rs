@@ -676,6 +676,12 @@ mod tests {
 
     const GOOD: &str = include_str!("../../compose/production/docker-compose.yml");
 
+    /// The production file with `from` replaced by `to` (which must be there).
+    fn edited(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "the production file has no {from:?}");
+        GOOD.replace(from, to)
+    }
+
     fn failures(text: &str) -> Vec<String> {
         check(text, "test.yml").failures()
     }
@@ -722,9 +728,9 @@ mod tests {
 
     #[test]
     fn a_published_backend_port_is_named_with_its_service() {
-        let text = GOOD.replace(
-            "    image: proxy-lab/whoami:local\n",
-            "    image: proxy-lab/whoami:local\n    ports: [\"5000:5000\"]\n",
+        let text = edited(
+            "    image: proxy-lab/whoami:${LAB_TAG:-local}\n",
+            "    image: proxy-lab/whoami:${LAB_TAG:-local}\n    ports: [\"5000:5000\"]\n",
         );
         let f = failures(&text);
         assert_eq!(f.len(), 1, "{f:?}");
@@ -732,16 +738,16 @@ mod tests {
             f[0].starts_with("service `whoami` publishes port 5000: only the proxy"),
             "{f:?}"
         );
-        let long = GOOD.replace(
-            "    image: proxy-lab/frontend:local\n",
-            "    image: proxy-lab/frontend:local\n    ports:\n      - target: 3000\n        published: 3000\n",
+        let long = edited(
+            "    image: proxy-lab/frontend:${LAB_TAG:-local}\n",
+            "    image: proxy-lab/frontend:${LAB_TAG:-local}\n    ports:\n      - target: 3000\n        published: 3000\n",
         );
         assert!(failures(&long)[0].contains("`frontend` publishes port 3000"));
     }
 
     #[test]
     fn depends_on_as_a_list_waits_for_no_health() {
-        let text = GOOD.replace(
+        let text = edited(
             "    depends_on:\n      frontend:\n        condition: service_healthy\n",
             "    depends_on:\n      frontend:\n        condition: service_started\n",
         );
@@ -762,7 +768,7 @@ mod tests {
             ["tasks-data", "/data", "rw"]
         );
         assert_eq!(split_colons("8080"), ["8080"]);
-        let open = GOOD.replace("127.0.0.1:${PROXY_PORT:-8080}:8080", "8080:8080");
+        let open = edited("127.0.0.1:${PROXY_PORT:-8080}:8080", "8080:8080");
         let f = failures(&open);
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(f[0].contains("`8080:8080` on every interface"), "{f:?}");
@@ -786,7 +792,7 @@ mod tests {
 
     #[test]
     fn the_database_folder_follows_db_file_path_and_a_bind_mount_also_persists() {
-        let moved = GOOD.replace(
+        let moved = edited(
             "DB_FILE_PATH: /data/tasks.db",
             "DB_FILE_PATH: /srv/tasks.db",
         );
@@ -796,9 +802,9 @@ mod tests {
                 .any(|f| f.contains("(/srv/tasks.db) in the container's writable layer")),
             "{f:?}"
         );
-        let bind = GOOD.replace("- tasks-data:/data", "- ./data:/data");
+        let bind = edited("- tasks-data:/data", "- ./data:/data");
         assert_eq!(failures(&bind), Vec::<String>::new());
-        let undeclared = GOOD.replace("  tasks-data: {}\n", "");
+        let undeclared = edited("  tasks-data: {}\n", "");
         assert!(failures(&undeclared)[0].contains("does not declare"));
     }
 }
