@@ -15,10 +15,13 @@
 //! - [`compose`]: a docker-compose file checked without Docker (chapter 12's exercise).
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
+//! - [`course`], [`code_exercise`]: the course's exercises (a config to write,
+//!   or a piece of Rust against a trait of `course-kit`) and `lab check`.
 
 pub mod bench;
 pub mod chart;
 pub mod client;
+pub mod code_exercise;
 pub mod compose;
 pub mod course;
 pub mod docker;

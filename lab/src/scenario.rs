@@ -25,7 +25,9 @@
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
 //!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
-//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`): an answer that differs is marked in the transcript and fails
+//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `trace_contains`
+//!   with text the proxy's decision trace must have, which asks for the
+//!   trace): an answer that differs is marked in the transcript and fails
 //!   the run;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
@@ -72,6 +74,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("cors", include_str!("../scenarios/cors.toml")),
     ("caching", include_str!("../scenarios/caching.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
+    ("debugging", include_str!("../scenarios/debugging.toml")),
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
     ("compression", include_str!("../scenarios/compression.toml")),
     ("websocket", include_str!("../scenarios/websocket.toml")),
@@ -209,6 +212,9 @@ pub struct Expect {
     pub body_lacks: Option<String>,
     /// Fields of a JSON body (`headers.x-real-ip`) and the text each must have.
     pub json: Vec<(String, String)>,
+    /// Text the proxy's decision trace (`x-lab-trace-N` headers) must contain;
+    /// the request asks for the trace (`X-Lab-Trace: 1`).
+    pub trace_contains: Option<String>,
 }
 
 /// A scenario file that cannot be used.
@@ -292,6 +298,7 @@ struct RawExpect {
     body_lacks: Option<String>,
     #[serde(default)]
     json: BTreeMap<String, String>,
+    trace_contains: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +404,7 @@ impl Scenario {
                     body_contains: e.body_contains.clone(),
                     body_lacks: e.body_lacks.clone(),
                     json: e.json.clone().into_iter().collect(),
+                    trace_contains: e.trace_contains.clone(),
                 })
                 .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
@@ -691,12 +699,15 @@ pub async fn run(
                 }
             }
             Step::WebSocket(step) => {
-                let trace = options.trace || step.show.iter().any(|(_, s)| *s == Show::Trace);
+                let trace = options.trace
+                    || step.expect.trace_contains.is_some()
+                    || step.show.iter().any(|(_, s)| *s == Show::Trace);
                 run_websocket(&mut t, &mut failures, stack, step, trace).await?;
             }
             Step::Request(step) => {
-                // Showing the trace means asking for it.
+                // Showing the trace, or expecting something of it, means asking for it.
                 let trace = options.trace
+                    || step.expect.trace_contains.is_some()
                     || [&step.show, &step.show_ok, &step.show_errors]
                         .iter()
                         .any(|list| list.iter().any(|(_, s)| *s == Show::Trace));
@@ -834,6 +845,7 @@ async fn run_websocket(
             wrong.push(format!("expected {name}: {value}"));
         }
     }
+    wrong.extend(missing_from_trace(t, exchange, &step.expect));
     for problem in wrong {
         t.line(&format!("!! {problem}"));
         failures.push(format!(
@@ -894,6 +906,7 @@ fn record(
             wrong.push(format!("expected {path} = {value:?} (it was {got:?})"));
         }
     }
+    wrong.extend(missing_from_trace(t, exchange, &step.expect));
     let by_status = if exchange.status.as_u16() >= 400 {
         &step.show_errors
     } else {
@@ -933,18 +946,42 @@ fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Opti
         ),
         Show::Json(path) => detail(path, &json_field(exchange, path)),
         Show::Trace => {
-            let mut lines: Vec<(&str, &str)> = exchange
-                .headers
-                .iter()
-                .filter(|(name, _)| name.as_str().starts_with("x-lab-trace-"))
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-                .collect();
-            lines.sort();
-            for (_, line) in lines {
+            for line in trace_lines(exchange) {
                 t.line(&format!("    | {line}"));
             }
         }
     }
+}
+
+/// The proxy's decision trace of an answer, in order (empty when the proxy
+/// sent none).
+fn trace_lines(exchange: &Exchange) -> Vec<&str> {
+    let mut lines: Vec<(&str, &str)> = exchange
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-lab-trace-"))
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    lines.sort();
+    lines.into_iter().map(|(_, line)| line).collect()
+}
+
+/// What `trace_contains` expected and the trace lacks, with the likely
+/// reason when there was no trace at all. The trace is read as the
+/// transcript shows it (`<whoami-1>`, `in <ms>`).
+fn missing_from_trace(t: &Transcript, exchange: &Exchange, expect: &Expect) -> Option<String> {
+    let text = expect.trace_contains.as_ref()?;
+    let lines = trace_lines(exchange);
+    if lines.is_empty() {
+        return Some(format!(
+            "expected a decision trace containing {text:?}, but the proxy sent no trace \
+             (it answers X-Lab-Trace only to clients whose address is in trace_from)"
+        ));
+    }
+    (!lines
+        .iter()
+        .any(|line| t.normalised(line).contains(text.as_str())))
+    .then(|| format!("expected a decision trace containing {text:?}"))
 }
 
 /// The innermost cause of an error: for a TLS failure, what rustls said.

@@ -80,6 +80,31 @@ fn every_exercise_has_hints_and_a_chapter_page() {
             chapter.doc()
         );
     }
+    // Code exercises too, and the chapters that have only a code exercise.
+    for exercise in lab::code_exercise::CODE_EXERCISES {
+        assert!(
+            exercise.hint_lines().len() >= 2,
+            "{}: give at least two hints",
+            exercise.id()
+        );
+        let page = std::fs::read_to_string(root.join(exercise.doc()))
+            .unwrap_or_else(|e| panic!("{}: {e}", exercise.doc()));
+        let command = format!("cargo run -p lab -- check {:02}", exercise.number);
+        for needed in [
+            "## Exercise",
+            "## Check it",
+            "## Going further",
+            &command,
+            &exercise.starter_path(),
+            exercise.type_name,
+        ] {
+            assert!(
+                page.contains(needed),
+                "{} does not show `{needed}`",
+                exercise.doc()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +123,58 @@ async fn a_config_the_proxy_refuses_fails_with_the_proxys_message() {
         "{failure}"
     );
     assert!(failure.contains("frontnd"), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chapter_13s_starter_fails_for_its_three_reasons_and_the_trace_explains_two() {
+    let chapter = course::chapter("13").expect("chapter 13");
+    let file = "lab/exercises/13-observability/proxy.toml";
+    let verdict = course::check_config(chapter, chapter.starter, file)
+        .await
+        .expect("the check runs");
+    let failures = verdict.failures.join("\n");
+    for reason in [
+        "GET localhost/api/whoami: expected status 200, got 502 Bad Gateway",
+        "GET localhost/api/tasks: expected status 200, got 404 Not Found",
+        "the proxy sent no trace",
+    ] {
+        assert!(failures.contains(reason), "{reason}:\n{failures}");
+    }
+    // The 502 is a refused connection, every time, at the placeholder address.
+    assert!(
+        verdict.transcript.contains(
+            "proxy-status: proxy-lab; error=connection_refused; details=\"upstream <closed>\""
+        ),
+        "{}",
+        verdict.transcript
+    );
+
+    // With the trace on (step 1 of the exercise), the check shows why.
+    let traced = chapter.starter.replacen(
+        "local_ca_dir",
+        "trace_from = [\"127.0.0.1/32\", \"::1/128\"]\nlocal_ca_dir",
+        1,
+    );
+    let verdict = course::check_config(chapter, &traced, file)
+        .await
+        .expect("the check runs");
+    assert!(!verdict.passed());
+    assert!(
+        !verdict.failures.join("\n").contains("no trace"),
+        "{:#?}",
+        verdict.failures
+    );
+    for line in [
+        "| attempt 1: upstream `whoami-v1` has 1 server",
+        "| <closed> failed after <ms>: the upstream refused the connection",
+        "| path `/api/tasks`: no route of this server matches (its routes: `/api/whoami` (prefix))",
+    ] {
+        assert!(
+            verdict.transcript.contains(line),
+            "{line}:\n{}",
+            verdict.transcript
+        );
+    }
 }
 
 #[test]
