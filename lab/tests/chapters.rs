@@ -15,7 +15,10 @@
 //! - the local CA goes to a scratch folder (`~/.local/share` in a command is
 //!   that folder);
 //! - Docker commands run only when a Docker daemon answers (skipped with the
-//!   reason printed otherwise), and `cargo test` is this very test.
+//!   reason printed otherwise; with CI set they must run); a compose
+//!   stack's published port is a free one (`PROXY_PORT`), and the page's
+//!   `curl` lines go to it while the stack is up;
+//! - `cargo test` lines are what runs this test (and the tests it names).
 //!
 //! A command this test does not know fails it: teach it here, so no page can
 //! show a command nobody ran.
@@ -121,7 +124,9 @@ fn plan(text: &str) -> Option<Plan> {
         return Some(Plan::Run(format!("{input} | \"$PROXY\" {args}")));
     }
     if text.starts_with("cargo test") {
-        return Some(Plan::Skip("it is the command that runs this test"));
+        return Some(Plan::Skip(
+            "`cargo test --workspace`, which runs this test, runs that test too",
+        ));
     }
     if words.first() == Some(&"curl") {
         return Some(Plan::Curl(text.clone()));
@@ -245,6 +250,14 @@ fn proxy_binary() -> PathBuf {
     bin
 }
 
+/// A loopback port nothing listens on (the OS's pick).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Whether a Docker daemon answers, and if not why.
 fn docker_answers() -> Result<(), String> {
     match Command::new("docker")
@@ -362,6 +375,11 @@ fn every_page_command_works_on_a_fresh_clone() {
     for (page, blocks) in pages() {
         let text = std::fs::read_to_string(root().join(&page)).expect("the page is readable");
         let mut up: Option<Up> = None;
+        // While a compose stack of this page is up, its proxy's port: the
+        // page's `curl` lines go there (PROXY_PORT is the stacks' published
+        // port, 8080 unless set; here a free one).
+        let compose_port = free_port();
+        let mut compose_up = false;
         for command in commands(&page, &text, blocks) {
             let Some(plan) = plan(&command.text) else {
                 continue; // every_page_command_is_one_this_test_knows says so
@@ -377,8 +395,22 @@ fn every_page_command_works_on_a_fresh_clone() {
                     continue;
                 }
                 Plan::Docker(line) => match &setting.docker {
-                    Ok(()) => (line, true),
+                    Ok(()) => {
+                        let compose =
+                            line.contains("docker-compose") || line.contains("docker compose");
+                        if compose && line.contains(" up") {
+                            compose_up = true;
+                        }
+                        if compose && line.contains(" down") {
+                            compose_up = false;
+                        }
+                        (line, true)
+                    }
                     Err(reason) => {
+                        assert!(
+                            std::env::var_os("CI").is_none(),
+                            "CI is set and {reason}: .ci/run must start Docker"
+                        );
                         println!("{}: skipped `{}`: {reason}", command.place, command.text);
                         continue;
                     }
@@ -392,16 +424,21 @@ fn every_page_command_works_on_a_fresh_clone() {
                         println!("{}: skipped `{}`: {reason}", command.place, command.text);
                         continue;
                     }
-                    let up = up.get_or_insert_with(|| Up::start(&setting));
-                    let line = line
-                        .replace("8080", &up.port.to_string())
-                        .replace("8443", &up.tls_port.to_string());
+                    let line = if compose_up {
+                        line.replace("8080", &compose_port.to_string())
+                    } else {
+                        let up = up.get_or_insert_with(|| Up::start(&setting));
+                        line.replace("8080", &up.port.to_string())
+                            .replace("8443", &up.tls_port.to_string())
+                    };
                     (line.replacen("curl ", "curl --max-time 20 ", 1), true)
                 }
                 Plan::Check(line) => (line, false),
                 Plan::Run(line) => (line, true),
             };
-            let outcome = run(setting.shell(&line), Duration::from_secs(300));
+            let mut shell = setting.shell(&line);
+            shell.env("PROXY_PORT", compose_port.to_string());
+            let outcome = run(shell, Duration::from_secs(600));
             println!(
                 "{}: `{line}` exited {:?}\n{}",
                 command.place, outcome.code, outcome.output
