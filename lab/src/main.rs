@@ -471,13 +471,14 @@ fn progress() -> ExitCode {
         .iter()
         .filter(|(_, _, s)| *s == Standing::Solved)
         .count();
+    let width = rows.iter().map(|(_, t, _)| t.chars().count()).max().unwrap_or(0);
     for (number, title, standing) in &rows {
         let mark = match standing {
             Standing::Solved => "solved",
             Standing::InProgress => "started",
             Standing::NotStarted => "-",
         };
-        println!("{number:02} {title:<48} {mark}");
+        println!("{number:02} {title:<width$}  {mark}");
     }
     println!("{solved} of {} exercises solved", rows.len());
     ExitCode::SUCCESS
