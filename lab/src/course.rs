@@ -90,6 +90,9 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
     chapter!(09, "cors-and-headers", "CORS and header rules"),
+    chapter!(11, "caching-and-compression", "Caching and compression"),
+    chapter!(13, "observability", "Observability"),
+    chapter!(15, "security-at-the-edge", "Security at the edge"),
 ];
 
 impl Chapter {
@@ -195,7 +198,7 @@ pub async fn check_config(
     let expectations = scenario
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some() || !r.expect.json.is_empty()))
+        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some() || !r.expect.json.is_empty() || r.expect.trace_contains.is_some()))
         .count();
     let options = StackOptions {
         proxy_config: Some(ConfigTemplate {
