@@ -322,7 +322,10 @@ fn the_forwarded_solution_passes_on_what_the_proxy_passes_on() {
                     let list: Vec<&str> = (0..rng.usize(1..4))
                         .map(|_| entries[rng.usize(..entries.len())])
                         .collect();
-                    ("X-Forwarded-For", list.join(if rng.bool() { ", " } else { "," }))
+                    (
+                        "X-Forwarded-For",
+                        list.join(if rng.bool() { ", " } else { "," }),
+                    )
                 }
                 3 => ("X-Real-IP", "10.0.0.66".to_owned()),
                 4 => (
@@ -342,7 +345,13 @@ fn the_forwarded_solution_passes_on_what_the_proxy_passes_on() {
                     ("Connection", list.join(", "))
                 }
                 9 => {
-                    let hop = ["Keep-Alive", "TE", "Transfer-Encoding", "Upgrade", "Proxy-Connection"];
+                    let hop = [
+                        "Keep-Alive",
+                        "TE",
+                        "Transfer-Encoding",
+                        "Upgrade",
+                        "Proxy-Connection",
+                    ];
                     (hop[rng.usize(..hop.len())], "x".to_owned())
                 }
                 10 => ("X-Secret", "s3cret".to_owned()),
@@ -390,14 +399,14 @@ fn the_forwarded_solution_passes_on_what_the_proxy_passes_on() {
             Some(host) => map.insert(http::header::HOST, host),
             None => map.remove(http::header::HOST),
         };
-        let theirs = normalized(map.iter().map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                v.to_str().expect("text").to_owned(),
-            )
-        }));
+        let theirs = normalized(
+            map.iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().expect("text").to_owned())),
+        );
 
-        let context = format!("round {round}: from {peer} over {scheme}, trusting {trusted_list:?}, {lines:?}");
+        let context = format!(
+            "round {round}: from {peer} over {scheme}, trusting {trusted_list:?}, {lines:?}"
+        );
         assert_eq!(our_client, client, "{context}");
         assert_eq!(our_headers, theirs, "{context}");
         walked += usize::from(client != peer);
@@ -432,7 +441,9 @@ fn the_freshness_solution_decides_as_the_proxys_cache() {
         "stale-while-revalidate=5",
         "immutable",
     ];
-    let statuses = [200, 200, 200, 203, 204, 206, 301, 302, 304, 404, 410, 500, 101];
+    let statuses = [
+        200, 200, 200, 203, 204, 206, 301, 302, 304, 404, 410, 500, 101,
+    ];
     let date = |rng: &mut fastrand::Rng| match rng.u8(0..5) {
         0 => "yesterday".to_owned(),
         1 => imf_fixdate(NOW + rng.u64(0..120)),

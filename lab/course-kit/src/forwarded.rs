@@ -85,17 +85,19 @@ impl TrustedProxies {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.networks.iter().any(|&(network, bits)| match (network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        })
+        self.networks
+            .iter()
+            .any(|&(network, bits)| match (network, ip) {
+                (IpAddr::V4(n), IpAddr::V4(a)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+                    u32::from(n) & mask == u32::from(a) & mask
+                }
+                (IpAddr::V6(n), IpAddr::V6(a)) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                    u128::from(n) & mask == u128::from(a) & mask
+                }
+                _ => false,
+            })
     }
 }
 
@@ -241,7 +243,8 @@ fn from<'a>(peer: &str, scheme: &'a str, headers: &'a [(&'a str, &'a str)]) -> R
 /// Checks a [`Forwarder`] against the proxy's forwarding headers.
 pub fn check<F: Forwarder + 'static>() -> Report {
     let lb = LOAD_BALANCERS;
-    let mut checks = Checks::new("forwarded.rs: forwarding headers and whom to believe (chapter 03)");
+    let mut checks =
+        Checks::new("forwarded.rs: forwarding headers and whom to believe (chapter 03)");
     checks.property(
         "X-Forwarded-For gets the peer appended, never replaced: `198.51.100.1` from 203.0.113.7 goes on as `198.51.100.1, 203.0.113.7`; none at all as `203.0.113.7`",
         move || {

@@ -284,8 +284,9 @@ fn refused<S: Freshness>(exchange: Exchange<'_>, why: NotStored) -> Result<(), S
 /// Checks a [`Freshness`] against the proxy's cache.
 pub fn check<S: Freshness + 'static>() -> Report {
     use NotStored::*;
-    let mut checks =
-        Checks::new("freshness.rs: what a shared cache keeps, and how long it is fresh (chapter 11)");
+    let mut checks = Checks::new(
+        "freshness.rs: what a shared cache keeps, and how long it is fresh (chapter 11)",
+    );
     checks.property(
         "`Cache-Control: max-age=60` is stored with a lifetime of 60 s: fresh 59 s later, stale 60 s later",
         || {
@@ -435,11 +436,22 @@ pub fn check<S: Freshness + 'static>() -> Report {
         "`Vary: *` is never kept; `Vary: Accept-Language` is",
         || {
             refused::<S>(
-                get(&[], 200, &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding, *")]),
+                get(
+                    &[],
+                    200,
+                    &[
+                        ("Cache-Control", "max-age=60"),
+                        ("Vary", "Accept-Encoding, *"),
+                    ],
+                ),
                 VaryAny,
             )?;
             stored::<S>(
-                get(&[], 200, &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]),
+                get(
+                    &[],
+                    200,
+                    &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+                ),
                 60,
                 0,
             )
@@ -525,10 +537,16 @@ mod tests {
     #[test]
     fn http_dates_are_read_and_written_both_ways() {
         assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(imf_fixdate(NOW), "Mon, 23 Nov 2026 12:00:00 GMT");
         assert_eq!(http_date("Mon, 23 Nov 2026 12:00:00 GMT"), Some(NOW));
-        assert_eq!(http_date("Tue, 29 Feb 2028 23:59:59 GMT"), Some(1_835_481_599));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
+            Some(1_835_481_599)
+        );
         for secs in [0, 951_782_400, NOW, 4_102_444_800, 1_835_481_599] {
             assert_eq!(http_date(&imf_fixdate(secs)), Some(secs), "{secs}");
         }

@@ -420,7 +420,13 @@ impl ForwardingMistake for KeepsWhatConnectionNames {
         _client: std::net::IpAddr,
         mut right: Vec<(String, String)>,
     ) -> Vec<(String, String)> {
-        let own = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host", "host"];
+        let own = [
+            "x-forwarded-for",
+            "x-real-ip",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "host",
+        ];
         for (name, value) in request.headers {
             let lower = name.to_ascii_lowercase();
             let named = request.headers.iter().any(|(n, v)| {
@@ -598,13 +604,17 @@ fn preferring_max_age_ignoring_age_or_not_keeping_no_cache_fails() {
         freshness::check::<Freshness<PrefersMaxAge>>(),
         "s-maxage, for shared caches, wins",
     );
-    assert!(!max_age.iter().any(|p| p.starts_with("an Age")), "{max_age:?}");
+    assert!(
+        !max_age.iter().any(|p| p.starts_with("an Age")),
+        "{max_age:?}"
+    );
     let age = failing_with(
         freshness::check::<Freshness<IgnoresAge>>(),
         "an Age from an earlier cache counts",
     );
     assert!(
-        age.iter().any(|p| p.starts_with("the time since Date is age too")),
+        age.iter()
+            .any(|p| p.starts_with("the time since Date is age too")),
         "{age:?}"
     );
     assert!(!age.iter().any(|p| p.starts_with("s-maxage")), "{age:?}");

@@ -55,7 +55,11 @@ pub struct Stored {
 impl Freshness for Stored {
     fn store(exchange: &Exchange<'_>) -> Result<Self, NotStored> {
         // TODO: rules 1 to 9, the lifetime and the age it arrived with.
-        todo!("Stored::store for a {} answered {}", exchange.method, exchange.status)
+        todo!(
+            "Stored::store for a {} answered {}",
+            exchange.method,
+            exchange.status
+        )
     }
 
     fn lifetime(&self) -> u64 {

@@ -46,7 +46,8 @@ fn seconds(text: &str) -> u64 {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
-    text.parse::<u64>().map_or(MAX_SECONDS, |n| n.min(MAX_SECONDS))
+    text.parse::<u64>()
+        .map_or(MAX_SECONDS, |n| n.min(MAX_SECONDS))
 }
 
 /// Every Cache-Control line's directives; of a number given twice, the smaller.
