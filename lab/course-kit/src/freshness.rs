@@ -110,7 +110,9 @@ pub trait Freshness: Sized {
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, the one form senders
 /// may write, RFC 9110 section 5.6.7) in seconds since 1970; `None` for
-/// anything else, a wrong day of the week included.
+/// anything else, a wrong day of the week included. (The proxy also reads
+/// the two obsolete forms, `Sunday, 06-Nov-94 ...` and asctime's; the
+/// checks never send them.)
 pub fn http_date(text: &str) -> Option<u64> {
     let s = text.trim().as_bytes();
     if s.len() != 29

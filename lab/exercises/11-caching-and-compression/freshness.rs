@@ -41,9 +41,17 @@
 //! does not.) After that, the age grows with the time since it arrived.
 //! Several lines of `Age`, `Date` or `Expires`: the first counts.
 //!
-//! Fresh: younger than its lifetime. No guessed lifetime (the RFC allows a
-//! guess, e.g. a tenth of the time since `Last-Modified`): this proxy only
-//! uses the `default_ttl` it was configured with.
+//! Fresh: younger than its lifetime.
+//!
+//! **Where this proxy reads RFC 9111 its own way** (the check follows the
+//! proxy): a `Set-Cookie` keeps an answer out unless it says `public` (the
+//! RFC would keep it); `private="Set-Cookie"`, private for some headers
+//! only, counts as `private`; only GET answers are kept, never a 206; of a
+//! directive given twice the smaller number wins (the RFC: the first, or
+//! stale); the age is one second less and adds no request time (above); and
+//! no lifetime is guessed (the RFC allows a guess, e.g. a tenth of the time
+//! since `Last-Modified`): the proxy only uses the `default_ttl` it was
+//! configured with.
 
 use course_kit::freshness::{Exchange, Freshness, NotStored, http_date};
 
