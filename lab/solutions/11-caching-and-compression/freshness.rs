@@ -50,7 +50,8 @@ fn seconds(text: &str) -> u64 {
         .map_or(MAX_SECONDS, |n| n.min(MAX_SECONDS))
 }
 
-/// Every Cache-Control line's directives; of a number given twice, the smaller.
+/// Every Cache-Control line's directives; of a number given twice, the
+/// smaller (the proxy's choice: RFC 9111 says the first, or stale).
 fn directives(headers: &[(&str, &str)]) -> Directives {
     let mut d = Directives::default();
     for directive in lines(headers, "cache-control").flat_map(|v| v.split(',')) {
@@ -105,6 +106,8 @@ impl Freshness for Stored {
         {
             return Err(NotStored::Authorization);
         }
+        // The proxy's choice, stricter than the RFC: a session cookie must
+        // not reach the next visitor.
         if has(response, "set-cookie") && !cc.public {
             return Err(NotStored::SetCookie);
         }
@@ -137,7 +140,8 @@ impl Freshness for Stored {
         };
 
         // The age it arrived with: Age, or the time since Date less a
-        // second of rounding, whichever is more.
+        // second of rounding, whichever is more. The second less, and no
+        // response delay added (RFC 9111 section 4.2.3), are the proxy's.
         let age_value = lines(response, "age").next().map_or(0, seconds);
         let apparent = date.map_or(0, |date| {
             exchange.now.saturating_sub(date).saturating_sub(1)
