@@ -20,6 +20,7 @@
 //! - [`frontend`]: the HTML page served at `/`, which calls `/api/whoami` and `/api/tasks`.
 //! - [`whoami`]: echoes the request back as JSON, tagged with the replica's name.
 //! - [`tasks_api`]: a tasks CRUD API on SQLite with versioned schema migrations.
+//! - [`probe`]: `--probe`, each binary's own health check for containers without curl.
 //! - [`serve`], [`shutdown_signal`] and [`init_tracing`]: the start-up and serving code every binary shares.
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 pub use axum::Router;
 
 pub mod frontend;
+pub mod probe;
 pub mod tasks_api;
 pub mod whoami;
 

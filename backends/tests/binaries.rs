@@ -232,3 +232,57 @@ fn whoami_binary_exits_cleanly_on_sigterm() {
     let status = server.wait_for_exit();
     assert!(status.success(), "whoami exited with {status}");
 }
+
+/// `BINARY --probe` with `LISTEN=listen`: its exit status and its one line.
+fn probe(program: &str, listen: &str) -> (ExitStatus, String) {
+    let output = Command::new(program)
+        .arg("--probe")
+        .env("LISTEN", listen)
+        // A probe must not touch the database: this path cannot be created.
+        .env("DB_FILE_PATH", "/nonexistent/dir/tasks.db")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program} --probe: {err}"));
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn every_binary_probes_a_running_copy_of_itself_as_healthy_and_a_closed_port_as_not() {
+    let tasks_dir = tempfile::tempdir().expect("a temporary directory");
+    let db = tasks_dir.path().join("tasks.db");
+    let db_text = db.to_str().expect("the temporary path is UTF-8");
+    for (program, prefix, envs) in [
+        (env!("CARGO_BIN_EXE_frontend"), "frontend", vec![]),
+        (
+            env!("CARGO_BIN_EXE_whoami"),
+            "whoami probed",
+            vec![("WHOAMI_NAME", "probed")],
+        ),
+        (
+            env!("CARGO_BIN_EXE_tasks-api"),
+            "tasks-api",
+            vec![("DB_FILE_PATH", db_text)],
+        ),
+    ] {
+        let server = Running::start(program, &[], &envs);
+        let mut line = server.next_line();
+        if prefix == "tasks-api" {
+            line = server.next_line(); // after the migration's line
+        }
+        let addr = listening_address(&line, prefix).to_owned();
+        // As in a container: LISTEN=0.0.0.0:PORT is probed on 127.0.0.1.
+        let port = addr.rsplit(':').next().expect("a port");
+        let (status, said) = probe(program, &format!("0.0.0.0:{port}"));
+        assert!(status.success(), "{prefix}: {status}: {said}");
+        assert!(said.starts_with("healthy: GET /"), "{prefix}: {said}");
+        drop(server);
+
+        let (status, said) = probe(program, &addr);
+        assert_eq!(status.code(), Some(1), "{prefix}: {said}");
+        assert!(said.starts_with("unhealthy: "), "{prefix}: {said}");
+    }
+}

@@ -15,6 +15,10 @@
 //!
 //! The repository's own tests check the first two, never the third, so
 //! nothing a learner writes can turn them red.
+//!
+//! A compose exercise ([`Kind::Compose`], chapter 12) has the same three
+//! copies of a `docker-compose.yml` instead, and no scenario: its check reads
+//! the file without Docker, against the rules of [`crate::compose`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,29 @@ pub struct Chapter {
     pub check: &'static str,
     /// Hints, one per line, from a nudge to nearly the answer.
     pub hints: &'static str,
+    /// What the learner writes, and so how it is checked.
+    pub kind: Kind,
+}
+
+/// What kind of file an exercise is, and so how it is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A proxy config (`proxy.toml`), booted in front of the lab's services,
+    /// then sent the chapter's scenario (`check.toml`).
+    Config,
+    /// A `docker-compose.yml`, read without Docker and held to the rules of
+    /// [`crate::compose`] (`check` is empty).
+    Compose,
+}
+
+impl Kind {
+    /// The exercise's file name, in `lab/exercises/NN-slug/` and `work/NN-slug/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Kind::Config => "proxy.toml",
+            Kind::Compose => "docker-compose.yml",
+        }
+    }
 }
 
 macro_rules! chapter {
@@ -75,6 +102,37 @@ macro_rules! chapter {
                 $slug,
                 "/hints.txt"
             )),
+            kind: Kind::Config,
+        }
+    };
+    (compose $number:literal, $slug:literal, $title:literal) => {
+        Chapter {
+            number: $number,
+            slug: $slug,
+            title: $title,
+            starter: include_str!(concat!(
+                "../exercises/",
+                stringify!($number),
+                "-",
+                $slug,
+                "/docker-compose.yml"
+            )),
+            solution: include_str!(concat!(
+                "../solutions/",
+                stringify!($number),
+                "-",
+                $slug,
+                "/docker-compose.yml"
+            )),
+            check: "",
+            hints: include_str!(concat!(
+                "../exercises/",
+                stringify!($number),
+                "-",
+                $slug,
+                "/hints.txt"
+            )),
+            kind: Kind::Compose,
         }
     };
 }
@@ -91,6 +149,7 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(08, "rate-limits", "Rate and connection limits"),
     chapter!(09, "cors-and-headers", "CORS and header rules"),
     chapter!(11, "caching-and-compression", "Caching and compression"),
+    chapter!(compose 12, "containers", "The production stack in containers"),
     chapter!(13, "observability", "Observability"),
     chapter!(15, "security-at-the-edge", "Security at the edge"),
 ];
@@ -103,7 +162,9 @@ impl Chapter {
 
     /// The learner's copy of the exercise below `root` (the repository).
     pub fn work_file(&self, root: &Path) -> PathBuf {
-        root.join("work").join(self.name()).join("proxy.toml")
+        root.join("work")
+            .join(self.name())
+            .join(self.kind.file_name())
     }
 
     /// The chapter's page, relative to the repository.
@@ -183,6 +244,27 @@ impl Verdict {
     /// Whether every expectation was met.
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+}
+
+/// Checks the learner's `text` (of `file`) as `chapter`'s kind of exercise
+/// says: [`check_config`] or [`check_compose`].
+pub async fn check(chapter: &Chapter, text: &str, file: &str) -> Result<Verdict, CourseError> {
+    match chapter.kind {
+        Kind::Config => check_config(chapter, text, file).await,
+        Kind::Compose => Ok(check_compose(text, file)),
+    }
+}
+
+/// Checks a compose file (the text of `file`) against the production
+/// stack's rules, without Docker: the transcript lists every rule, `ok` or
+/// `NO`; the failures say what is wrong.
+pub fn check_compose(text: &str, file: &str) -> Verdict {
+    let report = crate::compose::check(text, file);
+    Verdict {
+        transcript: report.summary(),
+        expectations: crate::compose::RULES.len(),
+        failures: report.failures(),
     }
 }
 

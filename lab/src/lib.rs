@@ -12,6 +12,7 @@
 //! - [`scenario`]: scenario files (`lab/scenarios/*.toml`): scripted runs
 //!   (routing, host routing, headers, round-robin, failover, HTTPS, rate
 //!   limits, WebSockets) with expectations, and the runner that prints their transcripts.
+//! - [`compose`]: a docker-compose file checked without Docker (chapter 12's exercise).
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
 //! - [`course`], [`code_exercise`]: the course's exercises (a config to write,
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod chart;
 pub mod client;
 pub mod code_exercise;
+pub mod compose;
 pub mod course;
 pub mod docker;
 pub mod haproxy;

@@ -306,7 +306,7 @@ async fn check_config(
         "Chapter {:02}, {}: checking {shown}",
         chapter.number, chapter.title
     );
-    let verdict = match lab::course::check_config(chapter, &text, &shown).await {
+    let verdict = match lab::course::check(chapter, &text, &shown).await {
         Ok(verdict) => verdict,
         Err(err) => {
             eprintln!("lab: {err}");

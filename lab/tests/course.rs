@@ -3,16 +3,17 @@
 //! and the learner's side (work copy, progress) works on a scratch folder.
 //! The learner's own `work/` is never read here.
 
-use lab::course::{self, CHAPTERS, Standing};
+use lab::course::{self, CHAPTERS, Kind, Standing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_solution_passes_and_every_starter_fails_its_check() {
     for chapter in CHAPTERS {
         let name = chapter.name();
-        let solution = course::check_config(
+        let file = chapter.kind.file_name();
+        let solution = course::check(
             chapter,
             chapter.solution,
-            &format!("lab/solutions/{name}/proxy.toml"),
+            &format!("lab/solutions/{name}/{file}"),
         )
         .await
         .expect("the check runs");
@@ -27,10 +28,10 @@ async fn every_solution_passes_and_every_starter_fails_its_check() {
             "{name}: a check without expectations"
         );
 
-        let starter = course::check_config(
+        let starter = course::check(
             chapter,
             chapter.starter,
-            &format!("lab/exercises/{name}/proxy.toml"),
+            &format!("lab/exercises/{name}/{file}"),
         )
         .await
         .expect("the check runs");
@@ -60,7 +61,9 @@ fn every_exercise_has_hints_and_a_chapter_page() {
             "{}: give at least two hints",
             chapter.name()
         );
-        chapter.check_scenario().expect("the check parses");
+        if chapter.kind == Kind::Config {
+            chapter.check_scenario().expect("the check parses");
+        }
         let page = std::fs::read_to_string(root.join(chapter.doc()))
             .unwrap_or_else(|e| panic!("{}: {e}", chapter.doc()));
         for section in ["## Exercise", "## Check it", "## Going further"] {
@@ -217,4 +220,73 @@ fn progress_follows_the_work_copy_and_forgets_a_pass_once_it_changes() {
     assert_eq!(standing(root.path()), Some(Standing::Solved));
     std::fs::write(&path, format!("{}\n# changed\n", chapter.solution)).expect("write");
     assert_eq!(standing(root.path()), Some(Standing::InProgress));
+}
+
+#[tokio::test]
+async fn the_compose_starter_fails_on_each_mistake_in_plain_words_and_the_solution_passes() {
+    let chapter = course::chapter("12").expect("chapter 12");
+    assert_eq!(chapter.kind, Kind::Compose);
+    assert!(
+        chapter
+            .work_file(std::path::Path::new("/repo"))
+            .ends_with("work/12-containers/docker-compose.yml")
+    );
+    let verdict = course::check(
+        chapter,
+        chapter.starter,
+        "work/12-containers/docker-compose.yml",
+    )
+    .await
+    .expect("the check runs");
+    let failures = verdict.failures.join("\n");
+    for expected in [
+        "service `whoami` publishes port 5000: only the proxy should be reachable from the host; remove its `ports:`",
+        "service `frontend` publishes port 3000",
+        "service `tasks-api` publishes port 8000",
+        "service `tasks-api` listens on 127.0.0.1:8000 (LISTEN)",
+        "service `frontend`'s healthcheck runs `curl`, which the image proxy-lab/frontend does not have",
+        "service `tasks-api` has no healthcheck",
+        "the proxy depends on `tasks-api` with no condition",
+        "service `tasks-api` keeps its database (/data/tasks.db) in the container's writable layer",
+        "service `whoami` sets `container_name: whoami`",
+        "service `whoami` runs one container: add `scale: 3`",
+    ] {
+        assert!(
+            failures.contains(expected),
+            "missing {expected:?} in:\n{failures}"
+        );
+    }
+    // The transcript lists every rule, each `ok` or `NO`.
+    assert_eq!(
+        verdict
+            .transcript
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("NO "))
+            .count(),
+        verdict.expectations,
+        "{}",
+        verdict.transcript
+    );
+    assert!(
+        verdict
+            .transcript
+            .contains("ok   the proxy's config is mounted"),
+        "{}",
+        verdict.transcript
+    );
+
+    // A file that is not YAML fails with the file's name and the parser's place.
+    let broken = course::check(
+        chapter,
+        "services:\n  proxy: [",
+        "work/12-containers/docker-compose.yml",
+    )
+    .await
+    .expect("the check runs");
+    assert!(!broken.passed());
+    assert!(
+        broken.failures[0].starts_with("work/12-containers/docker-compose.yml: not valid YAML"),
+        "{:?}",
+        broken.failures
+    );
 }

@@ -2,6 +2,8 @@
 //!
 //! Run with: `cargo run -p backends --bin frontend -- --listen 127.0.0.1:3000`
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use backends::frontend;
 use clap::Parser;
@@ -19,11 +21,18 @@ struct Args {
         value_name = "ADDR"
     )]
     listen: String,
+    /// Check that the copy listening on ADDR answers `GET /health` with a 2xx, then
+    /// exit 0 (healthy) or 1: a container healthcheck for an image with no curl.
+    #[arg(long)]
+    probe: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.probe {
+        return Ok(backends::probe::probe(&args.listen, "/health"));
+    }
     backends::init_tracing();
 
     let listener = TcpListener::bind(&args.listen)
@@ -34,5 +43,5 @@ async fn main() -> anyhow::Result<()> {
     println!("frontend listening on http://{addr}");
 
     backends::serve(listener, frontend::app(), shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

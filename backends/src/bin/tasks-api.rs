@@ -37,11 +37,19 @@ struct Args {
         value_name = "PATH"
     )]
     db: PathBuf,
+    /// Check that the copy listening on ADDR answers `GET /` with a 2xx, then
+    /// exit 0 (healthy) or 1: a container healthcheck for an image with no curl.
+    #[arg(long)]
+    probe: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.probe {
+        // Before the database is touched: a probe must not migrate anything.
+        return backends::probe::probe(&args.listen, "/");
+    }
     backends::init_tracing();
 
     match run(args).await {

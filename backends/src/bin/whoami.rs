@@ -2,6 +2,8 @@
 //!
 //! Run with: `cargo run -p backends --bin whoami -- --name whoami-1 --listen 127.0.0.1:5001`
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use backends::whoami::{self, Identity};
 use clap::Parser;
@@ -23,11 +25,18 @@ struct Args {
     /// Name reported in every answer [default: $HOSTNAME, then /etc/hostname, then "whoami"].
     #[arg(long, env = "WHOAMI_NAME", value_name = "NAME")]
     name: Option<String>,
+    /// Check that the copy listening on ADDR answers `GET /health` with a 2xx, then
+    /// exit 0 (healthy) or 1: a container healthcheck for an image with no curl.
+    #[arg(long)]
+    probe: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.probe {
+        return Ok(backends::probe::probe(&args.listen, "/health"));
+    }
     backends::init_tracing();
 
     let identity = Identity::new(args.name);
@@ -39,5 +48,5 @@ async fn main() -> anyhow::Result<()> {
     println!("whoami {} listening on http://{addr}", identity.name);
 
     backends::serve(listener, whoami::app(identity), shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
