@@ -1,6 +1,6 @@
 //! The course's code exercises: a small piece of a reverse proxy written in
-//! Rust against a trait (a weighted picker, a leaky bucket, a prefix router,
-//! latency percentiles), and how `lab check`, `lab hint` and `lab progress`
+//! Rust against a trait (a prefix router, forwarding headers, a weighted
+//! picker, a leaky bucket, a cache's freshness rules, latency percentiles), and how `lab check`, `lab hint` and `lab progress`
 //! handle them. The traits and the checks themselves live in the
 //! `course-kit` crate (lab/course-kit/), which has no dependencies.
 //!
@@ -101,6 +101,14 @@ pub const CODE_EXERCISES: &[CodeExercise] = &[
         "longest-prefix routing and prefix stripping"
     ),
     code_exercise!(
+        03,
+        "forwarded-headers",
+        "Forwarded headers",
+        "forwarded",
+        "Hop",
+        "forwarding headers and whom to believe"
+    ),
+    code_exercise!(
         04,
         "load-balancing",
         "Load balancing",
@@ -115,6 +123,14 @@ pub const CODE_EXERCISES: &[CodeExercise] = &[
         "bucket",
         "Bucket",
         "a leaky bucket with burst and nodelay"
+    ),
+    code_exercise!(
+        11,
+        "caching-and-compression",
+        "Caching and compression",
+        "freshness",
+        "Stored",
+        "what a shared cache keeps, and how long it is fresh"
     ),
     code_exercise!(
         14,
@@ -384,7 +400,8 @@ mod tests {
             assert_eq!(found.len(), 1, "{key}");
             assert_eq!(found[0].stem, "weighted");
         }
-        assert!(for_chapter("03").is_empty());
+        assert!(for_chapter("05").is_empty());
+        assert_eq!(for_chapter("03")[0].type_name, "Hop");
         assert_eq!(for_chapter("14")[0].id(), "14-measuring/percentile.rs");
     }
 

@@ -28,9 +28,13 @@
 //! - [`weighted`]: chapter 04, smooth weighted round-robin (nginx's `upstream` default).
 //! - [`bucket`]: chapter 08, a leaky bucket with burst and `nodelay` (nginx `limit_req`).
 //! - [`prefix`]: chapter 02, longest-prefix routing and prefix stripping (`proxy_pass .../`).
+//! - [`forwarded`]: chapter 03, forwarding headers and the client's address (`real_ip_recursive`).
+//! - [`freshness`]: chapter 11, what a shared cache keeps and how long it is fresh (RFC 9111).
 //! - [`percentile`]: chapter 14, latency percentiles and the cost of a hop.
 
 pub mod bucket;
+pub mod forwarded;
+pub mod freshness;
 pub mod percentile;
 pub mod prefix;
 pub mod weighted;
