@@ -471,7 +471,11 @@ fn progress() -> ExitCode {
         .iter()
         .filter(|(_, _, s)| *s == Standing::Solved)
         .count();
-    let width = rows.iter().map(|(_, t, _)| t.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(_, t, _)| t.chars().count())
+        .max()
+        .unwrap_or(0);
     for (number, title, standing) in &rows {
         let mark = match standing {
             Standing::Solved => "solved",

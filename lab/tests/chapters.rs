@@ -510,3 +510,22 @@ fn the_index_lists_every_chapter_in_order() {
         last = at;
     }
 }
+
+#[test]
+fn every_chapter_ends_with_a_link_to_the_next() {
+    let chapters: Vec<String> = pages()
+        .into_iter()
+        .filter_map(|(page, _)| page.strip_prefix("docs/").map(str::to_owned))
+        .collect();
+    for pair in chapters.windows(2) {
+        let page = std::fs::read_to_string(root().join("docs").join(&pair[0])).expect("the page");
+        let tail: Vec<&str> = page.lines().rev().take(3).collect();
+        let link = format!("]({})", pair[1]);
+        assert!(
+            tail.iter().any(|line| line.contains(&link)),
+            "docs/{} does not end with `Next: [...]({})`",
+            pair[0],
+            pair[1]
+        );
+    }
+}
