@@ -19,7 +19,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::scenario::{self, RunOptions, Scenario, Step};
+use crate::scenario::{self, RunOptions, Scenario};
 use crate::stack::{ConfigTemplate, Stack, StackOptions};
 
 /// One chapter that has an exercise.
@@ -195,7 +195,7 @@ pub async fn check_config(
     let expectations = scenario
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some() || !r.expect.json.is_empty()))
+        .filter(|s| s.expects_something())
         .count();
     let options = StackOptions {
         proxy_config: Some(ConfigTemplate {

@@ -25,14 +25,20 @@
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
 //!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
-//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`): an answer that differs is marked in the transcript and fails
-//!   the run;
+//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `version` such
+//!   as `"HTTP/2"`): an answer that differs is marked in the transcript and
+//!   fails the run. Expected header values are written as the transcript
+//!   shows them: ports as names (`https://localhost:<https-port>/`), and
+//!   `"(none)"` for a header that must be absent;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
 //!   upgrade went through), then one message it receives, then for each of
 //!   `send = ["hello", "bye"]` the message sent and the one message that
-//!   comes back (waiting at most 5 s), then closes; it takes `headers`,
-//!   `show` (about the handshake's answer) and `expect` too;
+//!   comes back (waiting at most 5 s), then closes; `pause = "3s"` keeps the
+//!   client silent that long before each message after the first (a quiet
+//!   user: idle timeouts show); it takes `headers`, `show` (about the
+//!   handshake's answer) and `expect` too, whose `replies = ["hello", "bye"]`
+//!   are the messages that must come back, one after each message sent;
 //! - `stop = "whoami-2"` / `start = "whoami-2"` stops or restarts a service;
 //! - `wait = "1s"` lets time pass (rate limits refill, health checks run);
 //! - `wait_for = { request = "GET ...", status = 200, within = "10s" }` polls
@@ -164,6 +170,8 @@ pub struct WebSocketStep {
     pub headers: Vec<(String, String)>,
     /// Text messages to send, one at a time, each waiting for one reply.
     pub send: Vec<String>,
+    /// How long the client stays silent before each message after the first.
+    pub pause: Duration,
     /// What to print of the handshake's answer.
     pub show: Vec<(Option<String>, Show)>,
     /// What the handshake's answer must be.
@@ -209,6 +217,36 @@ pub struct Expect {
     pub body_lacks: Option<String>,
     /// Fields of a JSON body (`headers.x-real-ip`) and the text each must have.
     pub json: Vec<(String, String)>,
+    /// The HTTP version of every answer (HTTP/2 when ALPN chose it).
+    pub version: Option<http::Version>,
+    /// For a WebSocket: the message that must come back after each one sent.
+    pub replies: Option<Vec<String>>,
+}
+
+impl Expect {
+    /// Whether anything is expected at all (a step may only show things).
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.statuses.is_none()
+            && self.headers.is_empty()
+            && self.body_contains.is_none()
+            && self.body_lacks.is_none()
+            && self.json.is_empty()
+            && self.version.is_none()
+            && self.replies.is_none()
+    }
+}
+
+impl Step {
+    /// Whether the step checks anything: a request or websocket step with
+    /// an `expect`.
+    pub fn expects_something(&self) -> bool {
+        match self {
+            Step::Request(step) => !step.expect.is_empty(),
+            Step::WebSocket(step) => !step.expect.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// A scenario file that cannot be used.
@@ -279,6 +317,7 @@ struct RawStep {
     wait_for: Option<RawWaitFor>,
     websocket: Option<Spanned<String>>,
     send: Option<Vec<String>>,
+    pause: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +331,8 @@ struct RawExpect {
     body_lacks: Option<String>,
     #[serde(default)]
     json: BTreeMap<String, String>,
+    version: Option<Spanned<String>>,
+    replies: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -365,12 +406,33 @@ impl Scenario {
                     "add request = \"GET http://localhost/\" or websocket = \"ws://localhost/ws\", or remove them",
                 ));
             }
-            if step.send.is_some() && step.websocket.is_none() {
+            if (step.send.is_some() || step.pause.is_some()) && step.websocket.is_none() {
                 return Err(here(
-                    "`send` belongs to a websocket step".into(),
-                    "add websocket = \"ws://localhost/ws\", or remove `send`",
+                    "`send` and `pause` belong to a websocket step".into(),
+                    "add websocket = \"ws://localhost/ws\", or remove them",
                 ));
             }
+            let raw_expect = step.expect.as_ref();
+            if let Some(replies) = raw_expect.and_then(|e| e.replies.as_ref())
+                && step.websocket.is_none()
+            {
+                return Err(at(
+                    replies.span(),
+                    "`expect.replies` are the messages a WebSocket sends back".into(),
+                    "use it on a websocket step; for a request, use body_contains",
+                ));
+            }
+            let version = match raw_expect.and_then(|e| e.version.as_ref()) {
+                None => None,
+                Some(v) if step.request.is_none() => {
+                    return Err(at(
+                        v.span(),
+                        "`expect.version` belongs to a request step".into(),
+                        "a WebSocket handshake is always HTTP/1.1: remove it",
+                    ));
+                }
+                Some(v) => Some(parse_version(v).map_err(|(s, m, h)| at(s, m, h))?),
+            };
             let shows = |list: &Option<Vec<Spanned<String>>>| {
                 list.iter()
                     .flatten()
@@ -397,6 +459,8 @@ impl Scenario {
                     body_contains: e.body_contains.clone(),
                     body_lacks: e.body_lacks.clone(),
                     json: e.json.clone().into_iter().collect(),
+                    version,
+                    replies: e.replies.as_ref().map(|r| r.get_ref().clone()),
                 })
                 .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
@@ -463,6 +527,10 @@ impl Scenario {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     send: step.send.clone().unwrap_or_default(),
+                    pause: match &step.pause {
+                        Some(pause) => parse_duration(pause).map_err(|(s, m, h)| at(s, m, h))?,
+                        None => Duration::ZERO,
+                    },
                     show: shows(&step.show)?,
                     expect,
                 }))
@@ -488,6 +556,36 @@ fn parse_duration(raw: &Spanned<String>) -> Result<Duration, RawError> {
             "write a number and a unit, e.g. \"500ms\" or \"2s\"",
         )
     })
+}
+
+/// `"HTTP/2"` (or `"HTTP/2.0"`, `"HTTP/1.1"`, ...), as an expectation.
+fn parse_version(raw: &Spanned<String>) -> Result<http::Version, RawError> {
+    let text = raw.get_ref().trim().to_ascii_uppercase();
+    Ok(match text.trim_end_matches(".0") {
+        "HTTP/1" => http::Version::HTTP_10,
+        "HTTP/1.1" => http::Version::HTTP_11,
+        "HTTP/2" => http::Version::HTTP_2,
+        "HTTP/3" => http::Version::HTTP_3,
+        _ => {
+            return Err((
+                raw.span(),
+                format!("`{}` is not an HTTP version", raw.get_ref()),
+                "write \"HTTP/1.1\" or \"HTTP/2\"",
+            ));
+        }
+    })
+}
+
+/// The version as people write it: `HTTP/2`, `HTTP/1.1`.
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
 }
 
 /// `"GET http://localhost/api/whoami"` (the method may be left out: GET).
@@ -802,6 +900,7 @@ async fn run_websocket(
         &step.path,
         &headers,
         &step.send,
+        step.pause,
     )
     .await?;
     let exchange = &talk.handshake;
@@ -820,6 +919,9 @@ async fn run_websocket(
                 "    <- (nothing within {})",
                 humantime::format_duration(crate::client::WEBSOCKET_WAIT)
             ),
+            WebSocketEvent::Paused(pause) => {
+                format!("    .. silent for {}", humantime::format_duration(*pause))
+            }
             WebSocketEvent::Closed(how) => format!("    closed: {how}"),
         });
     }
@@ -829,9 +931,32 @@ async fn run_websocket(
     {
         wrong.push(format!("expected status {status}"));
     }
-    for (name, value) in &step.expect.headers {
-        if exchange.header(name) != Some(value.as_str()) {
-            wrong.push(format!("expected {name}: {value}"));
+    header_expectations(t, exchange, &step.expect, &mut wrong);
+    if let Some(replies) = &step.expect.replies {
+        // The event after each message sent is its reply, if it is one.
+        let got: Vec<&WebSocketEvent> = talk
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, WebSocketEvent::Sent(_)))
+            .map(|(i, _)| talk.events.get(i + 1).unwrap_or(&WebSocketEvent::Silence))
+            .collect();
+        for (n, reply) in replies.iter().enumerate() {
+            let answer = match got.get(n) {
+                Some(WebSocketEvent::Received(text)) if text == reply => continue,
+                Some(WebSocketEvent::Received(text)) => format!("{text:?}"),
+                Some(WebSocketEvent::Silence) => "nothing".to_owned(),
+                _ => match talk.events.last() {
+                    Some(WebSocketEvent::Closed(how)) if got.len() <= n => {
+                        format!("no chance to send it: {how}")
+                    }
+                    _ => "nothing".to_owned(),
+                },
+            };
+            wrong.push(format!(
+                "expected the reply {reply:?} to message {} ({answer})",
+                n + 1
+            ));
         }
     }
     for problem in wrong {
@@ -873,11 +998,16 @@ fn record(
     {
         wrong.push(format!("expected status {status}"));
     }
-    for (name, value) in &step.expect.headers {
-        if exchange.header(name) != Some(value.as_str()) {
-            wrong.push(format!("expected {name}: {value}"));
-        }
+    if let Some(version) = step.expect.version
+        && exchange.version != version
+    {
+        wrong.push(format!(
+            "expected {} (it was {})",
+            version_name(version),
+            version_name(exchange.version)
+        ));
     }
+    header_expectations(t, exchange, &step.expect, &mut wrong);
     if let Some(text) = &step.expect.body_contains
         && !exchange.text().contains(text.as_str())
     {
@@ -912,6 +1042,26 @@ fn record(
         );
         t.line(&format!("!! {problem}"));
         failures.push(failure);
+    }
+}
+
+/// The expected headers, each compared as the transcript shows it (ports as
+/// names, `(none)` when absent).
+fn header_expectations(
+    t: &Transcript,
+    exchange: &Exchange,
+    expect: &Expect,
+    wrong: &mut Vec<String>,
+) {
+    for (name, value) in &expect.headers {
+        let got = exchange.header(name);
+        if got == Some(value.as_str()) {
+            continue;
+        }
+        let shown = got.map_or_else(|| "(none)".to_owned(), |v| t.normalised(v));
+        if shown != *value {
+            wrong.push(format!("expected {name}: {value}"));
+        }
     }
 }
 

@@ -60,6 +60,12 @@ impl Transcript {
         self.lines.push(String::new());
     }
 
+    /// `text` as the transcript would show it (addresses as names, ports
+    /// hidden), so an expectation can be written the way it is read.
+    pub fn normalised(&self, text: &str) -> String {
+        normalise(text, &self.names)
+    }
+
     /// The normalised text.
     pub fn render(&self) -> String {
         let mut out = String::new();
