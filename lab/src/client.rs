@@ -423,7 +423,7 @@ pub async fn websocket(
     }
 
     const CLOSED_BY_SERVER: &str = "the server sent a close frame";
-    const DROPPED: &str = "the connection was closed under it, without a close frame";
+    const DROPPED: &str = "the connection ended without a close frame";
     let mut events = Vec::new();
     // The greeting, then each message and its answer.
     let mut ended = match next(&mut ws, WEBSOCKET_WAIT).await {

@@ -87,9 +87,11 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(03, "forwarded-headers", "Forwarded headers"),
     chapter!(04, "load-balancing", "Load balancing"),
     chapter!(05, "health-and-failover", "Health and failover"),
+    chapter!(06, "https", "HTTPS"),
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
     chapter!(09, "cors-and-headers", "CORS and header rules"),
+    chapter!(10, "websockets", "WebSockets and upgrades"),
 ];
 
 impl Chapter {

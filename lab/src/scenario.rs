@@ -932,7 +932,11 @@ async fn run_websocket(
         wrong.push(format!("expected status {status}"));
     }
     header_expectations(t, exchange, &step.expect, &mut wrong);
-    if let Some(replies) = &step.expect.replies {
+    let opened = exchange.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    if step.expect.replies.is_some() && !opened && step.expect.status.is_none() {
+        wrong.push("expected replies, but no WebSocket was opened".to_owned());
+    }
+    if let Some(replies) = step.expect.replies.as_ref().filter(|_| opened) {
         // The event after each message sent is its reply, if it is one.
         let got: Vec<&WebSocketEvent> = talk
             .events
@@ -948,7 +952,7 @@ async fn run_websocket(
                 Some(WebSocketEvent::Silence) => "nothing".to_owned(),
                 _ => match talk.events.last() {
                     Some(WebSocketEvent::Closed(how)) if got.len() <= n => {
-                        format!("no chance to send it: {how}")
+                        format!("it was never sent: {how}")
                     }
                     _ => "nothing".to_owned(),
                 },
