@@ -1234,6 +1234,69 @@ mod tests {
     }
 
     #[test]
+    fn a_websocket_step_may_pause_and_expect_its_replies() {
+        let text = "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nsend = [\"hello\", \"still there?\"]\npause = \"3s\"\nexpect = { status = 101, replies = [\"hello\", \"still there?\"] }\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::WebSocket(step) = &scenario.steps[0] else {
+            panic!("a websocket step");
+        };
+        assert_eq!(step.pause, Duration::from_secs(3));
+        assert_eq!(
+            step.expect.replies.as_deref(),
+            Some(&["hello".to_owned(), "still there?".to_owned()][..])
+        );
+        assert!(scenario.steps[0].expects_something());
+
+        let err = |text: &str| {
+            Scenario::parse(text, "x.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let pause = err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\npause = \"1s\"\n");
+        assert!(pause.contains("belong to a websocket step"), "{pause}");
+        let replies = err(
+            "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nexpect = { replies = [\"hi\"] }\n",
+        );
+        assert!(replies.starts_with("x.toml:4:"), "{replies}");
+        assert!(replies.contains("use it on a websocket step"), "{replies}");
+        let never = err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\npause = \"soon\"\n");
+        assert!(never.contains("`soon` is not a duration"), "{never}");
+    }
+
+    #[test]
+    fn a_request_may_expect_its_http_version_written_as_people_write_it() {
+        let version = |v: &str| {
+            let text = format!(
+                "title = \"t\"\n[[steps]]\nrequest = \"GET https://localhost/\"\nexpect = {{ version = \"{v}\" }}\n"
+            );
+            Scenario::parse(&text, "x.toml").map(|s| match &s.steps[0] {
+                Step::Request(step) => step.expect.version,
+                _ => None,
+            })
+        };
+        for (written, meant) in [
+            ("HTTP/2", http::Version::HTTP_2),
+            ("HTTP/2.0", http::Version::HTTP_2),
+            ("http/1.1", http::Version::HTTP_11),
+            ("HTTP/1.0", http::Version::HTTP_10),
+        ] {
+            assert_eq!(version(written).expect(written), Some(meant), "{written}");
+        }
+        let err = version("HTTP/9").expect_err("not a version").to_string();
+        assert!(err.starts_with("x.toml:4:"), "{err}");
+        assert!(err.contains("`HTTP/9` is not an HTTP version"), "{err}");
+        assert!(err.contains("help: write \"HTTP/1.1\" or \"HTTP/2\""), "{err}");
+        let ws = Scenario::parse(
+            "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nexpect = { version = \"HTTP/2\" }\n",
+            "x.toml",
+        )
+        .expect_err("a handshake is HTTP/1.1")
+        .to_string();
+        assert!(ws.contains("belongs to a request step"), "{ws}");
+        assert_eq!(version_name(http::Version::HTTP_2), "HTTP/2");
+    }
+
+    #[test]
     fn requests_default_to_get_and_keep_the_query() {
         let text = "title = \"t\"\n[[steps]]\nrequest = \"https://secure.localhost/api/tasks?done=false\"\nrepeat = 2\nshow = [\"served-by\", \"json:headers.host\"]\nexpect = { statuses = [200, 429] }\n";
         let scenario = Scenario::parse(text, "x.toml").expect("valid");
