@@ -1218,7 +1218,7 @@ mod tests {
         let orphan =
             err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nsend = [\"hi\"]\n");
         assert!(
-            orphan.contains("`send` belongs to a websocket step"),
+            orphan.contains("`send` and `pause` belong to a websocket step"),
             "{orphan}"
         );
         let both = err(
