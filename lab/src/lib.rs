@@ -14,10 +14,13 @@
 //!   limits, WebSockets) with expectations, and the runner that prints their transcripts.
 //! - [`docker`]: Docker mode: the same stack as containers built locally
 //!   (`lab images`), with the same surface as [`stack`].
+//! - [`course`], [`code_exercise`]: the course's exercises (a config to write,
+//!   or a piece of Rust against a trait of `course-kit`) and `lab check`.
 
 pub mod bench;
 pub mod chart;
 pub mod client;
+pub mod code_exercise;
 pub mod course;
 pub mod docker;
 pub mod haproxy;

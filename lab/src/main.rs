@@ -9,7 +9,7 @@
 //! lab images && lab scenario --all --docker   # the same, on the stack as containers
 //! lab bench              # direct, through the proxy, nginx, HAProxy: requests/s, latency, CPU, memory
 //! lab images            # build the Docker images of Docker mode (no registry needed)
-//! lab check 02          # check your solution to chapter 02's exercise (lab hint 02, lab progress)
+//! lab check 02          # check your solutions to chapter 02's exercises (lab hint 02, lab progress)
 //! lab soak --release     # 5 minutes of mixed traffic, reloads and replica stops: errors, memory, fds
 //! ```
 
@@ -111,7 +111,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         proxy_bin: Option<PathBuf>,
     },
-    /// Check your solution to a chapter's exercise (work/NN-slug/, made from the starter on first use).
+    /// Check your solutions to a chapter's exercises (in work/NN-slug/, made from the starters on first use).
     Check {
         /// The chapter: 02, or 02-path-routing.
         chapter: String,
@@ -119,7 +119,7 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// Print a hint for a chapter's exercise (the first; `lab hint 02 2` for the second, ...).
+    /// Print a hint for each of a chapter's exercises (the first; `lab hint 02 2` for the second, ...).
     Hint {
         /// The chapter: 02, or 02-path-routing.
         chapter: String,
@@ -205,35 +205,93 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-/// The repository the learner works in: where `work/` goes.
+/// Where the learner's `work/` and `.lab-progress.txt` go: the repository,
+/// or the folder `LAB_COURSE_ROOT` names (tests use a scratch one).
 fn course_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    match std::env::var_os("LAB_COURSE_ROOT").filter(|v| !v.is_empty()) {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+    }
 }
 
-/// `lab check NN`: checks the learner's copy of the exercise, making it from
-/// the starter first if there is none; says what passed, what did not, and
+/// `path` as the learner sees it: relative to `root` when below it.
+fn shown(path: &std::path::Path, root: &std::path::Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The chapters with an exercise of either kind, for an error message.
+fn chapters_with_exercises() -> String {
+    let mut names: Vec<String> = lab::course::CHAPTERS
+        .iter()
+        .map(lab::course::Chapter::name)
+        .chain(
+            lab::code_exercise::CODE_EXERCISES
+                .iter()
+                .map(lab::code_exercise::CodeExercise::chapter_name),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    names.join(", ")
+}
+
+/// `lab check NN`: checks the learner's copy of each of the chapter's
+/// exercises (a config, a piece of Rust, or both), making each from its
+/// starter first if there is none; says what passed, what did not, and
 /// where the hints are.
 async fn check(key: &str, verbose: bool) -> ExitCode {
     let root = course_root();
-    let chapter = match lab::course::chapter(key) {
-        Ok(chapter) => chapter,
-        Err(err) => {
-            eprintln!("lab: {err}");
-            return ExitCode::FAILURE;
+    let config = lab::course::chapter(key).ok();
+    let code = lab::code_exercise::for_chapter(key);
+    if config.is_none() && code.is_empty() {
+        eprintln!(
+            "lab: no exercise for chapter `{key}`; the exercises are: {}",
+            chapters_with_exercises()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut passed = Vec::new();
+    if let Some(chapter) = config {
+        passed.push(check_config(chapter, &root, verbose).await);
+    }
+    for exercise in code {
+        if !passed.is_empty() {
+            println!();
         }
-    };
-    let (path, made) = match lab::course::work_copy(chapter, &root) {
+        passed.push(check_code(exercise, &root));
+    }
+    if passed.len() > 1 {
+        let solved = passed.iter().filter(|p| **p).count();
+        println!(
+            "
+Chapter {key}: {solved} of {} exercises solved.",
+            passed.len()
+        );
+    }
+    if passed.iter().all(|p| *p) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks the learner's copy of a chapter's config exercise; `true` when it passes.
+async fn check_config(
+    chapter: &lab::course::Chapter,
+    root: &std::path::Path,
+    verbose: bool,
+) -> bool {
+    let (path, made) = match lab::course::work_copy(chapter, root) {
         Ok(copy) => copy,
         Err(err) => {
             eprintln!("lab: {err}");
-            return ExitCode::FAILURE;
+            return false;
         }
     };
-    let shown = path
-        .strip_prefix(&root)
-        .unwrap_or(&path)
-        .display()
-        .to_string();
+    let shown = shown(&path, root);
     if made {
         println!("Made {shown} from the starter: edit it, then run this again.\n");
     }
@@ -241,7 +299,7 @@ async fn check(key: &str, verbose: bool) -> ExitCode {
         Ok(text) => text,
         Err(err) => {
             eprintln!("lab: {shown}: {err}");
-            return ExitCode::FAILURE;
+            return false;
         }
     };
     println!(
@@ -252,7 +310,7 @@ async fn check(key: &str, verbose: bool) -> ExitCode {
         Ok(verdict) => verdict,
         Err(err) => {
             eprintln!("lab: {err}");
-            return ExitCode::FAILURE;
+            return false;
         }
     };
     if verbose || !verdict.passed() {
@@ -260,11 +318,11 @@ async fn check(key: &str, verbose: bool) -> ExitCode {
     }
     if verdict.passed() {
         println!("PASSED: all {} expectations met.", verdict.expectations);
-        if let Err(err) = lab::course::record_pass(chapter, &root, &text) {
+        if let Err(err) = lab::course::record_pass(chapter, root, &text) {
             eprintln!("lab: could not record it: {err}");
         }
         println!("Read the \"Going further\" part of {} next.", chapter.doc());
-        ExitCode::SUCCESS
+        true
     } else {
         println!("NOT YET. What is still wrong:");
         for failure in &verdict.failures {
@@ -275,60 +333,153 @@ async fn check(key: &str, verbose: bool) -> ExitCode {
             chapter.doc(),
             chapter.number
         );
+        false
+    }
+}
+
+/// Checks the learner's copy of a code exercise (cargo builds it with the
+/// course's check and runs it; both print as they go); `true` when it passes.
+fn check_code(exercise: &lab::code_exercise::CodeExercise, root: &std::path::Path) -> bool {
+    use lab::code_exercise::CodeVerdict;
+    let (path, made) = match exercise.work_copy(root) {
+        Ok(copy) => copy,
+        Err(err) => {
+            eprintln!("lab: {err}");
+            return false;
+        }
+    };
+    let shown = shown(&path, root);
+    if made {
+        println!(
+            "Made {shown} from the starter: write the parts marked TODO, then run this again.\n"
+        );
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("lab: {shown}: {err}");
+            return false;
+        }
+    };
+    println!(
+        "Chapter {:02}, {} (code): building {shown} with its check",
+        exercise.number, exercise.summary
+    );
+    let hint = format!("cargo run -p lab -- hint {:02}", exercise.number);
+    match exercise.check(root) {
+        Ok(CodeVerdict::Passed) => {
+            println!("PASSED: {shown} does all the check asks.");
+            if let Err(err) = exercise.record_pass(root, &text) {
+                eprintln!("lab: could not record it: {err}");
+            }
+            println!(
+                "Read the \"Going further\" part of {} next.",
+                exercise.doc()
+            );
+            true
+        }
+        Ok(CodeVerdict::Failed) => {
+            println!(
+                "NOT YET: the lines marked FAILED above say what {shown} does not do yet.\n\
+                 The chapter: {}. A hint: `{hint}`.",
+                exercise.doc()
+            );
+            false
+        }
+        Ok(CodeVerdict::DoesNotCompile) => {
+            println!(
+                "NOT YET: {shown} does not compile. Fix the errors above in that file, then check again.\n\
+                 The chapter: {}. A hint: `{hint}`.",
+                exercise.doc()
+            );
+            false
+        }
+        Err(err) => {
+            eprintln!("lab: {err}");
+            false
+        }
+    }
+}
+
+/// `lab hint NN [K]`: the K-th hint of each of a chapter's exercises.
+fn hint(key: &str, number: usize) -> ExitCode {
+    let root = course_root();
+    let mut exercises: Vec<(String, Vec<&'static str>)> = Vec::new();
+    if let Ok(chapter) = lab::course::chapter(key) {
+        exercises.push((
+            shown(&chapter.work_file(&root), &root),
+            chapter.hint_lines(),
+        ));
+    }
+    for exercise in lab::code_exercise::for_chapter(key) {
+        exercises.push((
+            shown(&exercise.work_file(&root), &root),
+            exercise.hint_lines(),
+        ));
+    }
+    if exercises.is_empty() {
+        eprintln!(
+            "lab: no exercise for chapter `{key}`; the exercises are: {}",
+            chapters_with_exercises()
+        );
+        return ExitCode::FAILURE;
+    }
+    let chapter = key.split('-').next().unwrap_or(key);
+    let mut found = false;
+    let mut more = false;
+    for (file, hints) in &exercises {
+        match number.checked_sub(1).and_then(|i| hints.get(i)) {
+            Some(text) => {
+                found = true;
+                more |= number < hints.len();
+                println!("Hint {number} of {} for {file}: {text}", hints.len());
+            }
+            None => println!("{file} has hints 1 to {}.", hints.len()),
+        }
+    }
+    if more {
+        println!(
+            "(the next one: `cargo run -p lab -- hint {chapter} {}`)",
+            number + 1
+        );
+    }
+    if found {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }
 
-/// `lab hint NN [K]`: the K-th hint of a chapter's exercise.
-fn hint(key: &str, number: usize) -> ExitCode {
-    let chapter = match lab::course::chapter(key) {
-        Ok(chapter) => chapter,
-        Err(err) => {
-            eprintln!("lab: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let hints = chapter.hint_lines();
-    let Some(text) = number.checked_sub(1).and_then(|i| hints.get(i)) else {
-        eprintln!(
-            "lab: chapter {:02} has hints 1 to {}",
-            chapter.number,
-            hints.len()
-        );
-        return ExitCode::FAILURE;
-    };
-    println!(
-        "Hint {number} of {} for chapter {:02}: {text}",
-        hints.len(),
-        chapter.number
-    );
-    if number < hints.len() {
-        println!(
-            "(the next one: `cargo run -p lab -- hint {:02} {}`)",
-            chapter.number,
-            number + 1
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-/// `lab progress`: which exercises are solved.
+/// `lab progress`: which exercises are solved, config and code, in chapter order.
 fn progress() -> ExitCode {
     use lab::course::Standing;
-    let standings = lab::course::progress(&course_root());
-    let solved = standings
+    let root = course_root();
+    let mut rows: Vec<(u8, String, Standing)> = lab::course::progress(&root)
+        .into_iter()
+        .map(|(chapter, standing)| (chapter.number, chapter.title.to_owned(), standing))
+        .collect();
+    for (exercise, standing) in lab::code_exercise::progress(&root) {
+        rows.push((
+            exercise.number,
+            format!("{} (code: {})", exercise.title, exercise.file()),
+            standing,
+        ));
+    }
+    // Stable: a chapter's config exercise before its code exercises.
+    rows.sort_by_key(|(number, _, _)| *number);
+    let solved = rows
         .iter()
-        .filter(|(_, s)| *s == Standing::Solved)
+        .filter(|(_, _, s)| *s == Standing::Solved)
         .count();
-    for (chapter, standing) in &standings {
+    for (number, title, standing) in &rows {
         let mark = match standing {
             Standing::Solved => "solved",
             Standing::InProgress => "started",
             Standing::NotStarted => "-",
         };
-        println!("{:02} {:<28} {mark}", chapter.number, chapter.title);
+        println!("{number:02} {title:<48} {mark}");
     }
-    println!("{solved} of {} exercises solved", standings.len());
+    println!("{solved} of {} exercises solved", rows.len());
     ExitCode::SUCCESS
 }
 

@@ -77,6 +77,31 @@ fn every_exercise_has_hints_and_a_chapter_page() {
             chapter.doc()
         );
     }
+    // Code exercises too, and the chapters that have only a code exercise.
+    for exercise in lab::code_exercise::CODE_EXERCISES {
+        assert!(
+            exercise.hint_lines().len() >= 2,
+            "{}: give at least two hints",
+            exercise.id()
+        );
+        let page = std::fs::read_to_string(root.join(exercise.doc()))
+            .unwrap_or_else(|e| panic!("{}: {e}", exercise.doc()));
+        let command = format!("cargo run -p lab -- check {:02}", exercise.number);
+        for needed in [
+            "## Exercise",
+            "## Check it",
+            "## Going further",
+            &command,
+            &exercise.starter_path(),
+            exercise.type_name,
+        ] {
+            assert!(
+                page.contains(needed),
+                "{} does not show `{needed}`",
+                exercise.doc()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
