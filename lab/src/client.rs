@@ -408,9 +408,9 @@ pub async fn websocket(
                     Some(Ok(Message::Text(text))) => {
                         Next::Message(WebSocketEvent::Received(text.to_string()))
                     }
-                    Some(Ok(Message::Binary(data))) => Next::Message(WebSocketEvent::Received(
-                        format!("<{} bytes>", data.len()),
-                    )),
+                    Some(Ok(Message::Binary(data))) => {
+                        Next::Message(WebSocketEvent::Received(format!("<{} bytes>", data.len())))
+                    }
                     Some(Ok(Message::Close(_))) => Next::CloseFrame,
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => Next::Dropped,

@@ -1252,14 +1252,16 @@ mod tests {
                 .expect_err("invalid")
                 .to_string()
         };
-        let pause = err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\npause = \"1s\"\n");
+        let pause =
+            err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\npause = \"1s\"\n");
         assert!(pause.contains("belong to a websocket step"), "{pause}");
         let replies = err(
             "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nexpect = { replies = [\"hi\"] }\n",
         );
         assert!(replies.starts_with("x.toml:4:"), "{replies}");
         assert!(replies.contains("use it on a websocket step"), "{replies}");
-        let never = err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\npause = \"soon\"\n");
+        let never =
+            err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\npause = \"soon\"\n");
         assert!(never.contains("`soon` is not a duration"), "{never}");
     }
 
@@ -1285,7 +1287,10 @@ mod tests {
         let err = version("HTTP/9").expect_err("not a version").to_string();
         assert!(err.starts_with("x.toml:4:"), "{err}");
         assert!(err.contains("`HTTP/9` is not an HTTP version"), "{err}");
-        assert!(err.contains("help: write \"HTTP/1.1\" or \"HTTP/2\""), "{err}");
+        assert!(
+            err.contains("help: write \"HTTP/1.1\" or \"HTTP/2\""),
+            "{err}"
+        );
         let ws = Scenario::parse(
             "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nexpect = { version = \"HTTP/2\" }\n",
             "x.toml",

@@ -189,7 +189,9 @@ async fn chapter_06_a_redirect_alone_still_fails_on_hsts_sent_over_plain_http() 
     // ... but the header rule still sends HSTS over plain HTTP.
     assert_eq!(
         verdict.failures,
-        ["GET apiclub.localhost/tasks?done=false: expected strict-transport-security: (none), got 301 Moved Permanently"],
+        [
+            "GET apiclub.localhost/tasks?done=false: expected strict-transport-security: (none), got 301 Moved Permanently"
+        ],
         "{}",
         verdict.transcript
     );
