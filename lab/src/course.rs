@@ -92,6 +92,9 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(08, "rate-limits", "Rate and connection limits"),
     chapter!(09, "cors-and-headers", "CORS and header rules"),
     chapter!(10, "websockets", "WebSockets and upgrades"),
+    chapter!(11, "caching-and-compression", "Caching and compression"),
+    chapter!(13, "observability", "Observability"),
+    chapter!(15, "security-at-the-edge", "Security at the edge"),
 ];
 
 impl Chapter {

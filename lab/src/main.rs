@@ -54,7 +54,7 @@ enum Command {
     /// Run scripted scenarios (lab/scenarios/*.toml), each on a fresh stack, and print their transcripts.
     #[command(visible_alias = "tour")]
     Scenario {
-        /// Scenarios to run: routing, host-routing, headers, round-robin, failover, https-redirect, rate-limit, cors, trace, rewrite, compression, caching, websocket.
+        /// Scenarios to run: routing, host-routing, headers, round-robin, failover, https-redirect, rate-limit, cors, trace, debugging, rewrite, compression, caching, websocket.
         names: Vec<String>,
         /// Run every scenario.
         #[arg(long)]

@@ -21,15 +21,18 @@
 //! - `note = "..."` prints a comment; `gap = true` an empty line;
 //! - `request = "METHOD URL"` sends a request through the proxy (`https://`
 //!   URLs go to its TLS listener, trusting the lab's CA unless
-//!   `trust_lab_ca = false`), with optional `headers`, `body`, `repeat`,
+//!   `trust_lab_ca = false`), with optional `headers`, `body` (text) or
+//!   `body_size` (that many bytes, for upload limits), `repeat`,
 //!   `concurrency` (requests in flight at once), `show` (what to print of each
 //!   answer, see [`Show`]) and `expect` (`status`, `statuses` for a repeat,
 //!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
-//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `version` such
-//!   as `"HTTP/2"`): an answer that differs is marked in the transcript and
-//!   fails the run. Expected header values are written as the transcript
-//!   shows them: ports as names (`https://localhost:<https-port>/`), and
-//!   `"(none)"` for a header that must be absent;
+//!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `trace_contains`
+//!   with text the proxy's decision trace must have, which asks for the
+//!   trace, `version` such as `"HTTP/2"`): an answer that differs is marked
+//!   in the transcript and fails the run. Expected header values are written
+//!   as the transcript shows them: ports as names
+//!   (`https://localhost:<https-port>/`), and `"(none)"` for a header that
+//!   must be absent;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
 //!   upgrade went through), then one message it receives, then for each of
@@ -78,9 +81,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("cors", include_str!("../scenarios/cors.toml")),
     ("caching", include_str!("../scenarios/caching.toml")),
     ("trace", include_str!("../scenarios/trace.toml")),
+    ("debugging", include_str!("../scenarios/debugging.toml")),
     ("rewrite", include_str!("../scenarios/rewrite.toml")),
     ("compression", include_str!("../scenarios/compression.toml")),
     ("websocket", include_str!("../scenarios/websocket.toml")),
+    ("security", include_str!("../scenarios/security.toml")),
 ];
 
 /// A parsed scenario.
@@ -221,6 +226,9 @@ pub struct Expect {
     pub version: Option<http::Version>,
     /// For a WebSocket: the message that must come back after each one sent.
     pub replies: Option<Vec<String>>,
+    /// Text the proxy's decision trace (`x-lab-trace-N` headers) must contain;
+    /// the request asks for the trace (`X-Lab-Trace: 1`).
+    pub trace_contains: Option<String>,
 }
 
 impl Expect {
@@ -234,6 +242,7 @@ impl Expect {
             && self.json.is_empty()
             && self.version.is_none()
             && self.replies.is_none()
+            && self.trace_contains.is_none()
     }
 }
 
@@ -304,6 +313,7 @@ struct RawStep {
     request: Option<Spanned<String>>,
     headers: Option<BTreeMap<String, String>>,
     body: Option<String>,
+    body_size: Option<Spanned<i64>>,
     repeat: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
     trust_lab_ca: Option<bool>,
@@ -333,6 +343,7 @@ struct RawExpect {
     json: BTreeMap<String, String>,
     version: Option<Spanned<String>>,
     replies: Option<Spanned<Vec<String>>>,
+    trace_contains: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +399,7 @@ impl Scenario {
                 ));
             }
             let request_only = step.body.is_some()
+                || step.body_size.is_some()
                 || step.repeat.is_some()
                 || step.concurrency.is_some()
                 || step.trust_lab_ca.is_some()
@@ -395,7 +407,7 @@ impl Scenario {
                 || step.show_errors.is_some();
             if request_only && step.request.is_none() {
                 return Err(here(
-                    "body, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
+                    "body, body_size, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
                     "add request = \"GET http://localhost/\", or remove them",
                 ));
             }
@@ -461,6 +473,7 @@ impl Scenario {
                     json: e.json.clone().into_iter().collect(),
                     version,
                     replies: e.replies.as_ref().map(|r| r.get_ref().clone()),
+                    trace_contains: e.trace_contains.clone(),
                 })
                 .unwrap_or_default();
             let parsed = if let Some(text) = &step.note {
@@ -475,7 +488,7 @@ impl Scenario {
                 Step::Wait(parse_duration(wait).map_err(|(s, m, h)| at(s, m, h))?)
             } else if let Some(wait_for) = &step.wait_for {
                 Step::WaitFor {
-                    request: parse_request(&wait_for.request, None, None, None)
+                    request: parse_request(&wait_for.request, None, Bytes::new(), None)
                         .map_err(|(s, m, h)| at(s, m, h))?,
                     status: wait_for.status,
                     within: parse_duration(&wait_for.within).map_err(|(s, m, h)| at(s, m, h))?,
@@ -494,14 +507,21 @@ impl Scenario {
                             )
                         }),
                 };
+                let body = match (&step.body, &step.body_size) {
+                    (Some(_), Some(size)) => {
+                        return Err(at(
+                            size.span(),
+                            "a step has either `body` or `body_size`, not both".into(),
+                            "keep `body` for a text you write, `body_size` for N bytes of filler",
+                        ));
+                    }
+                    (Some(text), None) => Bytes::from(text.clone()),
+                    (None, Some(size)) => filler_body(size).map_err(|(s, m, h)| at(s, m, h))?,
+                    (None, None) => Bytes::new(),
+                };
                 Step::Request(Box::new(RequestStep {
-                    request: parse_request(
-                        request,
-                        step.headers.as_ref(),
-                        step.body.as_deref(),
-                        step.trust_lab_ca,
-                    )
-                    .map_err(|(s, m, h)| at(s, m, h))?,
+                    request: parse_request(request, step.headers.as_ref(), body, step.trust_lab_ca)
+                        .map_err(|(s, m, h)| at(s, m, h))?,
                     repeat: count(&step.repeat, "repeat")?,
                     concurrency: count(&step.concurrency, "concurrency")?,
                     show: shows(&step.show)?,
@@ -588,11 +608,31 @@ fn version_name(version: http::Version) -> &'static str {
     }
 }
 
+/// The largest `body_size`: 64 MiB, held in memory while it is sent.
+pub const MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `body_size = 1025`: that many bytes of filler (`x`), to try a
+/// `max_body_size` without writing the body out in the file.
+fn filler_body(raw: &Spanned<i64>) -> Result<Bytes, RawError> {
+    u64::try_from(*raw.get_ref())
+        .ok()
+        .filter(|n| *n <= MAX_BODY_SIZE)
+        .and_then(|n| usize::try_from(n).ok())
+        .map(|n| Bytes::from(vec![b'x'; n]))
+        .ok_or_else(|| {
+            (
+                raw.span(),
+                format!("`body_size` must be a number of bytes from 0 to {MAX_BODY_SIZE} (64 MiB)"),
+                "write e.g. body_size = 1025 for one byte over a 1k limit",
+            )
+        })
+}
+
 /// `"GET http://localhost/api/whoami"` (the method may be left out: GET).
 fn parse_request(
     raw: &Spanned<String>,
     headers: Option<&BTreeMap<String, String>>,
-    body: Option<&str>,
+    body: Bytes,
     trust_lab_ca: Option<bool>,
 ) -> Result<Request, RawError> {
     let bad = |message: String| {
@@ -630,7 +670,7 @@ fn parse_request(
         headers: headers
             .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
-        body: Bytes::from(body.unwrap_or_default().to_owned()),
+        body,
         trust_lab_ca: trust_lab_ca.unwrap_or(true),
     })
 }
@@ -789,12 +829,15 @@ pub async fn run(
                 }
             }
             Step::WebSocket(step) => {
-                let trace = options.trace || step.show.iter().any(|(_, s)| *s == Show::Trace);
+                let trace = options.trace
+                    || step.expect.trace_contains.is_some()
+                    || step.show.iter().any(|(_, s)| *s == Show::Trace);
                 run_websocket(&mut t, &mut failures, stack, step, trace).await?;
             }
             Step::Request(step) => {
-                // Showing the trace means asking for it.
+                // Showing the trace, or expecting something of it, means asking for it.
                 let trace = options.trace
+                    || step.expect.trace_contains.is_some()
                     || [&step.show, &step.show_ok, &step.show_errors]
                         .iter()
                         .any(|list| list.iter().any(|(_, s)| *s == Show::Trace));
@@ -963,6 +1006,7 @@ async fn run_websocket(
             ));
         }
     }
+    wrong.extend(missing_from_trace(t, exchange, &step.expect));
     for problem in wrong {
         t.line(&format!("!! {problem}"));
         failures.push(format!(
@@ -1028,6 +1072,7 @@ fn record(
             wrong.push(format!("expected {path} = {value:?} (it was {got:?})"));
         }
     }
+    wrong.extend(missing_from_trace(t, exchange, &step.expect));
     let by_status = if exchange.status.as_u16() >= 400 {
         &step.show_errors
     } else {
@@ -1087,18 +1132,42 @@ fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Opti
         ),
         Show::Json(path) => detail(path, &json_field(exchange, path)),
         Show::Trace => {
-            let mut lines: Vec<(&str, &str)> = exchange
-                .headers
-                .iter()
-                .filter(|(name, _)| name.as_str().starts_with("x-lab-trace-"))
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-                .collect();
-            lines.sort();
-            for (_, line) in lines {
+            for line in trace_lines(exchange) {
                 t.line(&format!("    | {line}"));
             }
         }
     }
+}
+
+/// The proxy's decision trace of an answer, in order (empty when the proxy
+/// sent none).
+fn trace_lines(exchange: &Exchange) -> Vec<&str> {
+    let mut lines: Vec<(&str, &str)> = exchange
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-lab-trace-"))
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    lines.sort();
+    lines.into_iter().map(|(_, line)| line).collect()
+}
+
+/// What `trace_contains` expected and the trace lacks, with the likely
+/// reason when there was no trace at all. The trace is read as the
+/// transcript shows it (`<whoami-1>`, `in <ms>`).
+fn missing_from_trace(t: &Transcript, exchange: &Exchange, expect: &Expect) -> Option<String> {
+    let text = expect.trace_contains.as_ref()?;
+    let lines = trace_lines(exchange);
+    if lines.is_empty() {
+        return Some(format!(
+            "expected a decision trace containing {text:?}, but the proxy sent no trace \
+             (it answers X-Lab-Trace only to clients whose address is in trace_from)"
+        ));
+    }
+    (!lines
+        .iter()
+        .any(|line| t.normalised(line).contains(text.as_str())))
+    .then(|| format!("expected a decision trace containing {text:?}"))
 }
 
 /// The innermost cause of an error: for a TLS failure, what rustls said.
@@ -1299,6 +1368,39 @@ mod tests {
         .to_string();
         assert!(ws.contains("belongs to a request step"), "{ws}");
         assert_eq!(version_name(http::Version::HTTP_2), "HTTP/2");
+    }
+
+    #[test]
+    fn a_body_of_a_given_size_is_made_and_its_mistakes_explained() {
+        let text = "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/upload\"\nbody_size = 1025\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::Request(step) = &scenario.steps[0] else {
+            panic!("a request step");
+        };
+        assert_eq!(step.request.body.len(), 1025);
+        assert!(step.request.body.iter().all(|b| *b == b'x'));
+
+        let err = |text: &str| {
+            Scenario::parse(text, "x.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let both = err(
+            "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody = \"a\"\nbody_size = 2\n",
+        );
+        assert!(both.starts_with("x.toml:5:"), "{both}");
+        assert!(both.contains("either `body` or `body_size`"), "{both}");
+        let negative =
+            err("title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody_size = -1\n");
+        assert!(negative.starts_with("x.toml:4:"), "{negative}");
+        assert!(negative.contains("from 0 to"), "{negative}");
+        let huge = err(&format!(
+            "title = \"t\"\n[[steps]]\nrequest = \"POST http://localhost/\"\nbody_size = {}\n",
+            MAX_BODY_SIZE + 1
+        ));
+        assert!(huge.contains("64 MiB"), "{huge}");
+        let orphan = err("title = \"t\"\n[[steps]]\nnote = \"a\"\nbody_size = 2\n");
+        assert!(orphan.contains("belong to a request step"), "{orphan}");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct StackOptions {
 
 /// A proxy configuration with `{{name}}` placeholders for the services'
 /// addresses (`{{frontend}}`, `{{tasks-api}}`, `{{whoami-1}}`, ...,
-/// `{{listen}}`, `{{listen-tls}}`, `{{ca-dir}}`), and the file it came from.
+/// `{{listen}}`, `{{listen-tls}}`, `{{ca-dir}}`, and `{{closed}}`: an address
+/// where nothing listens, see [`ClosedPort`]), and the file it came from.
 #[derive(Debug, Clone)]
 pub struct ConfigTemplate {
     /// The template's text.
@@ -130,6 +131,8 @@ pub struct Stack {
     /// The proxy configuration, as it was rendered and loaded.
     pub proxy_config: String,
     services: Vec<Service>,
+    /// `{{closed}}`: a port that refuses every connection while the stack lives.
+    closed: ClosedPort,
     /// tasks-api's database, for restarting it.
     db: tasks_api::Db,
     proxy_stop: Option<oneshot::Sender<()>>,
@@ -163,6 +166,11 @@ impl Stack {
             .iter()
             .map(|s| (s.name.as_str(), s.addr.to_string()))
             .collect();
+        let closed = ClosedPort::reserve().map_err(|source| StackError::Bind {
+            service: "the closed port ({{closed}})".to_owned(),
+            source,
+        })?;
+        addresses.insert("closed", closed.addr().to_string());
         let ca_dir = options.ca_dir.unwrap_or_else(|| data_path.join("ca"));
         addresses.insert("listen", options.proxy_listen.to_string());
         addresses.insert("listen-tls", options.proxy_listen_tls.to_string());
@@ -198,11 +206,17 @@ impl Stack {
             ca_dir,
             proxy_config,
             services,
+            closed,
             db,
             proxy_stop: Some(proxy_stop),
             proxy_task: Some(proxy_task),
             _data_dir: temp_dir,
         })
+    }
+
+    /// The address `{{closed}}` stands for: every connection to it is refused.
+    pub fn closed_addr(&self) -> SocketAddr {
+        self.closed.addr()
     }
 
     /// Every service's name and address (running or not), in boot order.
@@ -327,6 +341,7 @@ impl LabStack for Stack {
             .services()
             .map(|(name, addr)| (addr.to_string(), format!("<{name}>")))
             .collect();
+        names.push((self.closed.addr().to_string(), "<closed>".into()));
         names.extend(proxy_names(self.proxy_addr, self.proxy_tls_addr));
         names
     }
@@ -341,6 +356,42 @@ impl LabStack for Stack {
 
     async fn shutdown(self) {
         Stack::shutdown(self).await;
+    }
+}
+
+/// A loopback port where nothing listens, for `{{closed}}`: the address a
+/// course exercise gives a pool by mistake, so that the proxy meets a
+/// refused connection (a 502 with `Proxy-Status: ...; error=connection_refused`),
+/// as it would with a typo in a port or a service that is down.
+///
+/// Picking a free port and letting it go would not do: another program may
+/// take it in between, and then the "closed" port answers. Instead the port
+/// stays *bound* by a socket that never listens. The OS refuses (RST) every
+/// connection to a port with no listening socket, and nothing else can bind
+/// it while this socket holds it (it does not set `SO_REUSEADDR`), so the
+/// refusal is certain for as long as the stack lives.
+#[derive(Debug)]
+pub struct ClosedPort {
+    /// Held, never read: while it lives, the port is bound and closed.
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Binds a free loopback port and never listens on it.
+    pub fn reserve() -> std::io::Result<ClosedPort> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = socket.local_addr()?;
+        Ok(ClosedPort {
+            _socket: socket,
+            addr,
+        })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -393,6 +444,7 @@ mod tests {
         let mut values: HashMap<&str, String> = HashMap::new();
         values.insert("ca-dir", "/tmp/lab-ca".into());
         for (i, name) in [
+            "closed",
             "listen",
             "listen-tls",
             "frontend",
@@ -420,5 +472,24 @@ mod tests {
             }
             Err(errors) => panic!("{errors}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_closed_port_refuses_every_connection_and_cannot_be_taken() {
+        let closed = ClosedPort::reserve().expect("a free loopback port");
+        assert!(closed.addr().ip().is_loopback());
+        assert_ne!(closed.addr().port(), 0);
+        for _ in 0..3 {
+            let err = tokio::net::TcpStream::connect(closed.addr())
+                .await
+                .expect_err("nothing listens on the closed port");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        }
+        // A service that asks for this very port does not get it.
+        assert!(TcpListener::bind(closed.addr()).await.is_err());
+        assert_eq!(
+            closed._socket.local_addr().expect("still bound"),
+            closed.addr()
+        );
     }
 }

@@ -60,10 +60,10 @@ impl Transcript {
         self.lines.push(String::new());
     }
 
-    /// `text` as the transcript would show it (addresses as names, ports
-    /// hidden), so an expectation can be written the way it is read.
-    pub fn normalised(&self, text: &str) -> String {
-        normalise(text, &self.names)
+    /// A line as the transcript will show it: addresses as names, no
+    /// timings (what an expectation about shown text compares with).
+    pub fn normalised(&self, line: &str) -> String {
+        normalise(line, &self.names)
     }
 
     /// The normalised text.
@@ -99,18 +99,25 @@ fn normalise(line: &str, names: &[(String, String)]) -> String {
     hide_timings(&out)
 }
 
-/// `answered 200 OK in 1.4 ms` -> `answered 200 OK in <ms>`.
+/// `answered 200 OK in 1.4 ms` -> `answered 200 OK in <ms>`, and
+/// `failed after 0.2 ms` -> `failed after <ms>`.
 fn hide_timings(text: &str) -> String {
-    const IN: &str = " in ";
+    [" in ", " after "]
+        .iter()
+        .fold(text.to_owned(), |text, word| hide_millis_after(&text, word))
+}
+
+/// Each `{word}N ms` (N a number) becomes `{word}<ms>`.
+fn hide_millis_after(text: &str, word: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find(IN) {
-        let after = &rest[at + IN.len()..];
+    while let Some(at) = rest.find(word) {
+        let after = &rest[at + word.len()..];
         let number = after
             .bytes()
             .take_while(|b| b.is_ascii_digit() || *b == b'.')
             .count();
-        out.push_str(&rest[..at + IN.len()]);
+        out.push_str(&rest[..at + word.len()]);
         if number > 0 && after[number..].starts_with(" ms") {
             out.push_str("<ms>");
             rest = &after[number + 3..];
@@ -139,6 +146,10 @@ mod tests {
         assert_eq!(
             normalise("answered 200 OK in 1.4 ms, drains in 995 ms, in 3 s", &[]),
             "answered 200 OK in <ms>, drains in <ms>, in 3 s"
+        );
+        assert_eq!(
+            normalise("failed after 0.2 ms: refused, after 2 tries", &[]),
+            "failed after <ms>: refused, after 2 tries"
         );
     }
 }

@@ -111,6 +111,15 @@ fn plan(text: &str) -> Option<Plan> {
     if let Some(args) = text.strip_prefix("cargo run -p proxy -- ") {
         return Some(Plan::Run(format!("\"$PROXY\" {args}")));
     }
+    // `echo WORDS | cargo run -p proxy -- ARGS`: the proxy reading a line
+    // (`hash-password`), fed as the page shows.
+    if let Some((input, command)) = text.split_once(" | ")
+        && input.starts_with("echo ")
+        && !input.contains(['|', ';', '&', '`', '$', '>', '<'])
+        && let Some(args) = command.strip_prefix("cargo run -p proxy -- ")
+    {
+        return Some(Plan::Run(format!("{input} | \"$PROXY\" {args}")));
+    }
     if text.starts_with("cargo test") {
         return Some(Plan::Skip("it is the command that runs this test"));
     }
@@ -437,6 +446,13 @@ fn commands_are_read_from_sh_blocks_with_continuations_and_without_comments() {
         plan("cargo run -p lab -- check 04"),
         Some(Plan::Check("\"$LAB\" check 04".to_owned()))
     );
+    assert_eq!(
+        plan("echo open-sesame | cargo run -p proxy -- hash-password"),
+        Some(Plan::Run(
+            "echo open-sesame | \"$PROXY\" hash-password".to_owned()
+        ))
+    );
+    assert_eq!(plan("echo x | rm -rf /"), None);
     assert_eq!(plan("rm -rf /"), None);
 }
 

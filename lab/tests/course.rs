@@ -122,6 +122,58 @@ async fn a_config_the_proxy_refuses_fails_with_the_proxys_message() {
     assert!(failure.contains("frontnd"), "{failure}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chapter_13s_starter_fails_for_its_three_reasons_and_the_trace_explains_two() {
+    let chapter = course::chapter("13").expect("chapter 13");
+    let file = "lab/exercises/13-observability/proxy.toml";
+    let verdict = course::check_config(chapter, chapter.starter, file)
+        .await
+        .expect("the check runs");
+    let failures = verdict.failures.join("\n");
+    for reason in [
+        "GET localhost/api/whoami: expected status 200, got 502 Bad Gateway",
+        "GET localhost/api/tasks: expected status 200, got 404 Not Found",
+        "the proxy sent no trace",
+    ] {
+        assert!(failures.contains(reason), "{reason}:\n{failures}");
+    }
+    // The 502 is a refused connection, every time, at the placeholder address.
+    assert!(
+        verdict.transcript.contains(
+            "proxy-status: proxy-lab; error=connection_refused; details=\"upstream <closed>\""
+        ),
+        "{}",
+        verdict.transcript
+    );
+
+    // With the trace on (step 1 of the exercise), the check shows why.
+    let traced = chapter.starter.replacen(
+        "local_ca_dir",
+        "trace_from = [\"127.0.0.1/32\", \"::1/128\"]\nlocal_ca_dir",
+        1,
+    );
+    let verdict = course::check_config(chapter, &traced, file)
+        .await
+        .expect("the check runs");
+    assert!(!verdict.passed());
+    assert!(
+        !verdict.failures.join("\n").contains("no trace"),
+        "{:#?}",
+        verdict.failures
+    );
+    for line in [
+        "| attempt 1: upstream `whoami-v1` has 1 server",
+        "| <closed> failed after <ms>: the upstream refused the connection",
+        "| path `/api/tasks`: no route of this server matches (its routes: `/api/whoami` (prefix))",
+    ] {
+        assert!(
+            verdict.transcript.contains(line),
+            "{line}:\n{}",
+            verdict.transcript
+        );
+    }
+}
+
 #[test]
 fn chapters_are_found_by_number_or_name_and_unknown_ones_are_listed() {
     for key in ["2", "02", "02-path-routing", "path-routing"] {

@@ -77,6 +77,11 @@ async fn trace() {
 }
 
 #[tokio::test]
+async fn debugging() {
+    insta::assert_snapshot!("debugging", run("debugging").await);
+}
+
+#[tokio::test]
 async fn compression() {
     insta::assert_snapshot!("compression", run("compression").await);
 }
@@ -84,6 +89,11 @@ async fn compression() {
 #[tokio::test]
 async fn websocket() {
     insta::assert_snapshot!("websocket", run("websocket").await);
+}
+
+#[tokio::test]
+async fn security() {
+    insta::assert_snapshot!("security", run("security").await);
 }
 
 #[tokio::test]
@@ -146,4 +156,33 @@ fn every_scenario_file_is_listed_and_tested() {
 #[tokio::test]
 async fn rewrite() {
     insta::assert_snapshot!("rewrite", run("rewrite").await);
+}
+
+#[tokio::test]
+async fn trace_contains_asks_for_the_trace_and_says_what_it_lacks() {
+    let text = r#"
+title = "trace expectations"
+[[steps]]
+request = "GET http://localhost/api/whoami"
+expect = { status = 200, trace_contains = "round_robin chose <whoami-1>" }
+[[steps]]
+request = "GET http://localhost/api/whoami"
+expect = { status = 200, trace_contains = "least_conn chose" }
+"#;
+    let scenario = scenario::Scenario::parse(text, "inline.toml").expect("valid");
+    let mut stack = Stack::boot(StackOptions::default())
+        .await
+        .expect("the stack boots");
+    let outcome = scenario::run(&scenario, &mut stack, RunOptions::default())
+        .await
+        .expect("the scenario runs");
+    stack.shutdown().await;
+    let text = outcome.transcript.render();
+    assert_eq!(outcome.failures.len(), 1, "{:#?}\n{text}", outcome.failures);
+    assert!(
+        outcome.failures[0]
+            .contains("expected a decision trace containing \"least_conn chose\", got 200 OK"),
+        "{:#?}",
+        outcome.failures
+    );
 }

@@ -400,6 +400,8 @@ fn every_nginx_config_the_docs_quote_is_a_tested_fixture_and_imports() {
         "c-api-club-tls.conf",
         "d-round-robin.conf",
         "e-two-services.conf",
+        "f-cache-and-gzip.conf",
+        "g-edge-security.conf",
     ]
     .iter()
     .map(|name| std::fs::read_to_string(fixture(name)).expect("read fixture"))
