@@ -312,23 +312,42 @@ pub enum WebSocketEvent {
     Received(String),
     /// Nothing came back within [`WEBSOCKET_WAIT`].
     Silence,
-    /// The client sent a close frame; the text says how the server answered.
+    /// The client sent nothing for this long, on purpose (a quiet user).
+    Paused(std::time::Duration),
+    /// The conversation ended; the text says how (the client's close frame
+    /// and the server's answer, or the connection closed under it).
     Closed(String),
 }
 
 /// How long a WebSocket step waits for each message back.
 pub const WEBSOCKET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What a WebSocket delivered next, as [`websocket`] reads it.
+enum Next {
+    /// A text or binary message (pings are skipped).
+    Message(WebSocketEvent),
+    /// A close frame from the server.
+    CloseFrame,
+    /// The end of the connection, without a close frame (or an error).
+    Dropped,
+    /// Nothing within the wait.
+    Nothing,
+}
+
 /// Opens a WebSocket to `ws://{host}{path}` through the proxy (`Host: host`),
 /// reads one message (a greeting), then for each of `messages` sends it and
-/// reads one message back, then closes. A handshake the server refuses is
-/// returned as it was answered, with no events.
+/// reads one message back, staying silent for `pause` before each message
+/// after the first; then closes. A connection that ends meanwhile (the proxy
+/// closed an idle tunnel) ends the conversation, with a `Closed` event saying
+/// so. A handshake the server refuses is returned as it was answered, with no
+/// events.
 pub async fn websocket(
     proxy: SocketAddr,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
     messages: &[String],
+    pause: std::time::Duration,
 ) -> Result<WebSocketTalk, RequestError> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
@@ -378,52 +397,91 @@ pub async fn websocket(
     let (parts, _) = response.into_parts();
     let handshake = exchange(parts.status, parts.headers, None);
 
-    // The next text or binary message, skipping pings; `None` if nothing
-    // comes in time or the stream ends.
-    async fn next_message<S>(ws: &mut S) -> Option<Message>
+    // What comes next within `wait`, skipping pings.
+    async fn next<S>(ws: &mut S, wait: std::time::Duration) -> Next
     where
         S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
-        let wait = async {
-            while let Some(Ok(message)) = ws.next().await {
-                if message.is_text() || message.is_binary() || message.is_close() {
-                    return Some(message);
-                }
+        let read = async {
+            loop {
+                return match ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        Next::Message(WebSocketEvent::Received(text.to_string()))
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        Next::Message(WebSocketEvent::Received(format!("<{} bytes>", data.len())))
+                    }
+                    Some(Ok(Message::Close(_))) => Next::CloseFrame,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => Next::Dropped,
+                };
             }
-            None
         };
-        tokio::time::timeout(WEBSOCKET_WAIT, wait)
+        tokio::time::timeout(wait, read)
             .await
-            .ok()
-            .flatten()
-    }
-    fn received(message: Option<Message>) -> WebSocketEvent {
-        match message {
-            Some(Message::Text(text)) => WebSocketEvent::Received(text.to_string()),
-            Some(Message::Binary(data)) => {
-                WebSocketEvent::Received(format!("<{} bytes>", data.len()))
-            }
-            Some(Message::Close(_)) => WebSocketEvent::Closed("the server closed".into()),
-            _ => WebSocketEvent::Silence,
-        }
+            .unwrap_or(Next::Nothing)
     }
 
-    let mut events = vec![received(next_message(&mut ws).await)];
-    for message in messages {
-        ws.send(Message::text(message.as_str()))
-            .await
-            .map_err(|e| fail(e.into()))?;
-        events.push(WebSocketEvent::Sent(message.clone()));
-        events.push(received(next_message(&mut ws).await));
-    }
-    let answered = match ws.close(None).await {
-        Ok(()) => match next_message(&mut ws).await {
-            Some(Message::Close(_)) => "the server answered with its close frame",
-            _ => "the server closed without a close frame",
-        },
-        Err(_) => "the connection was already closed",
+    const CLOSED_BY_SERVER: &str = "the server sent a close frame";
+    const DROPPED: &str = "the connection ended without a close frame";
+    let mut events = Vec::new();
+    // The greeting, then each message and its answer.
+    let mut ended = match next(&mut ws, WEBSOCKET_WAIT).await {
+        Next::Message(event) => {
+            events.push(event);
+            None
+        }
+        Next::Nothing => {
+            events.push(WebSocketEvent::Silence);
+            None
+        }
+        Next::CloseFrame => Some(CLOSED_BY_SERVER),
+        Next::Dropped => Some(DROPPED),
     };
-    events.push(WebSocketEvent::Closed(answered.into()));
+    for (i, message) in messages.iter().enumerate() {
+        if ended.is_some() {
+            break;
+        }
+        if i > 0 && !pause.is_zero() {
+            events.push(WebSocketEvent::Paused(pause));
+            // Silent, but listening: a close during the pause is seen at once.
+            let until = tokio::time::Instant::now() + pause;
+            while ended.is_none() {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                match next(&mut ws, left).await {
+                    Next::Nothing => break,
+                    Next::Message(event) => events.push(event),
+                    Next::CloseFrame => ended = Some(CLOSED_BY_SERVER),
+                    Next::Dropped => ended = Some(DROPPED),
+                }
+            }
+            if ended.is_some() {
+                break;
+            }
+        }
+        if ws.send(Message::text(message.as_str())).await.is_err() {
+            ended = Some(DROPPED);
+            break;
+        }
+        events.push(WebSocketEvent::Sent(message.clone()));
+        match next(&mut ws, WEBSOCKET_WAIT).await {
+            Next::Message(event) => events.push(event),
+            Next::Nothing => events.push(WebSocketEvent::Silence),
+            Next::CloseFrame => ended = Some(CLOSED_BY_SERVER),
+            Next::Dropped => ended = Some(DROPPED),
+        }
+    }
+    let how = match ended {
+        Some(how) => how,
+        None => match ws.close(None).await {
+            Ok(()) => match next(&mut ws, WEBSOCKET_WAIT).await {
+                Next::CloseFrame => "the server answered with its close frame",
+                _ => "the server closed without a close frame",
+            },
+            Err(_) => "the connection was already closed",
+        },
+    };
+    events.push(WebSocketEvent::Closed(how.into()));
     Ok(WebSocketTalk { handshake, events })
 }
 

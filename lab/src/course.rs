@@ -23,7 +23,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::scenario::{self, RunOptions, Scenario, Step};
+use crate::scenario::{self, RunOptions, Scenario};
 use crate::stack::{ConfigTemplate, Stack, StackOptions};
 
 /// One chapter that has an exercise.
@@ -145,9 +145,11 @@ pub const CHAPTERS: &[Chapter] = &[
     chapter!(03, "forwarded-headers", "Forwarded headers"),
     chapter!(04, "load-balancing", "Load balancing"),
     chapter!(05, "health-and-failover", "Health and failover"),
+    chapter!(06, "https", "HTTPS"),
     chapter!(07, "host-routing", "Host routing"),
     chapter!(08, "rate-limits", "Rate and connection limits"),
     chapter!(09, "cors-and-headers", "CORS and header rules"),
+    chapter!(10, "websockets", "WebSockets and upgrades"),
     chapter!(11, "caching-and-compression", "Caching and compression"),
     chapter!(compose 12, "containers", "The production stack in containers"),
     chapter!(13, "observability", "Observability"),
@@ -280,7 +282,7 @@ pub async fn check_config(
     let expectations = scenario
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Request(r) if r.expect.status.is_some() || r.expect.body_contains.is_some() || !r.expect.json.is_empty() || r.expect.trace_contains.is_some()))
+        .filter(|s| s.expects_something())
         .count();
     let options = StackOptions {
         proxy_config: Some(ConfigTemplate {

@@ -28,14 +28,20 @@
 //!   `headers`, `body_contains`, `body_lacks`, `json` with fields of a JSON
 //!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `trace_contains`
 //!   with text the proxy's decision trace must have, which asks for the
-//!   trace): an answer that differs is marked in the transcript and fails
-//!   the run;
+//!   trace, `version` such as `"HTTP/2"`): an answer that differs is marked
+//!   in the transcript and fails the run. Expected header values are written
+//!   as the transcript shows them: ports as names
+//!   (`https://localhost:<https-port>/`), and `"(none)"` for a header that
+//!   must be absent;
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
 //!   upgrade went through), then one message it receives, then for each of
 //!   `send = ["hello", "bye"]` the message sent and the one message that
-//!   comes back (waiting at most 5 s), then closes; it takes `headers`,
-//!   `show` (about the handshake's answer) and `expect` too;
+//!   comes back (waiting at most 5 s), then closes; `pause = "3s"` keeps the
+//!   client silent that long before each message after the first (a quiet
+//!   user: idle timeouts show); it takes `headers`, `show` (about the
+//!   handshake's answer) and `expect` too, whose `replies = ["hello", "bye"]`
+//!   are the messages that must come back, one after each message sent;
 //! - `stop = "whoami-2"` / `start = "whoami-2"` stops or restarts a service;
 //! - `wait = "1s"` lets time pass (rate limits refill, health checks run);
 //! - `wait_for = { request = "GET ...", status = 200, within = "10s" }` polls
@@ -169,6 +175,8 @@ pub struct WebSocketStep {
     pub headers: Vec<(String, String)>,
     /// Text messages to send, one at a time, each waiting for one reply.
     pub send: Vec<String>,
+    /// How long the client stays silent before each message after the first.
+    pub pause: Duration,
     /// What to print of the handshake's answer.
     pub show: Vec<(Option<String>, Show)>,
     /// What the handshake's answer must be.
@@ -214,9 +222,40 @@ pub struct Expect {
     pub body_lacks: Option<String>,
     /// Fields of a JSON body (`headers.x-real-ip`) and the text each must have.
     pub json: Vec<(String, String)>,
+    /// The HTTP version of every answer (HTTP/2 when ALPN chose it).
+    pub version: Option<http::Version>,
+    /// For a WebSocket: the message that must come back after each one sent.
+    pub replies: Option<Vec<String>>,
     /// Text the proxy's decision trace (`x-lab-trace-N` headers) must contain;
     /// the request asks for the trace (`X-Lab-Trace: 1`).
     pub trace_contains: Option<String>,
+}
+
+impl Expect {
+    /// Whether anything is expected at all (a step may only show things).
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.statuses.is_none()
+            && self.headers.is_empty()
+            && self.body_contains.is_none()
+            && self.body_lacks.is_none()
+            && self.json.is_empty()
+            && self.version.is_none()
+            && self.replies.is_none()
+            && self.trace_contains.is_none()
+    }
+}
+
+impl Step {
+    /// Whether the step checks anything: a request or websocket step with
+    /// an `expect`.
+    pub fn expects_something(&self) -> bool {
+        match self {
+            Step::Request(step) => !step.expect.is_empty(),
+            Step::WebSocket(step) => !step.expect.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// A scenario file that cannot be used.
@@ -288,6 +327,7 @@ struct RawStep {
     wait_for: Option<RawWaitFor>,
     websocket: Option<Spanned<String>>,
     send: Option<Vec<String>>,
+    pause: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +341,8 @@ struct RawExpect {
     body_lacks: Option<String>,
     #[serde(default)]
     json: BTreeMap<String, String>,
+    version: Option<Spanned<String>>,
+    replies: Option<Spanned<Vec<String>>>,
     trace_contains: Option<String>,
 }
 
@@ -376,12 +418,33 @@ impl Scenario {
                     "add request = \"GET http://localhost/\" or websocket = \"ws://localhost/ws\", or remove them",
                 ));
             }
-            if step.send.is_some() && step.websocket.is_none() {
+            if (step.send.is_some() || step.pause.is_some()) && step.websocket.is_none() {
                 return Err(here(
-                    "`send` belongs to a websocket step".into(),
-                    "add websocket = \"ws://localhost/ws\", or remove `send`",
+                    "`send` and `pause` belong to a websocket step".into(),
+                    "add websocket = \"ws://localhost/ws\", or remove them",
                 ));
             }
+            let raw_expect = step.expect.as_ref();
+            if let Some(replies) = raw_expect.and_then(|e| e.replies.as_ref())
+                && step.websocket.is_none()
+            {
+                return Err(at(
+                    replies.span(),
+                    "`expect.replies` are the messages a WebSocket sends back".into(),
+                    "use it on a websocket step; for a request, use body_contains",
+                ));
+            }
+            let version = match raw_expect.and_then(|e| e.version.as_ref()) {
+                None => None,
+                Some(v) if step.request.is_none() => {
+                    return Err(at(
+                        v.span(),
+                        "`expect.version` belongs to a request step".into(),
+                        "a WebSocket handshake is always HTTP/1.1: remove it",
+                    ));
+                }
+                Some(v) => Some(parse_version(v).map_err(|(s, m, h)| at(s, m, h))?),
+            };
             let shows = |list: &Option<Vec<Spanned<String>>>| {
                 list.iter()
                     .flatten()
@@ -408,6 +471,8 @@ impl Scenario {
                     body_contains: e.body_contains.clone(),
                     body_lacks: e.body_lacks.clone(),
                     json: e.json.clone().into_iter().collect(),
+                    version,
+                    replies: e.replies.as_ref().map(|r| r.get_ref().clone()),
                     trace_contains: e.trace_contains.clone(),
                 })
                 .unwrap_or_default();
@@ -482,6 +547,10 @@ impl Scenario {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     send: step.send.clone().unwrap_or_default(),
+                    pause: match &step.pause {
+                        Some(pause) => parse_duration(pause).map_err(|(s, m, h)| at(s, m, h))?,
+                        None => Duration::ZERO,
+                    },
                     show: shows(&step.show)?,
                     expect,
                 }))
@@ -507,6 +576,36 @@ fn parse_duration(raw: &Spanned<String>) -> Result<Duration, RawError> {
             "write a number and a unit, e.g. \"500ms\" or \"2s\"",
         )
     })
+}
+
+/// `"HTTP/2"` (or `"HTTP/2.0"`, `"HTTP/1.1"`, ...), as an expectation.
+fn parse_version(raw: &Spanned<String>) -> Result<http::Version, RawError> {
+    let text = raw.get_ref().trim().to_ascii_uppercase();
+    Ok(match text.trim_end_matches(".0") {
+        "HTTP/1" => http::Version::HTTP_10,
+        "HTTP/1.1" => http::Version::HTTP_11,
+        "HTTP/2" => http::Version::HTTP_2,
+        "HTTP/3" => http::Version::HTTP_3,
+        _ => {
+            return Err((
+                raw.span(),
+                format!("`{}` is not an HTTP version", raw.get_ref()),
+                "write \"HTTP/1.1\" or \"HTTP/2\"",
+            ));
+        }
+    })
+}
+
+/// The version as people write it: `HTTP/2`, `HTTP/1.1`.
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
 }
 
 /// The largest `body_size`: 64 MiB, held in memory while it is sent.
@@ -844,6 +943,7 @@ async fn run_websocket(
         &step.path,
         &headers,
         &step.send,
+        step.pause,
     )
     .await?;
     let exchange = &talk.handshake;
@@ -862,6 +962,9 @@ async fn run_websocket(
                 "    <- (nothing within {})",
                 humantime::format_duration(crate::client::WEBSOCKET_WAIT)
             ),
+            WebSocketEvent::Paused(pause) => {
+                format!("    .. silent for {}", humantime::format_duration(*pause))
+            }
             WebSocketEvent::Closed(how) => format!("    closed: {how}"),
         });
     }
@@ -871,9 +974,36 @@ async fn run_websocket(
     {
         wrong.push(format!("expected status {status}"));
     }
-    for (name, value) in &step.expect.headers {
-        if exchange.header(name) != Some(value.as_str()) {
-            wrong.push(format!("expected {name}: {value}"));
+    header_expectations(t, exchange, &step.expect, &mut wrong);
+    let opened = exchange.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    if step.expect.replies.is_some() && !opened && step.expect.status.is_none() {
+        wrong.push("expected replies, but no WebSocket was opened".to_owned());
+    }
+    if let Some(replies) = step.expect.replies.as_ref().filter(|_| opened) {
+        // The event after each message sent is its reply, if it is one.
+        let got: Vec<&WebSocketEvent> = talk
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, WebSocketEvent::Sent(_)))
+            .map(|(i, _)| talk.events.get(i + 1).unwrap_or(&WebSocketEvent::Silence))
+            .collect();
+        for (n, reply) in replies.iter().enumerate() {
+            let answer = match got.get(n) {
+                Some(WebSocketEvent::Received(text)) if text == reply => continue,
+                Some(WebSocketEvent::Received(text)) => format!("{text:?}"),
+                Some(WebSocketEvent::Silence) => "nothing".to_owned(),
+                _ => match talk.events.last() {
+                    Some(WebSocketEvent::Closed(how)) if got.len() <= n => {
+                        format!("it was never sent: {how}")
+                    }
+                    _ => "nothing".to_owned(),
+                },
+            };
+            wrong.push(format!(
+                "expected the reply {reply:?} to message {} ({answer})",
+                n + 1
+            ));
         }
     }
     wrong.extend(missing_from_trace(t, exchange, &step.expect));
@@ -916,11 +1046,16 @@ fn record(
     {
         wrong.push(format!("expected status {status}"));
     }
-    for (name, value) in &step.expect.headers {
-        if exchange.header(name) != Some(value.as_str()) {
-            wrong.push(format!("expected {name}: {value}"));
-        }
+    if let Some(version) = step.expect.version
+        && exchange.version != version
+    {
+        wrong.push(format!(
+            "expected {} (it was {})",
+            version_name(version),
+            version_name(exchange.version)
+        ));
     }
+    header_expectations(t, exchange, &step.expect, &mut wrong);
     if let Some(text) = &step.expect.body_contains
         && !exchange.text().contains(text.as_str())
     {
@@ -956,6 +1091,26 @@ fn record(
         );
         t.line(&format!("!! {problem}"));
         failures.push(failure);
+    }
+}
+
+/// The expected headers, each compared as the transcript shows it (ports as
+/// names, `(none)` when absent).
+fn header_expectations(
+    t: &Transcript,
+    exchange: &Exchange,
+    expect: &Expect,
+    wrong: &mut Vec<String>,
+) {
+    for (name, value) in &expect.headers {
+        let got = exchange.header(name);
+        if got == Some(value.as_str()) {
+            continue;
+        }
+        let shown = got.map_or_else(|| "(none)".to_owned(), |v| t.normalised(v));
+        if shown != *value {
+            wrong.push(format!("expected {name}: {value}"));
+        }
     }
 }
 
@@ -1132,7 +1287,7 @@ mod tests {
         let orphan =
             err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nsend = [\"hi\"]\n");
         assert!(
-            orphan.contains("`send` belongs to a websocket step"),
+            orphan.contains("`send` and `pause` belong to a websocket step"),
             "{orphan}"
         );
         let both = err(
@@ -1145,6 +1300,74 @@ mod tests {
         let sends =
             err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nsend = \"hi\"\n");
         assert!(sends.starts_with("x.toml:4:"), "{sends}");
+    }
+
+    #[test]
+    fn a_websocket_step_may_pause_and_expect_its_replies() {
+        let text = "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nsend = [\"hello\", \"still there?\"]\npause = \"3s\"\nexpect = { status = 101, replies = [\"hello\", \"still there?\"] }\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        let Step::WebSocket(step) = &scenario.steps[0] else {
+            panic!("a websocket step");
+        };
+        assert_eq!(step.pause, Duration::from_secs(3));
+        assert_eq!(
+            step.expect.replies.as_deref(),
+            Some(&["hello".to_owned(), "still there?".to_owned()][..])
+        );
+        assert!(scenario.steps[0].expects_something());
+
+        let err = |text: &str| {
+            Scenario::parse(text, "x.toml")
+                .expect_err("invalid")
+                .to_string()
+        };
+        let pause =
+            err("title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\npause = \"1s\"\n");
+        assert!(pause.contains("belong to a websocket step"), "{pause}");
+        let replies = err(
+            "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nexpect = { replies = [\"hi\"] }\n",
+        );
+        assert!(replies.starts_with("x.toml:4:"), "{replies}");
+        assert!(replies.contains("use it on a websocket step"), "{replies}");
+        let never =
+            err("title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\npause = \"soon\"\n");
+        assert!(never.contains("`soon` is not a duration"), "{never}");
+    }
+
+    #[test]
+    fn a_request_may_expect_its_http_version_written_as_people_write_it() {
+        let version = |v: &str| {
+            let text = format!(
+                "title = \"t\"\n[[steps]]\nrequest = \"GET https://localhost/\"\nexpect = {{ version = \"{v}\" }}\n"
+            );
+            Scenario::parse(&text, "x.toml").map(|s| match &s.steps[0] {
+                Step::Request(step) => step.expect.version,
+                _ => None,
+            })
+        };
+        for (written, meant) in [
+            ("HTTP/2", http::Version::HTTP_2),
+            ("HTTP/2.0", http::Version::HTTP_2),
+            ("http/1.1", http::Version::HTTP_11),
+            ("HTTP/1.0", http::Version::HTTP_10),
+        ] {
+            assert_eq!(version(written).expect(written), Some(meant), "{written}");
+        }
+        let err = version("HTTP/9").expect_err("not a version").to_string();
+        assert!(err.starts_with("x.toml:4:"), "{err}");
+        assert!(err.contains("`HTTP/9` is not an HTTP version"), "{err}");
+        assert!(
+            err.contains("help: write \"HTTP/1.1\" or \"HTTP/2\""),
+            "{err}"
+        );
+        let ws = Scenario::parse(
+            "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nexpect = { version = \"HTTP/2\" }\n",
+            "x.toml",
+        )
+        .expect_err("a handshake is HTTP/1.1")
+        .to_string();
+        assert!(ws.contains("belongs to a request step"), "{ws}");
+        assert_eq!(version_name(http::Version::HTTP_2), "HTTP/2");
     }
 
     #[test]

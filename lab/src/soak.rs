@@ -368,6 +368,7 @@ async fn one_request(kind: Kind, client: &LabClient, target: &Target, n: u64) ->
                 "/ws",
                 &[],
                 std::slice::from_ref(&message),
+                std::time::Duration::ZERO,
             )
             .await
             {

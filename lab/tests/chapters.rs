@@ -494,12 +494,15 @@ fn commands_are_read_from_sh_blocks_with_continuations_and_without_comments() {
 }
 
 #[test]
-fn the_index_lists_every_chapter_in_order() {
+fn the_index_lists_every_chapter_from_01_to_15_in_order() {
     let index = std::fs::read_to_string(root().join("docs/README.md")).expect("docs/README.md");
     let chapters: Vec<String> = pages()
         .into_iter()
         .filter_map(|(page, _)| page.strip_prefix("docs/").map(str::to_owned))
         .collect();
+    let numbers: Vec<String> = chapters.iter().map(|c| c[..2].to_owned()).collect();
+    let expected: Vec<String> = (1..=15).map(|n| format!("{n:02}")).collect();
+    assert_eq!(numbers, expected, "the course is chapters 01 to 15, one file each");
     let mut last = 0;
     for chapter in &chapters {
         let link = format!("]({chapter})");

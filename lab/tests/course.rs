@@ -290,3 +290,58 @@ async fn the_compose_starter_fails_on_each_mistake_in_plain_words_and_the_soluti
         broken.failures
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chapter_06_a_redirect_alone_still_fails_on_hsts_sent_over_plain_http() {
+    let chapter = course::chapter("06").expect("chapter 06");
+    let half = chapter.starter.replace(
+        "# TODO: HSTS over HTTPS only, and plain HTTP sent to HTTPS.",
+        "redirect_https = true",
+    );
+    assert_ne!(half, chapter.starter, "the starter's TODO line moved");
+    let verdict = course::check_config(chapter, &half, "work/06-https/proxy.toml")
+        .await
+        .expect("the check runs");
+    // The redirect itself is right (the port is the HTTPS listener's) ...
+    assert!(
+        verdict
+            .transcript
+            .contains("location: https://apiclub.localhost:<https-port>/tasks?done=false"),
+        "{}",
+        verdict.transcript
+    );
+    // ... but the header rule still sends HSTS over plain HTTP.
+    assert_eq!(
+        verdict.failures,
+        [
+            "GET apiclub.localhost/tasks?done=false: expected strict-transport-security: (none), got 301 Moved Permanently"
+        ],
+        "{}",
+        verdict.transcript
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chapter_10_a_route_alone_fails_when_the_proxy_closes_the_quiet_socket() {
+    let chapter = course::chapter("10").expect("chapter 10");
+    let route_only = format!(
+        "{}\n[[servers.routes]]\npath = \"/ws\"\nexact = true\nupstream = \"whoami\"\n",
+        chapter.starter
+    );
+    let verdict = course::check_config(chapter, &route_only, "work/10-websockets/proxy.toml")
+        .await
+        .expect("the check runs");
+    // The handshake and the first message go through; the server's 1 s idle
+    // timeout closes the tunnel during the 3 s of silence.
+    assert!(
+        verdict.transcript.contains("<- \"hello\"\n    .. silent for 3s\n    closed: the connection ended without a close frame"),
+        "{}",
+        verdict.transcript
+    );
+    assert_eq!(verdict.failures.len(), 1, "{:#?}", verdict.failures);
+    assert!(
+        verdict.failures[0].contains("expected the reply \"still there?\" to message 2"),
+        "{:#?}",
+        verdict.failures
+    );
+}
