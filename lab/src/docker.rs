@@ -51,7 +51,9 @@
 //! port the host reaches) and the CA copied into the container (made on the
 //! host first, so [`DockerStack::ca_root_pem`] is known). One addition:
 //! `trace_from` also lists the network's gateway, the address the host's
-//! clients come from through the published ports.
+//! clients come from through the published ports, and an access rule that
+//! allows 127.0.0.1 allows the gateway instead (the same clients, the same
+//! rule number in a trace).
 //!
 //! Containers are removed by [`DockerStack::shutdown`], or when the stack is
 //! dropped (inside a tokio runtime) by testcontainers. A process killed
@@ -1231,9 +1233,11 @@ fn proxy_request(
     )
 }
 
-/// Adds the network's gateway to `trace_from`: in-process the template lets
-/// "clients on this machine" (127.0.0.1) ask for the decision trace, and in
-/// Docker those clients reach the proxy from the gateway's address.
+/// Adds the network's gateway to `trace_from`, and makes every `"allow
+/// 127.0.0.1"` access rule allow it instead: in-process the template lets
+/// "clients on this machine" (127.0.0.1) ask for the decision trace or reach
+/// the admin area, and in Docker those clients reach the proxy from the
+/// gateway's address.
 fn trust_gateway(config: &str, gateway: IpAddr) -> String {
     let mut out = String::with_capacity(config.len() + 32);
     for line in config.split_inclusive('\n') {
@@ -1246,7 +1250,9 @@ fn trust_gateway(config: &str, gateway: IpAddr) -> String {
                 };
                 out.push_str(&format!("trace_from = [\"{gateway}/32\"{separator}{rest}"));
             }
-            None => out.push_str(line),
+            None => {
+                out.push_str(&line.replace("\"allow 127.0.0.1\"", &format!("\"allow {gateway}\"")))
+            }
         }
     }
     out
@@ -1421,7 +1427,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_is_added_to_trace_from_and_nothing_else_changes() {
+    fn the_gateway_is_added_to_trace_from_and_loopback_access_rules_and_nothing_else_changes() {
         let gateway = IpAddr::from([172, 18, 0, 1]);
         assert_eq!(
             trust_gateway(
@@ -1435,5 +1441,13 @@ mod tests {
             "trace_from = [\"172.18.0.1/32\"]\n"
         );
         assert_eq!(trust_gateway("a = 1\n", gateway), "a = 1\n");
+        assert_eq!(
+            trust_gateway("access = [\"allow 127.0.0.1\", \"deny all\"]\n", gateway),
+            "access = [\"allow 172.18.0.1\", \"deny all\"]\n"
+        );
+        assert_eq!(
+            trust_gateway("access = [\"allow 127.0.0.10\"]\n", gateway),
+            "access = [\"allow 127.0.0.10\"]\n"
+        );
     }
 }

@@ -502,7 +502,10 @@ fn the_index_lists_every_chapter_from_01_to_15_in_order() {
         .collect();
     let numbers: Vec<String> = chapters.iter().map(|c| c[..2].to_owned()).collect();
     let expected: Vec<String> = (1..=15).map(|n| format!("{n:02}")).collect();
-    assert_eq!(numbers, expected, "the course is chapters 01 to 15, one file each");
+    assert_eq!(
+        numbers, expected,
+        "the course is chapters 01 to 15, one file each"
+    );
     let mut last = 0;
     for chapter in &chapters {
         let link = format!("]({chapter})");
