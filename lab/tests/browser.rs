@@ -41,7 +41,10 @@ async fn the_page_shows_the_proxy_at_work_over_http() {
 
     let outcome = exercise_the_page(&browser.client, &url, "http").await;
     let png = screenshot(&browser.client).await;
-    save(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-http.png"), &png);
+    save(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-http.png"),
+        &png,
+    );
     if std::env::var("LAB_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img/frontend.png");
         save(&docs, &png);
@@ -67,7 +70,10 @@ async fn the_page_works_over_https_too() {
 
     let outcome = exercise_the_page(&browser.client, &url, "https").await;
     let png = screenshot(&browser.client).await;
-    save(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-https.png"), &png);
+    save(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-https.png"),
+        &png,
+    );
     browser.stop().await;
     stack.shutdown().await;
     outcome.report();
@@ -105,13 +111,22 @@ async fn exercise_the_page(client: &Client, url: &str, scheme: &str) -> Outcome 
     )
     .await;
     assert!(
-        forwarded_for.as_str().is_some_and(|v| v.contains("127.0.0.1")),
+        forwarded_for
+            .as_str()
+            .is_some_and(|v| v.contains("127.0.0.1")),
         "x-forwarded-for: {forwarded_for}"
     );
-    let proto = text_of(client, "#headers-table tr[data-header=\"x-forwarded-proto\"] td").await;
+    let proto = text_of(
+        client,
+        "#headers-table tr[data-header=\"x-forwarded-proto\"] td",
+    )
+    .await;
     assert_eq!(proto, scheme, "x-forwarded-proto");
     let request_id = text_of(client, "#headers-table tr[data-header=\"x-request-id\"] td").await;
-    assert!(!request_id.contains("not set"), "x-request-id: {request_id}");
+    assert!(
+        !request_id.contains("not set"),
+        "x-request-id: {request_id}"
+    );
 
     // Round-robin: 12 requests over three replicas, 4 each.
     click(client, "rr-button").await;
@@ -149,15 +164,26 @@ async fn exercise_the_page(client: &Client, url: &str, scheme: &str) -> Outcome 
     .await;
     let accepted = number_in(client, "#rl-accepted").await;
     let rejected = number_in(client, "#rl-rejected").await;
-    assert!(accepted >= 3, "the rate and the burst let 3 through at once: {accepted}");
-    assert!(rejected >= 1, "a burst beyond the limit is partly refused: {rejected}");
+    assert!(
+        accepted >= 3,
+        "the rate and the burst let 3 through at once: {accepted}"
+    );
+    assert!(
+        rejected >= 1,
+        "a burst beyond the limit is partly refused: {rejected}"
+    );
     assert_eq!(accepted + rejected, 16);
     let refused_ticks = client
-        .find_all(Locator::Css("#rl-timeline .tick.refused[data-status='429']"))
+        .find_all(Locator::Css(
+            "#rl-timeline .tick.refused[data-status='429']",
+        ))
         .await
         .expect("ticks can be found")
         .len();
-    assert_eq!(refused_ticks as u64, rejected, "every refusal is a 429 tick");
+    assert_eq!(
+        refused_ticks as u64, rejected,
+        "every refusal is a 429 tick"
+    );
 
     // Tasks: add one through the form, see it listed.
     let title = format!("Try the page over {scheme}");
@@ -334,7 +360,10 @@ struct Binaries {
 /// The browser and its driver, or `None` (with the reason printed) when they
 /// are not installed. Under `CI=true` a missing browser fails the test.
 fn find_browser() -> Option<Binaries> {
-    let chromium = from_env_or_path("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]);
+    let chromium = from_env_or_path(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
     let chromedriver = from_env_or_path("CHROMEDRIVER", &["chromedriver"]);
     match (chromium, chromedriver) {
         (Some(chromium), Some(chromedriver)) => Some(Binaries {
@@ -397,7 +426,10 @@ impl Browser {
             if let Ok(Some(status)) = driver.try_wait() {
                 panic!("chromedriver exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {driver_addr}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {driver_addr}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
