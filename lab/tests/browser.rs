@@ -14,6 +14,7 @@
 //! binaries). Without them the tests print why and pass, unless `CI=true`:
 //! then a missing browser is a failure, so CI cannot skip them by accident.
 
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -379,14 +380,14 @@ fn find_browser() -> Option<Binaries> {
             .flatten()
             .collect();
             let reason = format!(
-                "browser test skipped: {} not found on the PATH \
-                 (Debian: apt-get install chromium chromium-driver)",
+                "{} not found on the PATH (Debian: apt-get install chromium chromium-driver)",
                 missing.join(" and ")
             );
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{reason}; under CI=true the browser tests must run");
             }
-            eprintln!("{reason}");
+            // Straight to stderr: the test harness would swallow eprintln! of a passing test.
+            let _ = writeln!(std::io::stderr(), "browser test skipped: {reason}");
             None
         }
     }
