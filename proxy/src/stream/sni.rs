@@ -103,7 +103,11 @@ fn client_hello(input: &[u8]) -> Result<Vec<u8>, Stop> {
             Some(_) if handshake.is_empty() => {
                 return Err(Stop::NotTls("first byte is not 22 (TLS handshake record)"));
             }
-            Some(_) => return Err(Stop::NotTls("the ClientHello is interrupted by another record type")),
+            Some(_) => {
+                return Err(Stop::NotTls(
+                    "the ClientHello is interrupted by another record type",
+                ));
+            }
         }
         match rest.get(1) {
             None => return Err(Stop::NeedMore),
@@ -125,10 +129,12 @@ fn client_hello(input: &[u8]) -> Result<Vec<u8>, Stop> {
         handshake.extend_from_slice(fragment);
 
         // The handshake header, as soon as it is there.
-        if let Some(&kind) = handshake.first() {
-            if kind != 1 {
-                return Err(Stop::NotTls("the first handshake message is not a ClientHello"));
-            }
+        if let Some(&kind) = handshake.first()
+            && kind != 1
+        {
+            return Err(Stop::NotTls(
+                "the first handshake message is not a ClientHello",
+            ));
         }
         if let Some(l) = handshake.get(1..4) {
             let body_len = usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2]);
@@ -155,7 +161,9 @@ struct Cursor<'a>(&'a [u8]);
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Stop> {
         if n > self.0.len() {
-            return Err(Stop::NotTls("a length runs past the end of the ClientHello"));
+            return Err(Stop::NotTls(
+                "a length runs past the end of the ClientHello",
+            ));
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;
@@ -171,12 +179,13 @@ impl<'a> Cursor<'a> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    /// A length-prefixed vector: `width` bytes of length, then that many bytes.
+    /// A vector with a 1-byte length prefix.
     fn vec8(&mut self) -> Result<&'a [u8], Stop> {
         let n = self.u8()?;
         self.take(usize::from(n))
     }
 
+    /// A vector with a 2-byte length prefix.
     fn vec16(&mut self) -> Result<&'a [u8], Stop> {
         let n = self.u16()?;
         self.take(usize::from(n))
@@ -475,7 +484,7 @@ mod tests {
 
     #[test]
     fn random_bytes_and_damaged_hellos_never_panic() {
-        let mut rng = fastrand::Rng::with_seed(0x534e_49);
+        let mut rng = fastrand::Rng::with_seed(0x0053_4e49);
         let real = client_hello_for("a.example");
         for i in 0..20_000 {
             let input: Vec<u8> = match i % 3 {
@@ -547,7 +556,10 @@ mod tests {
         let got = preread(&mut closed, Duration::from_secs(5))
             .await
             .expect("preread");
-        assert_eq!((got.sni, got.end), (SniResult::NeedMore, PrereadEnd::Closed));
+        assert_eq!(
+            (got.sni, got.end),
+            (SniResult::NeedMore, PrereadEnd::Closed)
+        );
         let mut http = &b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"[..];
         let got = preread(&mut http, Duration::from_secs(5))
             .await
