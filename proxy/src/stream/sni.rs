@@ -537,6 +537,33 @@ mod tests {
         drop(client.await.expect("client"));
     }
 
+    #[tokio::test]
+    async fn a_proxy_header_then_a_client_hello_reads_as_both() {
+        // A trusted proxy in front sends a PROXY header, then the client's
+        // TLS bytes: the header is read exactly, so the preread sees the
+        // ClientHello from its first byte.
+        use crate::stream::proxy_protocol::{self, ProxyHeader, Version};
+        let header = ProxyHeader {
+            source: "203.0.113.7:51000".parse().expect("an address"),
+            destination: "192.0.2.1:443".parse().expect("an address"),
+        };
+        let hello = client_hello_for("a.example");
+        for version in [Version::V1, Version::V2] {
+            let mut bytes = proxy_protocol::encode(version, Some(&header));
+            bytes.extend_from_slice(&hello);
+            let mut stream = &bytes[..];
+            let got = proxy_protocol::read_header(&mut stream)
+                .await
+                .expect("a PROXY header");
+            assert_eq!(got, Some(header));
+            let pre = preread(&mut stream, Duration::from_secs(5))
+                .await
+                .expect("preread");
+            assert_eq!(pre.sni, SniResult::Found("a.example".into()));
+            assert_eq!(pre.buffered, hello);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn preread_gives_up_at_the_timeout_with_what_it_has() {
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);
