@@ -402,3 +402,53 @@ fn the_dockerfile_builds_the_same_binaries_as_lab_images() {
         "build, runtime, one stage per image: {stage_names:?}"
     );
 }
+
+/// Without Docker: every stack's proxy config is valid, and every compose
+/// file publishes ports from the proxy only, each on 127.0.0.1 with a port
+/// taken from the environment (so the smoke test, and a user, can move it).
+#[test]
+fn every_stack_has_a_valid_proxy_config_and_publishes_only_the_proxy() {
+    let root = workspace().join("compose");
+    let mut stacks = Vec::new();
+    for entry in std::fs::read_dir(&root).expect("compose/") {
+        let dir = entry.expect("a folder entry").path();
+        if !dir.join("docker-compose.yml").is_file() {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a folder name")
+            .to_owned();
+        let config = std::fs::read_to_string(dir.join("proxy.toml")).expect("proxy.toml");
+        proxy::Config::parse(&config, &format!("compose/{name}/proxy.toml"))
+            .unwrap_or_else(|errors| panic!("{errors}"));
+        let text = std::fs::read_to_string(dir.join("docker-compose.yml")).expect("the file");
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("valid YAML");
+        assert!(yaml.get("version").is_none(), "{name}: no `version:` key");
+        let services = yaml["services"].as_mapping().expect("services");
+        for (service, body) in services {
+            let service = service.as_str().expect("a service name");
+            assert!(
+                body.get("deploy").is_none(),
+                "{name}/{service}: `deploy:` is ignored by v1"
+            );
+            let ports = body["ports"].as_sequence().map_or(&[][..], Vec::as_slice);
+            if service != "proxy" {
+                assert!(ports.is_empty(), "{name}/{service} publishes a port");
+                continue;
+            }
+            assert!(!ports.is_empty(), "{name}: the proxy publishes nothing");
+            for port in ports {
+                let port = port.as_str().expect("short syntax");
+                assert!(
+                    port.starts_with("127.0.0.1:${") && port.contains(":-"),
+                    "{name}: `{port}` is not on 127.0.0.1 with a port from the environment"
+                );
+            }
+        }
+        stacks.push(name);
+    }
+    stacks.sort();
+    assert_eq!(stacks, ["https", "production", "round-robin"]);
+}
