@@ -294,7 +294,10 @@ async fn the_https_stack_redirects_http_and_serves_https_with_its_local_ca() {
         return;
     };
     build_images_once().await;
-    let (http_port, https_port) = (free_port(), free_port());
+    let http_port = free_port();
+    let https_port = std::iter::repeat_with(free_port)
+        .find(|port| *port != http_port)
+        .expect("another free port");
     let stack = Stack::up(
         &tool,
         "https",
