@@ -9,7 +9,13 @@
 //! origin, so no cross-origin (CORS) rules get in the way.
 //!
 //! The page is one self-contained HTML file, `src/frontend/index.html`, built
-//! into the binary; read it, it is meant to be read.
+//! into the binary; read it, it is meant to be read. Its panels make the
+//! proxy's work visible: round-robin across the whoami replicas (bars per
+//! replica), a burst against the rate-limited `/limited/` (accepted and
+//! refused over time), the headers the backend saw, tasks in tasks-api's
+//! database, and the proxy's decision trace (`X-Lab-Trace: 1`, answered for
+//! clients in `trace_from`). `lab/tests/browser.rs` clicks through it all in
+//! headless Chromium.
 //!
 //! Run with: `cargo run -p backends --bin frontend -- --listen 127.0.0.1:3000`
 
@@ -45,5 +51,39 @@ mod tests {
         assert!(!INDEX_HTML.contains("http://"));
         assert!(!INDEX_HTML.contains("https://"));
         assert!(!INDEX_HTML.contains("//localhost"));
+    }
+
+    #[test]
+    fn the_page_keeps_its_title_and_the_ids_the_browser_tests_use() {
+        assert!(INDEX_HTML.contains("<title>Proxy lab</title>"));
+        for id in [
+            "rr-button",
+            "rr-bars",
+            "rr-strip",
+            "rl-button",
+            "rl-timeline",
+            "rl-accepted",
+            "rl-rejected",
+            "headers-table",
+            "task-title",
+            "task-add",
+            "task-list",
+            "trace-button",
+            "trace-lines",
+            "trace-status",
+        ] {
+            assert!(
+                INDEX_HTML.contains(&format!("id=\"{id}\"")),
+                "the page lost #{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_request_goes_to_a_path_on_the_same_origin() {
+        for path in ["\"/api/whoami\"", "\"/limited/\"", "\"/api/tasks\""] {
+            assert!(INDEX_HTML.contains(path), "the page calls {path}");
+        }
+        assert!(INDEX_HTML.contains("\"X-Lab-Trace\": \"1\""));
     }
 }

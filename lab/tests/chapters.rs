@@ -331,9 +331,11 @@ impl Up {
         let mut child = setting
             .shell("exec \"$LAB\" up --port 0 --tls-port 0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("lab up starts");
+        // Its log (every request) is read and dropped, or shown if it fails.
+        let log = drain(child.stderr.take());
         let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut port = None;
         let mut tls_port = None;
@@ -341,7 +343,10 @@ impl Up {
         while port.is_none() || tls_port.is_none() {
             line.clear();
             let n = std::io::BufRead::read_line(&mut reader, &mut line).expect("read");
-            assert!(n > 0, "lab up ended before printing its URLs");
+            if n == 0 {
+                let log = log.join().unwrap_or_default();
+                panic!("lab up ended before printing its URLs:\n{log}");
+            }
             let port_after = |scheme: &str| {
                 let rest = &line[line.find(scheme)? + scheme.len()..];
                 let rest = &rest[rest.find(':')? + 1..];
