@@ -34,9 +34,10 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The compose tool: Debian's `docker-compose` (1.29), else the v2 plugin
-/// (`docker compose`). `Err` says why there is none.
-fn compose_tool() -> Result<Vec<String>, String> {
+/// The compose tools here: Debian's `docker-compose` (1.29) and the v2
+/// plugin (`docker compose`); every stack must work with both. `Err` says
+/// why there is none, or, under `CI=true`, which one is missing.
+fn compose_tools() -> Result<Vec<Vec<String>>, String> {
     let answers = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
@@ -46,22 +47,39 @@ fn compose_tool() -> Result<Vec<String>, String> {
             .status()
             .is_ok_and(|status| status.success())
     };
+    let mut tools = Vec::new();
     if answers("docker-compose", &["version"]) {
-        Ok(vec!["docker-compose".to_owned()])
-    } else if answers("docker", &["compose", "version"]) {
-        Ok(vec!["docker".to_owned(), "compose".to_owned()])
-    } else {
-        Err("neither `docker-compose` nor `docker compose` answers".to_owned())
+        tools.push(vec!["docker-compose".to_owned()]);
+    } else if ci() {
+        return Err("`docker-compose` (v1, Debian's) does not answer".to_owned());
     }
+    if answers("docker", &["compose", "version"]) {
+        tools.push(vec!["docker".to_owned(), "compose".to_owned()]);
+    } else if ci() {
+        return Err("`docker compose` (the v2 plugin) does not answer".to_owned());
+    }
+    if tools.is_empty() {
+        return Err("neither `docker-compose` nor `docker compose` answers".to_owned());
+    }
+    Ok(tools)
 }
 
-/// The compose tool when Docker and compose can run here: `None` (after
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// The compose tools when Docker and compose can run here: `None` (after
 /// saying why) otherwise, except under `CI=true`, where that is a failure.
-fn compose_or_skip() -> Option<Vec<String>> {
-    let found = docker::docker_available().and_then(|()| compose_tool());
+fn compose_or_skip() -> Option<Vec<Vec<String>>> {
+    let found = docker::docker_available().and_then(|()| compose_tools());
     match found {
-        Ok(tool) => Some(tool),
-        Err(reason) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+        Ok(tools) => {
+            for tool in &tools {
+                println!("with `{}`", tool.join(" "));
+            }
+            Some(tools)
+        }
+        Err(reason) if ci() => {
             panic!("Docker and compose are required when CI=true: {reason}")
         }
         Err(reason) => {
@@ -111,7 +129,8 @@ impl Stack {
     /// published ports) and `LAB_TAG=test`.
     fn up(tool: &[String], name: &str, env: &[(&'static str, u16)]) -> Stack {
         let project = format!(
-            "labsmoke-{name}-{}-{:x}",
+            "labsmoke-{name}-{}-{}-{:x}",
+            if tool.len() == 1 { "v1" } else { "v2" },
             std::process::id(),
             fastrand::u32(..)
         );
@@ -249,25 +268,33 @@ async fn six_requests_see_three_replicas(port: u16, path: &str) {
 
 #[tokio::test]
 async fn the_round_robin_stack_spreads_six_requests_over_three_replicas() {
-    let Some(tool) = compose_or_skip() else {
+    let Some(tools) = compose_or_skip() else {
         return;
     };
     build_images_once().await;
-    let port = free_port();
-    let stack = Stack::up(&tool, "round-robin", &[("PROXY_PORT", port)]);
-    wait_for(port, "/", 200).await;
-    six_requests_see_three_replicas(port, "/").await;
-    assert!(stack.logs("proxy").contains("servers now"));
+    for tool in &tools {
+        let port = free_port();
+        let stack = Stack::up(tool, "round-robin", &[("PROXY_PORT", port)]);
+        wait_for(port, "/", 200).await;
+        six_requests_see_three_replicas(port, "/").await;
+        assert!(stack.logs("proxy").contains("servers now"));
+    }
 }
 
 #[tokio::test]
 async fn the_production_stack_routes_to_the_migrated_api_and_three_replicas() {
-    let Some(tool) = compose_or_skip() else {
+    let Some(tools) = compose_or_skip() else {
         return;
     };
     build_images_once().await;
+    for tool in &tools {
+        production_stack_works(tool).await;
+    }
+}
+
+async fn production_stack_works(tool: &[String]) {
     let port = free_port();
-    let stack = Stack::up(&tool, "production", &[("PROXY_PORT", port)]);
+    let stack = Stack::up(tool, "production", &[("PROXY_PORT", port)]);
     let status = wait_for(port, "/api/", 200).await;
     assert_eq!(status.json().expect("JSON")["status"], "ok");
 
@@ -290,16 +317,22 @@ async fn the_production_stack_routes_to_the_migrated_api_and_three_replicas() {
 
 #[tokio::test]
 async fn the_https_stack_redirects_http_and_serves_https_with_its_local_ca() {
-    let Some(tool) = compose_or_skip() else {
+    let Some(tools) = compose_or_skip() else {
         return;
     };
     build_images_once().await;
+    for tool in &tools {
+        https_stack_works(tool).await;
+    }
+}
+
+async fn https_stack_works(tool: &[String]) {
     let http_port = free_port();
     let https_port = std::iter::repeat_with(free_port)
         .find(|port| *port != http_port)
         .expect("another free port");
     let stack = Stack::up(
-        &tool,
+        tool,
         "https",
         &[("PROXY_PORT", http_port), ("HTTPS_PORT", https_port)],
     );
