@@ -31,6 +31,7 @@
 //!   DNS re-resolution, and pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
 //! - [`upgrade`]: WebSocket and other protocol switches: a 101, then a byte pipe.
+//! - [`stream`]: layer 4: `[[stream]]` listeners copy TCP bytes to an upstream, unread.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
 //! - [`nginx`]: `proxy import-nginx`, an nginx config rewritten as this proxy's TOML.
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).
@@ -64,6 +65,7 @@ pub mod request_id;
 pub mod rewrite;
 pub mod router;
 pub mod server;
+pub mod stream;
 pub mod tls;
 pub mod trace;
 pub mod upgrade;
