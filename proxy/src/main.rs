@@ -214,6 +214,9 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
         for url in server.urls() {
             println!("proxy: listening on {url}");
         }
+        for addr in server.stream_addrs() {
+            println!("proxy: listening on tcp://{addr} (stream, layer 4)");
+        }
         if let Some(pid_file) = pid_file
             && let Err(err) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
         {
