@@ -433,9 +433,7 @@ impl BenchReport {
             Some(t.requests_per_second / d.requests_per_second.max(1.0))
         };
         if let (Some(l4), Some(l7)) = (against_direct("proxy-l4"), against_direct("proxy")) {
-            let mut line = format!(
-                "against direct, 2 B: L4 {l4:.2}x the requests/s, L7 {l7:.2}x"
-            );
+            let mut line = format!("against direct, 2 B: L4 {l4:.2}x the requests/s, L7 {l7:.2}x");
             if let (Some(d), Some(l4), Some(l7)) = (
                 find("direct", SMALL.1, true),
                 find("proxy-l4", SMALL.1, true),

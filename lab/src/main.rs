@@ -547,9 +547,7 @@ fn bench_serve(role: &str, workers: usize, upstream: Option<SocketAddr>) -> Exit
         ("proxy", Some(upstream)) => lab::bench::ServeRole::Proxy { workers, upstream },
         ("proxy-l4", Some(upstream)) => lab::bench::ServeRole::Stream { workers, upstream },
         _ => {
-            eprintln!(
-                "lab: bench-serve backend, or bench-serve proxy|proxy-l4 --upstream ADDR"
-            );
+            eprintln!("lab: bench-serve backend, or bench-serve proxy|proxy-l4 --upstream ADDR");
             return ExitCode::from(2);
         }
     };

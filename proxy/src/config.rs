@@ -1444,7 +1444,8 @@ impl Validator<'_> {
                         Some((host, port)) if !host.is_empty() => format!(
                             "a stream listens on an IP, not a host name: e.g. \"127.0.0.1:{port}\" instead of \"{host}:{port}\""
                         ),
-                        _ => "write it as IP:PORT, e.g. \"127.0.0.1:9000\" or \"0.0.0.0:5432\"".into(),
+                        _ => "write it as IP:PORT, e.g. \"127.0.0.1:9000\" or \"0.0.0.0:5432\""
+                            .into(),
                     };
                     self.error(
                         r.listen.span(),
@@ -1459,9 +1460,14 @@ impl Validator<'_> {
             if upstream.is_none() {
                 let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
                 let help = if known.is_empty() {
-                    format!("define it:\n      [upstreams.{name}]\n      servers = [\"127.0.0.1:5432\"]")
+                    format!(
+                        "define it:\n      [upstreams.{name}]\n      servers = [\"127.0.0.1:5432\"]"
+                    )
                 } else {
-                    format!("define [upstreams.{name}], or use one of: {}", known.join(", "))
+                    format!(
+                        "define [upstreams.{name}], or use one of: {}",
+                        known.join(", ")
+                    )
                 };
                 self.error(
                     r.upstream.span(),
@@ -1524,7 +1530,10 @@ impl Validator<'_> {
         {
             self.error(
                 raw.get_ref().zone.span(),
-                format!("connection zone `{}` counts by a header, which a TCP stream does not have", zone.name),
+                format!(
+                    "connection zone `{}` counts by a header, which a TCP stream does not have",
+                    zone.name
+                ),
                 "use a zone with key = \"client_ip\" for streams",
             );
             return None;

@@ -667,11 +667,7 @@ async fn reload(
         kept,
         opened: opened_addrs,
         closed,
-        streams: (
-            streams_kept,
-            streams_opened_addrs,
-            streams_closed,
-        ),
+        streams: (streams_kept, streams_opened_addrs, streams_closed),
     })
 }
 

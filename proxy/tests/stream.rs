@@ -194,7 +194,10 @@ async fn small_messages_are_echoed_byte_for_byte() {
     }
     socket.shutdown().await.expect("half-close");
     let mut rest = Vec::new();
-    socket.read_to_end(&mut rest).await.expect("the echo closes too");
+    socket
+        .read_to_end(&mut rest)
+        .await
+        .expect("the echo closes too");
     assert!(rest.is_empty());
     proxy.wait_ended("client_closed", 1).await;
 }
@@ -322,7 +325,11 @@ async fn a_dead_server_is_skipped_and_the_next_one_answers() {
         let name = read_all(proxy.addr()).await;
         assert!(name == "a" || name == "b", "got {name:?}");
     }
-    assert_eq!(proxy.ended("connect_failed"), 0, "no client saw the failure");
+    assert_eq!(
+        proxy.ended("connect_failed"),
+        0,
+        "no client saw the failure"
+    );
     let text = proxy::metrics::render(&proxy.proxy.snapshot());
     assert!(
         text.contains(&format!(
@@ -368,7 +375,10 @@ async fn a_client_over_its_connection_limit_is_closed_and_the_slot_comes_back() 
     let mut first = TcpStream::connect(proxy.addr()).await.expect("connect");
     first.write_all(b"1").await.expect("write");
     let mut one = [0u8; 1];
-    first.read_exact(&mut one).await.expect("the first is served");
+    first
+        .read_exact(&mut one)
+        .await
+        .expect("the first is served");
 
     let mut extra = TcpStream::connect(proxy.addr()).await.expect("connect");
     let mut got = Vec::new();
@@ -448,8 +458,11 @@ fn a_config_of_streams_only_needs_no_http_listener_or_server() {
     assert_eq!(config.streams[0].connect_timeout, Duration::from_secs(2));
     assert_eq!(config.streams[0].idle_timeout, Duration::from_secs(3600));
     // Still refused: nothing at all to serve.
-    let errors = Config::parse("[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n", "proxy.toml")
-        .expect_err("refused")
-        .to_string();
+    let errors = Config::parse(
+        "[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n",
+        "proxy.toml",
+    )
+    .expect_err("refused")
+    .to_string();
     assert!(errors.contains("no [[listen]] address"), "{errors}");
 }

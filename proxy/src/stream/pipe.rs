@@ -212,7 +212,10 @@ mod tests {
         client.write_all(b"question").await.expect("write");
         client.shutdown().await.expect("half-close");
         let mut asked = Vec::new();
-        upstream.read_to_end(&mut asked).await.expect("the FIN arrives");
+        upstream
+            .read_to_end(&mut asked)
+            .await
+            .expect("the FIN arrives");
         assert_eq!(asked, b"question");
         upstream.write_all(b"answer").await.expect("write");
         upstream.shutdown().await.expect("close");
