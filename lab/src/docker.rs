@@ -97,19 +97,24 @@ const CONTAINER_CA_DIR: &str = "/etc/proxy-lab/ca";
 /// What to run to build the images.
 const IMAGES_COMMAND: &str = "cargo run -p lab -- images";
 
-/// One image: which binary, how it starts.
-struct ImageSpec {
-    /// `proxy-lab/{name}:TAG`; also the binary's name.
-    name: &'static str,
+/// One image: which binary, how it starts. `compose/Dockerfile` (the
+/// multi-stage build for machines with a registry) makes the same images; a
+/// test (lab/tests/compose.rs) checks that the two agree.
+#[derive(Debug)]
+pub struct ImageSpec {
+    /// `proxy-lab/{name}:TAG`; also the binary's name, installed as
+    /// `/usr/local/bin/{name}`, the image's entrypoint.
+    pub name: &'static str,
     /// The port it listens on (documented with EXPOSE).
-    port: u16,
+    pub port: u16,
     /// Environment baked into the image.
-    env: &'static [(&'static str, &'static str)],
+    pub env: &'static [(&'static str, &'static str)],
     /// Empty folders besides /tmp.
-    dirs: &'static [&'static str],
+    pub dirs: &'static [&'static str],
 }
 
-const IMAGES: [ImageSpec; 4] = [
+/// Every image `lab images` builds.
+pub const IMAGES: [ImageSpec; 4] = [
     ImageSpec {
         name: "proxy",
         port: 8080,
@@ -387,8 +392,15 @@ fn cargo_args(build: BinaryBuild) -> &'static [&'static str] {
 
 /// The cargo command, as a person would type it.
 fn cargo_command(options: &BuildOptions) -> String {
-    let release = if options.release { " --release" } else { "" };
-    format!("cargo {}{release}", cargo_args(options.build).join(" "))
+    cargo_command_line(options.build, options.release)
+}
+
+/// The cargo command that builds the images' binaries, as a person would type
+/// it: `cargo build -p proxy -p backends --bins --release` for
+/// `lab images --release` (and for `compose/Dockerfile`).
+pub fn cargo_command_line(build: BinaryBuild, release: bool) -> String {
+    let release = if release { " --release" } else { "" };
+    format!("cargo {}{release}", cargo_args(build).join(" "))
 }
 
 /// Runs cargo and returns each binary's path, as cargo reported it (`lab

@@ -405,12 +405,14 @@ impl Translator {
                         d.name
                     ),
                 ),
-                ("error_log" | "access_log" | "log_format", None) => self.warn(
+                ("access_log", None) => self.access_log(d),
+                ("log_format", None) => self.warn(
                     d.line,
-                    format!(
-                        "`{}` is not translated yet: the proxy logs to stderr (access log included), filtered by RUST_LOG",
-                        d.name
-                    ),
+                    "`log_format` is not translated: the access log is written `combined` (nginx's default format, with upstream timings added) or `json`",
+                ),
+                ("error_log", None) => self.note(
+                    d.line,
+                    "`error_log` is not needed: the error log goes to stderr, its level chosen with RUST_LOG (e.g. RUST_LOG=warn)",
                 ),
                 ("include", None) if d.arg(0).ends_with("mime.types") => self.note(
                     d.line,
@@ -477,6 +479,35 @@ impl Translator {
         } else {
             self.top.push(line);
         }
+    }
+
+    /// `access_log off;` or `access_log FILE [combined];` at the `http`
+    /// level: the proxy's one access log. A named `log_format` of one's own
+    /// cannot be followed (the proxy writes `combined` or `json`), nor syslog.
+    fn access_log(&mut self, d: &Directive) {
+        let path = d.arg(0);
+        if path.starts_with("syslog:") {
+            self.warn(
+                d.line,
+                "`access_log syslog:...` is not translated: the proxy writes its access log to a file, stdout or stderr",
+            );
+            return;
+        }
+        let value = if path == "off" {
+            "{ path = \"off\" }".to_owned()
+        } else {
+            let format = d.args.get(1).map(String::as_str).unwrap_or("combined");
+            if format != "combined" && !format.contains('=') {
+                self.warn(
+                    d.line,
+                    format!(
+                        "log format `{format}` is not translated: written as `combined` (nginx's default); `format = \"json\"` is the other choice"
+                    ),
+                );
+            }
+            format!("{{ path = {}, format = \"combined\" }}", toml_str(path))
+        };
+        self.top_line(d, Line::new("access_log", value, vec![self.src(d)]));
     }
 
     fn workers(&mut self, d: &Directive) {
@@ -1054,9 +1085,13 @@ impl Translator {
                 }
                 ("keepalive_timeout", None) => self.warn(inner.line, "`keepalive_timeout` is one setting for the whole proxy here: move it to the `http` level"),
                 ("if", Some(_)) => self.warn(inner.line, "`if` blocks are not supported: skipped"),
-                ("error_log" | "access_log", None) => self.warn(
+                ("access_log", None) => self.warn(
                     inner.line,
-                    format!("`{}` is not translated yet: the proxy logs to stderr, filtered by RUST_LOG", inner.name),
+                    "`access_log` inside a server is not translated: the proxy has one access log, set at the top (`access_log` in the `http` block)",
+                ),
+                ("error_log", None) => self.note(
+                    inner.line,
+                    "`error_log` is not needed: the error log goes to stderr, its level chosen with RUST_LOG",
                 ),
                 ("ssl", None) => {
                     if inner.arg(0) == "on" {
@@ -2477,6 +2512,35 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_translates_at_the_http_level_and_its_limits_are_said() {
+        let (toml, warnings) = run(
+            "http {\n access_log /var/log/nginx/access.log;\n error_log /var/log/nginx/error.log warn;\n server {\n  listen 80;\n  access_log off;\n  location / { return 200; }\n }\n}\n",
+        );
+        assert!(
+            toml.contains(
+                "access_log = { path = \"/var/log/nginx/access.log\", format = \"combined\" }"
+            ),
+            "{toml}"
+        );
+        assert!(said(&warnings, 3, "error log goes to stderr"));
+        assert!(said(&warnings, 6, "one access log"));
+        let config = crate::Config::parse(&toml, "imported.toml");
+        assert!(config.is_ok(), "{toml}\n{warnings:?}");
+
+        let (toml, warnings) = run(
+            "http {\n log_format main '$remote_addr';\n access_log logs/a.log main buffer=32k;\n}\n",
+        );
+        assert!(said(&warnings, 2, "`log_format` is not translated"));
+        assert!(said(&warnings, 3, "log format `main` is not translated"));
+        assert!(toml.contains("path = \"logs/a.log\""), "{toml}");
+        let (toml, _) = run("http {\n access_log off;\n}\n");
+        assert!(toml.contains("access_log = { path = \"off\" }"), "{toml}");
+        let (toml, warnings) = run("http {\n access_log syslog:server=x;\n}\n");
+        assert!(!toml.contains("access_log ="), "{toml}");
+        assert!(said(&warnings, 2, "syslog"));
+    }
+
+    #[test]
     fn a_server_level_https_redirect_merges_into_the_tls_server() {
         let (toml, warnings) = run(
             "server {\n listen 80;\n server_name a.com;\n return 308 https://$host$request_uri;\n}\nserver {\n listen 443 ssl;\n server_name a.com;\n ssl_certificate a.pem;\n ssl_certificate_key a-key.pem;\n location / { proxy_pass http://x:1; proxy_set_header Host $host; }\n}\n",
@@ -2631,12 +2695,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_directives_and_logs_are_warned() {
+    fn unknown_directives_are_warned_and_logs_explained() {
         let (_, warnings) = run(
             "error_log /var/log/x;\nhttp {\n access_log off;\n include conf.d/*.conf;\n sendfile on;\n frobnicate 1;\n}\n",
         );
-        assert!(said(&warnings, 1, "not translated yet"));
-        assert!(said(&warnings, 3, "not translated yet"));
+        assert!(said(&warnings, 1, "error log goes to stderr"));
+        assert!(!said(&warnings, 3, "access_log"), "{warnings:?}");
         assert!(said(&warnings, 4, "is not followed"));
         assert!(said(&warnings, 5, "not needed"));
         assert!(said(&warnings, 6, "`frobnicate` has no equivalent"));

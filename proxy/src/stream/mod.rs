@@ -40,8 +40,17 @@
 //!    sides have closed, one breaks, or nothing moves for `idle_timeout`.
 //! 4. **Log and count**: one access-log line and the stream metrics, with the
 //!    bytes each way, the duration and how it ended ([`End`]).
+//!
+//! # The pieces
+//! - [`pipe`]: the two-way copy, half-close respected, with the idle timeout.
+//! - [`proxy_protocol`]: the PROXY protocol (v1 and v2), which tells a backend
+//!   the client's address when the proxy cannot add a header.
+//! - [`sni`]: the host name a TLS client asks for, read from its ClientHello
+//!   without decrypting anything (nginx `ssl_preread`).
 
 pub mod pipe;
+pub mod proxy_protocol;
+pub mod sni;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
