@@ -160,6 +160,10 @@ pub struct Stream {
     /// At most this many connections of one client address at once
     /// (nginx `limit_conn` in `stream {}`); the extra one is closed at once.
     pub limit_conn: Option<StreamLimitConn>,
+    /// Whether each upstream connection starts with a PROXY protocol header
+    /// naming the client (nginx `proxy_protocol on` in `stream {}`), and in
+    /// which version; `None`: the upstream sees only the proxy's address.
+    pub proxy_protocol: Option<crate::stream::proxy_protocol::Version>,
 }
 
 /// A stream's use of a concurrency zone: connections, not requests, per key.
@@ -885,6 +889,7 @@ struct RawStream {
     connect_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1496,6 +1501,21 @@ impl Validator<'_> {
                 .limit_conn
                 .as_ref()
                 .and_then(|l| self.stream_limit_conn(l, conn_zones));
+            let proxy_protocol = r.proxy_protocol.as_ref().and_then(|v| {
+                use crate::stream::proxy_protocol::Version;
+                match v.get_ref().trim() {
+                    "v1" => Some(Version::V1),
+                    "v2" => Some(Version::V2),
+                    other => {
+                        self.error(
+                            v.span(),
+                            format!("`{other}` is not a PROXY protocol version"),
+                            "use \"v1\" (a line of text) or \"v2\" (binary); leave it out to send no header",
+                        );
+                        None
+                    }
+                }
+            });
             if let (Some(addr), Some(upstream)) = (addr, upstream) {
                 streams.push(Stream {
                     addr,
@@ -1503,6 +1523,7 @@ impl Validator<'_> {
                     connect_timeout,
                     idle_timeout,
                     limit_conn,
+                    proxy_protocol,
                 });
             }
         }

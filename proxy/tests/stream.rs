@@ -409,6 +409,48 @@ async fn a_reload_sends_the_next_connection_to_the_new_upstream_on_the_same_port
     assert_eq!(read_all(proxy.addr()).await, "new");
 }
 
+#[tokio::test]
+async fn with_proxy_protocol_the_upstream_learns_the_clients_address_first() {
+    // Sends back everything it received, as text, once the client is done.
+    for (version, expect_v1) in [("v1", true), ("v2", false)] {
+        let upstream = tcp_server(|mut socket| async move {
+            let mut got = Vec::new();
+            let _ = socket.read_to_end(&mut got).await;
+            let _ = socket.write_all(&got).await;
+            let _ = socket.shutdown().await;
+        })
+        .await;
+        let stream = format!("proxy_protocol = \"{version}\"");
+        let proxy = StreamProxy::start(&config(&[upstream], &stream, "")).await;
+        let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let me = socket.local_addr().expect("addr");
+        socket.write_all(b"hello").await.expect("write");
+        socket.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        socket.read_to_end(&mut got).await.expect("read");
+        let header = proxy::stream::proxy_protocol::encode(
+            if expect_v1 {
+                proxy::stream::proxy_protocol::Version::V1
+            } else {
+                proxy::stream::proxy_protocol::Version::V2
+            },
+            Some(&proxy::stream::proxy_protocol::ProxyHeader {
+                source: me,
+                destination: proxy.addr(),
+            }),
+        );
+        assert_eq!(got, [header.as_slice(), b"hello"].concat(), "{version}");
+        if expect_v1 {
+            let line = format!(
+                "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nhello",
+                me.port(),
+                proxy.addr().port()
+            );
+            assert_eq!(String::from_utf8_lossy(&got), line);
+        }
+    }
+}
+
 #[test]
 fn stream_config_errors_point_at_the_line_and_say_what_to_do() {
     let bad_listen = "[[stream]]\nlisten = \"localhost:9000\"\nupstream = \"db\"\n\n[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n";
@@ -438,6 +480,16 @@ fn stream_config_errors_point_at_the_line_and_say_what_to_do() {
         .expect_err("refused")
         .to_string();
     assert!(errors.contains("a TCP stream does not have"), "{errors}");
+
+    let bad_version = "[[stream]]\nlisten = \"127.0.0.1:9000\"\nupstream = \"db\"\nproxy_protocol = \"v3\"\n\n[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n";
+    let errors = Config::parse(bad_version, "proxy.toml")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        errors.contains("`v3` is not a PROXY protocol version"),
+        "{errors}"
+    );
+    assert!(errors.contains("proxy.toml:4:18"), "{errors}");
 
     let with_status = "[[stream]]\nlisten = \"127.0.0.1:9000\"\nupstream = \"db\"\nlimit_conn = { zone = \"c\", max = 1, status = 429 }\n\n[limit_conn_zones.c]\n\n[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n";
     let errors = Config::parse(with_status, "proxy.toml")

@@ -36,9 +36,12 @@
 //!    server is tried, as long as the pool's `next_upstream` allows it
 //!    (`error` for refusals, `timeout` for timeouts, `next_upstream_tries`).
 //!    Nothing has been sent yet, so a retry is always safe here.
-//! 3. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
+//! 3. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
+//!    connection starts with a header naming the client's address, the one
+//!    thing an L4 proxy can tell the backend about the client.
+//! 4. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
 //!    sides have closed, one breaks, or nothing moves for `idle_timeout`.
-//! 4. **Log and count**: one access-log line and the stream metrics, with the
+//! 5. **Log and count**: one access-log line and the stream metrics, with the
 //!    bytes each way, the duration and how it ended ([`End`]).
 //!
 //! # The pieces
@@ -56,6 +59,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -133,8 +137,20 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>,
     // Small writes (a database's queries) go out at once, not after Nagle's wait.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    // PROXY protocol: the header telling the upstream the client's address
-    // (see proxy_protocol.rs) goes here, written to `upstream` before the pipe.
+    // PROXY protocol: the header naming the client goes first, before any
+    // byte of the client's (see [`proxy_protocol`]).
+    let mut upstream = upstream;
+    if let Some(version) = stream.proxy_protocol {
+        let header = proxy_protocol::ProxyHeader {
+            source: peer,
+            destination: client.local_addr().unwrap_or(stream.addr),
+        };
+        let bytes = proxy_protocol::encode(version, Some(&header));
+        if upstream.write_all(&bytes).await.is_err() {
+            line.finish(&snapshot, pool, End::UpstreamClosed);
+            return;
+        }
+    }
     let piped = pipe::pipe(client, upstream, stream.idle_timeout).await;
     line.to_upstream = piped.to_upstream;
     line.to_client = piped.to_client;
