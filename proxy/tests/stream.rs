@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PATTERN_PERIOD, expected_crc, pattern_byte, refused_addr};
+use common::{PATTERN_PERIOD, expected_crc, pattern_byte};
 use proxy::{Config, Proxy, ProxyServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -175,6 +175,17 @@ async fn digest_of<R: AsyncReadExt + Unpin>(from: &mut R) -> (u64, u32) {
     }
 }
 
+/// An address that refuses connections for as long as the returned socket
+/// lives: bound but not listening, so no other socket of the test run (the
+/// proxy's own listener included) can be given its port meanwhile.
+fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    (socket.local_addr().expect("addr"), socket)
+}
+
 async fn read_all(addr: SocketAddr) -> String {
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let mut text = String::new();
@@ -318,7 +329,7 @@ async fn least_conn_sends_the_next_connection_to_the_idle_server() {
 
 #[tokio::test]
 async fn a_dead_server_is_skipped_and_the_next_one_answers() {
-    let dead = refused_addr().await;
+    let (dead, _held) = dead_addr();
     let servers = [dead, named_server("a").await, named_server("b").await];
     let proxy = StreamProxy::start(&config(&servers, "", "")).await;
     for _ in 0..6 {
@@ -341,7 +352,8 @@ async fn a_dead_server_is_skipped_and_the_next_one_answers() {
 
 #[tokio::test]
 async fn a_pool_with_no_live_server_closes_the_connection() {
-    let proxy = StreamProxy::start(&config(&[refused_addr().await], "", "")).await;
+    let (dead, _held) = dead_addr();
+    let proxy = StreamProxy::start(&config(&[dead], "", "")).await;
     assert_eq!(read_all(proxy.addr()).await, "");
     proxy.wait_ended("connect_failed", 1).await;
 }
