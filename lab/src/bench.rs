@@ -2,7 +2,10 @@
 //!
 //! One small backend answers `GET /` with `ok` (2 bytes) and `GET /1mib`
 //! with 1 MiB. The same load (see [`crate::load`]) is sent straight to it
-//! (`direct`), through this proxy, and through nginx and HAProxy when they
+//! (`direct`), through this proxy at layer 7 (`proxy`: it reads every
+//! request), through this proxy at layer 4 (`proxy-l4`: a `[[stream]]` that
+//! copies the bytes of each client connection to one backend connection,
+//! unread; see `proxy::stream`), and through nginx and HAProxy when they
 //! are installed, each with keep-alive connections to the backend:
 //!
 //! 1. **closed loop**, 2 B and 1 MiB: the most each serves;
@@ -63,7 +66,7 @@ pub struct BenchOptions {
 /// One run's figures for one target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    /// `direct`, `proxy`, `nginx` or `haproxy`.
+    /// `direct`, `proxy` (layer 7), `proxy-l4` (layer 4), `nginx` or `haproxy`.
     pub target: String,
     /// Proxy workers (nginx worker processes, HAProxy threads).
     pub workers: usize,
@@ -90,7 +93,7 @@ pub struct Row {
 /// Memory held with many idle keep-alive connections open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleRow {
-    /// `proxy`, `nginx` or `haproxy`.
+    /// `proxy`, `proxy-l4`, `nginx` or `haproxy`.
     pub target: String,
     /// Connections asked for.
     pub connections: usize,
@@ -147,9 +150,20 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
                 &backend.addr.to_string(),
             ],
         )?;
+        let stream = Served::start(
+            &options.serve_with,
+            &[
+                "proxy-l4",
+                "--workers",
+                &workers.to_string(),
+                "--upstream",
+                &backend.addr.to_string(),
+            ],
+        )?;
         let mut targets = vec![
             Target::new("direct", backend.addr, Some(backend.pid())),
             Target::new("proxy", proxy.addr, Some(proxy.pid())),
+            Target::new("proxy-l4", stream.addr, Some(stream.pid())),
         ];
         let nginx = match &nginx_bin {
             Ok(bin) => Some(Nginx::start(bin, &nginx_setup(threads, options), backend.addr).await?),
@@ -314,7 +328,11 @@ fn mib(kib: u64) -> f64 {
 /// Lifts this process's open-file limit to what `idle` connections need (its
 /// children, the proxy and the backend, inherit it), as far as the hard limit allows.
 fn raise_file_limit(idle: usize) {
-    let wanted = u64::try_from(idle).unwrap_or(u64::MAX).saturating_add(4096);
+    // Twice: at layer 4 each client connection has its backend connection.
+    let wanted = u64::try_from(idle)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(4096);
     if let Err(err) = rlimit::increase_nofile_limit(wanted) {
         eprintln!("lab bench: cannot raise the open-file limit: {err}");
     }
@@ -406,6 +424,31 @@ impl BenchReport {
             })
         };
         let mut lines = Vec::new();
+        // What each hop costs against no hop: layer 4 against layer 7.
+        let against_direct = |target: &str| {
+            let (t, d) = (
+                find(target, SMALL.1, false)?,
+                find("direct", SMALL.1, false)?,
+            );
+            Some(t.requests_per_second / d.requests_per_second.max(1.0))
+        };
+        if let (Some(l4), Some(l7)) = (against_direct("proxy-l4"), against_direct("proxy")) {
+            let mut line = format!("against direct, 2 B: L4 {l4:.2}x the requests/s, L7 {l7:.2}x");
+            if let (Some(d), Some(l4), Some(l7)) = (
+                find("direct", SMALL.1, true),
+                find("proxy-l4", SMALL.1, true),
+                find("proxy", SMALL.1, true),
+            ) {
+                line.push_str(&format!(
+                    "; p99 at {}/s: direct {:.3} ms, L4 {:.3} ms, L7 {:.3} ms",
+                    d.offered_rate.unwrap_or(0),
+                    ms(d.p99_us),
+                    ms(l4.p99_us),
+                    ms(l7.p99_us)
+                ));
+            }
+            lines.push(line);
+        }
         for reference in ["nginx", "haproxy"] {
             let ratio = |body: &str| {
                 let (p, r) = (find("proxy", body, false)?, find(reference, body, false)?);
@@ -598,6 +641,13 @@ pub enum ServeRole {
         /// The backend's address.
         upstream: SocketAddr,
     },
+    /// The proxy at layer 4: a `[[stream]]` to `upstream`, `workers` threads.
+    Stream {
+        /// Worker threads.
+        workers: usize,
+        /// The backend's address.
+        upstream: SocketAddr,
+    },
 }
 
 /// `lab bench-serve`: runs a backend or the proxy on 127.0.0.1 (any free
@@ -607,7 +657,7 @@ pub fn serve(role: ServeRole) -> Result<(), String> {
     // The proxy's runtime is the one the `proxy` command would use.
     let threads = match role {
         ServeRole::Backend => 1,
-        ServeRole::Proxy { workers, .. } => workers.max(1),
+        ServeRole::Proxy { workers, .. } | ServeRole::Stream { workers, .. } => workers.max(1),
     };
     let runtime = proxy::build_runtime(Some(threads)).map_err(|e| e.to_string())?;
     // Everything runs inside `block_on`: a one-thread runtime runs its tasks
@@ -616,6 +666,7 @@ pub fn serve(role: ServeRole) -> Result<(), String> {
         let addr = match role {
             ServeRole::Backend => backend().await,
             ServeRole::Proxy { workers, upstream } => proxy(workers, upstream).await,
+            ServeRole::Stream { workers, upstream } => stream(workers, upstream).await,
         }?;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{addr}").map_err(|e| e.to_string())?;
@@ -646,6 +697,26 @@ async fn proxy(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, Strin
         .first()
         .copied()
         .ok_or("the proxy has no listener")?;
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(addr)
+}
+
+/// The proxy at layer 4: one `[[stream]]` to the backend, no access log.
+/// Each client connection gets a backend connection of its own for as long
+/// as it lasts: the load's keep-alive connections are the backend's too.
+async fn stream(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, String> {
+    let text = format!(
+        "workers = {workers}\n[[stream]]\nlisten = \"127.0.0.1:0\"\nupstream = \"backend\"\n[upstreams.backend]\nservers = [\"{upstream}\"]\n"
+    );
+    let config = proxy::Config::parse(&text, "bench.toml").map_err(|e| e.to_string())?;
+    let server = proxy::ProxyServer::bind(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = server
+        .stream_addrs()
+        .first()
+        .copied()
+        .ok_or("the proxy has no stream listener")?;
     tokio::spawn(server.run(std::future::pending()));
     Ok(addr)
 }

@@ -132,7 +132,7 @@ enum Command {
     /// (Used by `lab bench`.) Run its backend or its proxy; print the address; serve until stdin closes.
     #[command(hide = true)]
     BenchServe {
-        /// `backend` or `proxy`.
+        /// `backend`, `proxy` or `proxy-l4` (a `[[stream]]`).
         role: String,
         /// The proxy's worker threads.
         #[arg(long, default_value_t = 1)]
@@ -545,8 +545,9 @@ fn bench_serve(role: &str, workers: usize, upstream: Option<SocketAddr>) -> Exit
     let role = match (role, upstream) {
         ("backend", _) => lab::bench::ServeRole::Backend,
         ("proxy", Some(upstream)) => lab::bench::ServeRole::Proxy { workers, upstream },
+        ("proxy-l4", Some(upstream)) => lab::bench::ServeRole::Stream { workers, upstream },
         _ => {
-            eprintln!("lab: bench-serve backend, or bench-serve proxy --upstream ADDR");
+            eprintln!("lab: bench-serve backend, or bench-serve proxy|proxy-l4 --upstream ADDR");
             return ExitCode::from(2);
         }
     };

@@ -25,7 +25,8 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         assert!(!in_ci, "CI runs every target, but {reason}");
         eprintln!("skipped: {reason}");
     }
-    let targets = 4 - report.skipped.len();
+    // direct, proxy (L7), proxy-l4, nginx, haproxy.
+    let targets = 5 - report.skipped.len();
     // Per target: 2 B and 1 MiB closed loop, then 2 B at a fixed rate.
     assert_eq!(report.rows.len(), 3 * targets, "{:#?}", report.rows);
     for row in &report.rows {
@@ -63,6 +64,8 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         "requests/s",
         "direct",
         "proxy",
+        "proxy-l4",
+        "against direct, 2 B: L4",
         "closed loop",
         "idle keep-alive",
     ] {

@@ -74,6 +74,8 @@ pub const DEFAULT_HEALTH_CHECK: (Duration, Duration, u32, u32) =
     (Duration::from_secs(5), Duration::from_secs(2), 3, 2);
 /// Default for [`Config::keepalive_timeout`] (nginx's `keepalive_timeout`).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default for [`Stream::idle_timeout`] (nginx's `proxy_timeout` in `stream {}`).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default idle timeout of an upgraded connection (a WebSocket tunnel): like
 /// nginx, whose `proxy_read_timeout` (60 s) closes a silent WebSocket.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,6 +136,43 @@ pub struct Config {
     pub local_ca_dir: Option<PathBuf>,
     /// The admin listener (`/metrics`, `/health`), if `admin` is set.
     pub admin: Option<Admin>,
+    /// Layer-4 listeners (`[[stream]]`, nginx `stream { server { ... } }`):
+    /// TCP bytes passed to an upstream pool unread (see [`crate::stream`]).
+    pub streams: Vec<Stream>,
+}
+
+/// A TCP stream listener (nginx `stream { server { listen ...; proxy_pass ...; } }`):
+/// every connection accepted on `addr` is joined to a server of `upstream`
+/// and bytes are copied both ways, without reading them as HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    /// Where to bind; port 0 lets the OS choose (tests use it).
+    pub addr: SocketAddr,
+    /// Index into [`Config::upstreams`]: the pool whose servers get the connections.
+    pub upstream: usize,
+    /// How long to wait for the TCP connection to one server before trying
+    /// the next (nginx `proxy_connect_timeout`); the pool's `connect_timeout`
+    /// unless set.
+    pub connect_timeout: Duration,
+    /// How long a connection may carry no byte in either direction before the
+    /// proxy closes it (nginx `proxy_timeout`, 10 minutes by default).
+    pub idle_timeout: Duration,
+    /// At most this many connections of one client address at once
+    /// (nginx `limit_conn` in `stream {}`); the extra one is closed at once.
+    pub limit_conn: Option<StreamLimitConn>,
+    /// Whether each upstream connection starts with a PROXY protocol header
+    /// naming the client (nginx `proxy_protocol on` in `stream {}`), and in
+    /// which version; `None`: the upstream sees only the proxy's address.
+    pub proxy_protocol: Option<crate::stream::proxy_protocol::Version>,
+}
+
+/// A stream's use of a concurrency zone: connections, not requests, per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimitConn {
+    /// Index into [`Config::conn_zones`].
+    pub zone: usize,
+    /// Connections of one key allowed open at once.
+    pub max: u32,
 }
 
 /// The size limits of a request head (nginx's `large_client_header_buffers`
@@ -838,6 +877,19 @@ struct RawConfig {
     request_id_header: Option<Spanned<String>>,
     access_log: Option<Spanned<RawAccessLog>>,
     admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    stream: Vec<Spanned<RawStream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    listen: Spanned<String>,
+    upstream: Spanned<String>,
+    connect_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    limit_conn: Option<Spanned<RawLimitConn>>,
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1153,7 +1205,7 @@ impl Validator<'_> {
             other => self.duration(other.as_ref(), DEFAULT_KEEPALIVE_TIMEOUT),
         };
 
-        let listeners = self.listeners(&raw.listen);
+        let listeners = self.listeners(&raw.listen, !raw.stream.is_empty());
         let admin = raw.admin.as_ref().and_then(|a| self.admin(a, &listeners));
         let rate_zones: Vec<RateZone> = raw
             .limit_req_zones
@@ -1184,7 +1236,8 @@ impl Validator<'_> {
             upstreams.push(self.upstream(name, upstream));
         }
 
-        if raw.servers.is_empty() {
+        // A config of `[[stream]]`s only serves no HTTP, and needs no server.
+        if raw.servers.is_empty() && (!raw.listen.is_empty() || raw.stream.is_empty()) {
             self.error(
                 0..0,
                 "no [[servers]] defined: the proxy would answer nothing",
@@ -1220,7 +1273,10 @@ impl Validator<'_> {
             );
         }
 
+        let streams = self.streams(&raw.stream, &upstreams, &listeners, &conn_zones);
+
         Config {
+            streams,
             workers,
             client_header_timeout,
             client_body_timeout,
@@ -1309,8 +1365,8 @@ impl Validator<'_> {
         Some(Admin { addr: parsed })
     }
 
-    fn listeners(&mut self, raw: &[RawListen]) -> Vec<Listener> {
-        if raw.is_empty() {
+    fn listeners(&mut self, raw: &[RawListen], has_streams: bool) -> Vec<Listener> {
+        if raw.is_empty() && !has_streams {
             self.error(
                 0..0,
                 "no [[listen]] address: the proxy would accept no connections",
@@ -1356,6 +1412,157 @@ impl Validator<'_> {
             }
         }
         listeners
+    }
+
+    /// The `[[stream]]` listeners: an address of their own, an upstream that
+    /// exists (and, for `balance = "hash"`, hashes the client address: a TCP
+    /// stream has no headers or cookies), timeouts, and a per-client limit.
+    fn streams(
+        &mut self,
+        raw: &[Spanned<RawStream>],
+        upstreams: &[Upstream],
+        listeners: &[Listener],
+        conn_zones: &[ConnZone],
+    ) -> Vec<Stream> {
+        let mut seen: HashSet<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.addr)
+            .filter(|a| a.port() != 0)
+            .collect();
+        let mut streams = Vec::new();
+        for spanned in raw {
+            let r = spanned.get_ref();
+            let text = r.listen.get_ref().trim();
+            let addr = match SocketAddr::from_str(text) {
+                Ok(addr) => {
+                    if addr.port() != 0 && !seen.insert(addr) {
+                        self.error(
+                            r.listen.span(),
+                            format!("`{addr}` is already a [[listen]] or [[stream]] address"),
+                            "each address can be opened once: give this stream a port of its own",
+                        );
+                    }
+                    Some(addr)
+                }
+                Err(_) => {
+                    let help = match text.rsplit_once(':') {
+                        Some((host, port)) if !host.is_empty() => format!(
+                            "a stream listens on an IP, not a host name: e.g. \"127.0.0.1:{port}\" instead of \"{host}:{port}\""
+                        ),
+                        _ => "write it as IP:PORT, e.g. \"127.0.0.1:9000\" or \"0.0.0.0:5432\""
+                            .into(),
+                    };
+                    self.error(
+                        r.listen.span(),
+                        format!("`{text}` is not a valid stream listen address"),
+                        help,
+                    );
+                    None
+                }
+            };
+            let name = r.upstream.get_ref();
+            let upstream = upstreams.iter().position(|u| u.name == *name);
+            if upstream.is_none() {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                let help = if known.is_empty() {
+                    format!(
+                        "define it:\n      [upstreams.{name}]\n      servers = [\"127.0.0.1:5432\"]"
+                    )
+                } else {
+                    format!(
+                        "define [upstreams.{name}], or use one of: {}",
+                        known.join(", ")
+                    )
+                };
+                self.error(
+                    r.upstream.span(),
+                    format!("upstream `{name}` is not defined"),
+                    help,
+                );
+            }
+            if let Some(pool) = upstream.and_then(|i| upstreams.get(i))
+                && matches!(
+                    pool.hash_key,
+                    Some(HashKey::Header(_)) | Some(HashKey::Cookie(_))
+                )
+            {
+                self.error(
+                    r.upstream.span(),
+                    format!("upstream `{name}` hashes a header or cookie, which a TCP stream does not have"),
+                    "give the stream an upstream with hash_key = \"client_ip\" (or another balancer): at layer 4 the client address is all there is",
+                );
+            }
+            let default_connect = upstream
+                .and_then(|i| upstreams.get(i))
+                .map_or(DEFAULT_CONNECT_TIMEOUT, |u| u.connect_timeout);
+            let connect_timeout = self.duration(r.connect_timeout.as_ref(), default_connect);
+            let idle_timeout = self.duration(r.idle_timeout.as_ref(), DEFAULT_STREAM_IDLE_TIMEOUT);
+            let limit_conn = r
+                .limit_conn
+                .as_ref()
+                .and_then(|l| self.stream_limit_conn(l, conn_zones));
+            let proxy_protocol = r.proxy_protocol.as_ref().and_then(|v| {
+                use crate::stream::proxy_protocol::Version;
+                match v.get_ref().trim() {
+                    "v1" => Some(Version::V1),
+                    "v2" => Some(Version::V2),
+                    other => {
+                        self.error(
+                            v.span(),
+                            format!("`{other}` is not a PROXY protocol version"),
+                            "use \"v1\" (a line of text) or \"v2\" (binary); leave it out to send no header",
+                        );
+                        None
+                    }
+                }
+            });
+            if let (Some(addr), Some(upstream)) = (addr, upstream) {
+                streams.push(Stream {
+                    addr,
+                    upstream,
+                    connect_timeout,
+                    idle_timeout,
+                    limit_conn,
+                    proxy_protocol,
+                });
+            }
+        }
+        streams
+    }
+
+    /// `limit_conn = { zone, max }` on a stream: the zone must count by
+    /// client address (or `route`: one count for the whole stream), and
+    /// there is no status to answer with, the connection is just closed.
+    fn stream_limit_conn(
+        &mut self,
+        raw: &Spanned<RawLimitConn>,
+        conn_zones: &[ConnZone],
+    ) -> Option<StreamLimitConn> {
+        if let Some(status) = &raw.get_ref().status {
+            self.error(
+                status.span(),
+                "a stream has no status to answer with",
+                "remove `status`: at layer 4 a refused connection is closed at once, no HTTP answer is sent",
+            );
+        }
+        let limit = self.limit_conn(raw)?;
+        if let Some(zone) = conn_zones.get(limit.zone)
+            && matches!(zone.key, LimitKey::Header(_))
+        {
+            self.error(
+                raw.get_ref().zone.span(),
+                format!(
+                    "connection zone `{}` counts by a header, which a TCP stream does not have",
+                    zone.name
+                ),
+                "use a zone with key = \"client_ip\" for streams",
+            );
+            return None;
+        }
+        Some(StreamLimitConn {
+            zone: limit.zone,
+            max: limit.max,
+        })
     }
 
     fn upstream(&mut self, name: &Spanned<String>, raw: &RawUpstream) -> Upstream {

@@ -31,7 +31,8 @@
 //!   DNS re-resolution, and pooled keep-alive connections.
 //! - [`headers`]: forwarding headers and hop-by-hop headers.
 //! - [`upgrade`]: WebSocket and other protocol switches: a 101, then a byte pipe.
-//! - [`stream`]: layer 4: TCP streams, the PROXY protocol, SNI read without decrypting.
+//! - [`stream`]: layer 4: `[[stream]]` listeners copy TCP bytes to an upstream, unread;
+//!   the PROXY protocol, SNI read without decrypting.
 //! - [`tls`]: TLS termination, certificates chosen by SNI, ALPN.
 //! - [`nginx`]: `proxy import-nginx`, an nginx config rewritten as this proxy's TOML.
 //! - [`local_ca`]: a root CA of your own for local HTTPS (the lab's mkcert).

@@ -160,12 +160,16 @@ fn check(path: &Path, deny_warnings: bool) -> ExitCode {
                 n => format!(" ({n} warnings)"),
             };
             println!(
-                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s){and_warnings}",
+                "proxy: {} is valid: {} listener(s), {} server(s), {} route(s), {} upstream(s){}{and_warnings}",
                 path.display(),
                 config.listeners.len(),
                 config.servers.len(),
                 routes,
-                config.upstreams.len()
+                config.upstreams.len(),
+                match config.streams.len() {
+                    0 => String::new(),
+                    n => format!(", {n} stream(s)"),
+                }
             );
             if deny_warnings && n > 0 {
                 eprintln!(
@@ -213,6 +217,9 @@ fn run(path: &Path, pid_file: Option<&Path>) -> ExitCode {
         };
         for url in server.urls() {
             println!("proxy: listening on {url}");
+        }
+        for addr in server.stream_addrs() {
+            println!("proxy: listening on tcp://{addr} (stream, layer 4)");
         }
         if let Some(pid_file) = pid_file
             && let Err(err) = std::fs::write(pid_file, format!("{}\n", std::process::id()))

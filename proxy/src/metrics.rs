@@ -91,6 +91,8 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     open_connections: IntGauge,
     connections: IntCounter,
+    stream_connections: IntCounterVec,
+    stream_bytes: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,18 @@ impl Metrics {
             "Requests that failed at the upstream, by upstream and RFC 9209 error type.",
             &["upstream", "kind"],
         );
+        // Layer 4: the listen address as configured and the upstream's name
+        // are few values; the end is one of five words.
+        let stream_connections = counter(
+            "proxy_stream_connections_total",
+            "TCP stream connections ended, by stream listener, upstream and how they ended.",
+            &["listen", "upstream", "end"],
+        );
+        let stream_bytes = counter(
+            "proxy_stream_bytes_total",
+            "Bytes copied by TCP streams, by stream listener and direction (to_upstream, to_client).",
+            &["listen", "direction"],
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "proxy_request_duration_seconds",
@@ -169,7 +183,35 @@ impl Metrics {
             upstream_errors,
             open_connections,
             connections,
+            stream_connections,
+            stream_bytes,
         }
+    }
+
+    /// Counts one ended TCP stream connection (see [`crate::stream`]): how it
+    /// ended and the bytes it carried each way.
+    pub fn stream_ended(
+        &self,
+        listen: &str,
+        upstream: &str,
+        end: &str,
+        to_upstream: u64,
+        to_client: u64,
+    ) {
+        self.stream_connections
+            .with_label_values(&[listen, upstream, end])
+            .inc();
+        self.stream_bytes
+            .with_label_values(&[listen, "to_upstream"])
+            .inc_by(to_upstream);
+        self.stream_bytes
+            .with_label_values(&[listen, "to_client"])
+            .inc_by(to_client);
+    }
+
+    /// Counts a connection or request refused by the concurrency zone `zone`.
+    pub fn conn_limited(&self, zone: &str) {
+        self.conn_limited.with_label_values(&[zone]).inc();
     }
 
     /// Counts a client connection as open until the returned guard is dropped.

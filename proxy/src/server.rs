@@ -22,6 +22,15 @@
 //! keeps serving), and the ones gone from the config stop accepting. Requests
 //! in flight finish on the configuration they started with.
 //!
+//! **Streams** (`[[stream]]`, layer 4, see [`crate::stream`]) have accept
+//! loops of their own: each accepted connection is served by
+//! [`stream::serve`](crate::stream::serve) with the configuration of the
+//! moment. A reload treats them like HTTP listeners: a stream whose `listen`
+//! did not change keeps its socket (and picks up its new upstream, timeouts
+//! and limit for the next connection), new ones are opened first, gone ones
+//! stop accepting. Open stream connections go on with the configuration they
+//! started with, and, like tunnels, are not waited for at shutdown.
+//!
 //! With `admin` set, [`ProxyServer::bind`] also opens the admin listener
 //! ([`crate::admin`]: `/metrics`, `/health`); it is kept as it is across
 //! reloads.
@@ -48,7 +57,7 @@ use crate::body;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, Listener, ServerName, ServerTls};
+use crate::config::{Config, Listener, ServerName, ServerTls, Stream};
 use crate::conn_timeouts::{self, ConnActivity, ConnTimeouts, WatchedIo};
 use crate::local_ca::{CaError, LocalCa};
 use crate::proxy::{ConnInfo, Proxy};
@@ -117,6 +126,8 @@ pub struct ProxyServer {
     proxy: Arc<Proxy>,
     /// The admin listener (`/metrics`, `/health`), when `admin` is set.
     admin: Option<TcpListener>,
+    /// Each `[[stream]]` socket, with its listen address as the config wrote it.
+    streams: Vec<(SocketAddr, TcpListener)>,
     reloads: mpsc::Receiver<ReloadRequest>,
     reload_sender: mpsc::Sender<ReloadRequest>,
 }
@@ -139,6 +150,8 @@ pub struct Reloaded {
     pub opened: Vec<SocketAddr>,
     /// Listeners closed because the new configuration has them no more.
     pub closed: Vec<SocketAddr>,
+    /// Stream listeners kept, opened and closed, in the same sense.
+    pub streams: (Vec<SocketAddr>, Vec<SocketAddr>, Vec<SocketAddr>),
 }
 
 /// Why a reload did not happen; the old configuration keeps serving.
@@ -209,6 +222,11 @@ impl ProxyServer {
             let socket = bind(listener).await?;
             listeners.push((configured, socket));
         }
+        let mut streams = Vec::with_capacity(config.streams.len());
+        for stream in &mut config.streams {
+            let configured = stream.addr;
+            streams.push((configured, bind_stream(stream).await?));
+        }
         let admin = match &config.admin {
             Some(admin) => Some(bind_admin(admin.addr).await?),
             None => None,
@@ -216,6 +234,7 @@ impl ProxyServer {
         let (reload_sender, reloads) = mpsc::channel(4);
         Ok(ProxyServer {
             listeners,
+            streams,
             admin,
             tls: Arc::new(ArcSwapOption::from(acceptor.map(Arc::new))),
             proxy: Arc::new(Proxy::with_resolver(config, resolver)),
@@ -234,6 +253,14 @@ impl ProxyServer {
     /// The addresses actually bound, in config order (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The `[[stream]]` listeners' bound addresses, in config order (port 0 resolved).
+    pub fn stream_addrs(&self) -> Vec<SocketAddr> {
+        self.streams
             .iter()
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
@@ -269,6 +296,7 @@ impl ProxyServer {
             tls,
             proxy,
             admin,
+            streams,
             mut reloads,
             reload_sender,
         } = self;
@@ -297,15 +325,19 @@ impl ProxyServer {
         for (configured, socket) in listeners {
             accepting.push(AcceptLoop::start(configured, socket, &serving));
         }
+        let mut streaming = Vec::new();
+        for (configured, socket) in streams {
+            streaming.push(StreamLoop::start(configured, socket, &serving));
+        }
 
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some((config, reply)) = reloads.recv() => {
-                    let result = reload(&serving, &mut accepting, config).await;
+                    let result = reload(&serving, &mut accepting, &mut streaming, config).await;
                     match &result {
-                        Ok(done) => tracing::info!(kept = ?done.kept, opened = ?done.opened, closed = ?done.closed, "configuration reloaded"),
+                        Ok(done) => tracing::info!(kept = ?done.kept, opened = ?done.opened, closed = ?done.closed, streams = ?done.streams, "configuration reloaded"),
                         Err(err) => tracing::error!("reload refused, the old configuration keeps serving: {err}"),
                     }
                     let _ = reply.send(result);
@@ -315,6 +347,9 @@ impl ProxyServer {
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         for accept_loop in accepting {
             accept_loop.stop().await;
+        }
+        for stream_loop in streaming {
+            stream_loop.stop().await;
         }
         let _ = stop_admin.send(true);
         if let Some(task) = admin_task {
@@ -404,6 +439,68 @@ async fn bind(listener: &mut Listener) -> Result<TcpListener, StartError> {
     Ok(socket)
 }
 
+/// Opens a `[[stream]]` address; port 0 becomes the port the OS chose,
+/// written back so logs and metrics name it.
+async fn bind_stream(stream: &mut Stream) -> Result<TcpListener, StartError> {
+    let socket = TcpListener::bind(stream.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: stream.addr,
+            source,
+        })?;
+    if let Ok(bound) = socket.local_addr() {
+        stream.addr = bound;
+    }
+    Ok(socket)
+}
+
+/// One `[[stream]]` listener's accept loop. It reads its stream's settings
+/// from the live configuration at each connection: the stream whose address
+/// is the one this socket is bound to (bound addresses are written back into
+/// the config, at start and on reload, so each names one stream).
+struct StreamLoop {
+    /// The listen address as the config wrote it (port 0 stays 0).
+    configured: SocketAddr,
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamLoop {
+    fn start(configured: SocketAddr, socket: TcpListener, serving: &Arc<Serving>) -> StreamLoop {
+        let bound = socket.local_addr().unwrap_or(configured);
+        let (stop, mut stopped) = watch::channel(false);
+        let serving = serving.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    accepted = socket.accept() => match accepted {
+                        Ok((stream, client)) => {
+                            let snapshot = serving.proxy.snapshot();
+                            if let Some(index) = snapshot.config.streams.iter().position(|s| s.addr == bound) {
+                                tokio::spawn(crate::stream::serve(stream, client, snapshot, index));
+                            }
+                        }
+                        Err(err) => accept_failed(err).await,
+                    },
+                }
+            }
+        });
+        StreamLoop {
+            configured,
+            bound,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Opens the admin listener; a warning when it is reachable from other
 /// machines, since it shows the proxy's internals.
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -471,6 +568,7 @@ impl AcceptLoop {
 async fn reload(
     serving: &Arc<Serving>,
     accepting: &mut Vec<AcceptLoop>,
+    streaming: &mut Vec<StreamLoop>,
     mut config: Config,
 ) -> Result<Reloaded, StartError> {
     let acceptor = if config.listeners.iter().any(|l| l.tls) {
@@ -495,6 +593,25 @@ async fn reload(
             None => {
                 let socket = bind(listener).await?;
                 opened.push((configured, socket));
+            }
+        }
+    }
+    // Streams alike: matched by their listen address as written.
+    let mut streams_kept: Vec<SocketAddr> = Vec::new();
+    let mut streams_opened = Vec::new();
+    for stream in &mut config.streams {
+        let configured = stream.addr;
+        let running = streaming
+            .iter()
+            .find(|s| s.configured == configured && !streams_kept.contains(&s.bound));
+        match running {
+            Some(running) => {
+                stream.addr = running.bound;
+                streams_kept.push(running.bound);
+            }
+            None => {
+                let socket = bind_stream(stream).await?;
+                streams_opened.push((configured, socket));
             }
         }
     }
@@ -528,10 +645,29 @@ async fn reload(
         still.push(running);
     }
     *accepting = still;
+
+    let mut streams_closed = Vec::new();
+    let mut still = Vec::new();
+    for running in streaming.drain(..) {
+        if streams_kept.contains(&running.bound) {
+            still.push(running);
+        } else {
+            streams_closed.push(running.bound);
+            running.stop().await;
+        }
+    }
+    let mut streams_opened_addrs = Vec::new();
+    for (configured, socket) in streams_opened {
+        let running = StreamLoop::start(configured, socket, serving);
+        streams_opened_addrs.push(running.bound);
+        still.push(running);
+    }
+    *streaming = still;
     Ok(Reloaded {
         kept,
         opened: opened_addrs,
         closed,
+        streams: (streams_kept, streams_opened_addrs, streams_closed),
     })
 }
 

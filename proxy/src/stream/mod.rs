@@ -1,9 +1,349 @@
-//! Layer 4: TCP streams proxied as bytes, without reading HTTP.
+//! Layer 4: TCP streams, passed to an upstream without being read.
 //!
+//! Everything else in this proxy works at **layer 7**, the application
+//! layer: it reads each HTTP request, so it can route on the host name and
+//! the path, add headers, cache, compress, retry a failed request on another
+//! server. A `[[stream]]` listener works at **layer 4**, the transport layer
+//! (nginx's `stream {}` block, HAProxy's `mode tcp`): it accepts a TCP
+//! connection, picks a server, opens a TCP connection to it, and copies bytes
+//! both ways, never looking at them.
+//!
+//! ```text
+//!   layer 7 (HTTP)                        layer 4 (stream)
+//!   client ──HTTP──▶ proxy ──HTTP──▶ app   client ──bytes──▶ proxy ──bytes──▶ db
+//!          reads the request, decides           picks a server once per
+//!          per request (host, path)             connection, then copies
+//! ```
+//!
+//! What that buys and costs:
+//! - **Any protocol**: a database, SMTP, SSH, MQTT, TLS the proxy holds no
+//!   key for: bytes are bytes.
+//! - **Less work per byte**: no parsing, no headers, one decision per
+//!   connection. `lab bench` measures the difference against L7.
+//! - **Blind**: no path routing, no `X-Forwarded-For` (the upstream sees the
+//!   proxy's address unless PROXY protocol tells it the client's), no
+//!   retries once bytes have flowed (the proxy cannot know what a request
+//!   is), no caching, no per-request limits: the unit is the connection.
+//!
+//! # One connection's life ([`serve`])
+//! 1. **Limit**: with `limit_conn`, a client address with `max` connections
+//!    open already is closed at once (`end=limited`).
+//! 2. **Pick and connect**: the pool's balancer picks among the servers that
+//!    are up (the same [`UpstreamPool`] as HTTP, so `round_robin`,
+//!    `least_conn` and `hash` on the client address behave as they do
+//!    there). A connection refused or not made within `connect_timeout`
+//!    counts against the server (passive health, `max_fails`) and the next
+//!    server is tried, as long as the pool's `next_upstream` allows it
+//!    (`error` for refusals, `timeout` for timeouts, `next_upstream_tries`).
+//!    Nothing has been sent yet, so a retry is always safe here.
+//! 3. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
+//!    connection starts with a header naming the client's address, the one
+//!    thing an L4 proxy can tell the backend about the client.
+//! 4. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
+//!    sides have closed, one breaks, or nothing moves for `idle_timeout`.
+//! 5. **Log and count**: one access-log line and the stream metrics, with the
+//!    bytes each way, the duration and how it ended ([`End`]).
+//!
+//! # The pieces
+//! - [`pipe`]: the two-way copy, half-close respected, with the idle timeout.
 //! - [`proxy_protocol`]: the PROXY protocol (v1 and v2), which tells a backend
 //!   the client's address when the proxy cannot add a header.
 //! - [`sni`]: the host name a TLS client asks for, read from its ClientHello
 //!   without decrypting anything (nginx `ssl_preread`).
 
+pub mod pipe;
 pub mod proxy_protocol;
 pub mod sni;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::access_log::{self, LogFormat};
+use crate::config::{LimitKey, Stream};
+use crate::limit::{self, ConnPermit};
+use crate::proxy::Snapshot;
+use crate::upstream::{UpstreamPool, UpstreamServer};
+
+/// How a stream connection ended: the `end=` of its log line and the `end`
+/// label of `proxy_stream_connections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed first (or its connection broke).
+    ClientClosed,
+    /// The upstream closed first (or its connection broke).
+    UpstreamClosed,
+    /// Nothing moved either way for `idle_timeout`.
+    IdleTimeout,
+    /// No server of the pool could be connected to.
+    ConnectFailed,
+    /// The client had `limit_conn` connections open already.
+    Limited,
+}
+
+impl End {
+    /// The word written in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::UpstreamClosed => "upstream_closed",
+            End::IdleTimeout => "idle_timeout",
+            End::ConnectFailed => "connect_failed",
+            End::Limited => "limited",
+        }
+    }
+}
+
+/// Serves one accepted connection of stream `index` of `snapshot`'s config,
+/// from the limit check to the log line. Never fails: every failure is an
+/// `end` reason.
+pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>, index: usize) {
+    let Some(stream) = snapshot.config.streams.get(index) else {
+        return;
+    };
+    let Some(pool) = snapshot.upstreams.get(stream.upstream) else {
+        return;
+    };
+    let mut line = Line {
+        client: peer,
+        stream: stream.addr,
+        upstream: None,
+        time: SystemTime::now(),
+        started: Instant::now(),
+        to_upstream: 0,
+        to_client: 0,
+    };
+    let _permit = match take_slot(&snapshot, stream, peer) {
+        Ok(permit) => permit,
+        Err(()) => {
+            // Dropping the socket closes it: at layer 4 there is no 503 to send.
+            drop(client);
+            line.finish(&snapshot, pool, End::Limited);
+            return;
+        }
+    };
+    let Some((upstream, server)) = connect(pool, stream, peer).await else {
+        drop(client);
+        line.finish(&snapshot, pool, End::ConnectFailed);
+        return;
+    };
+    line.upstream = Some(server.address.clone());
+    // Counted as "in progress" for least_conn while the connection is open.
+    let _busy = server.peer.begin_request();
+    // Small writes (a database's queries) go out at once, not after Nagle's wait.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    // PROXY protocol: the header naming the client goes first, before any
+    // byte of the client's (see [`proxy_protocol`]).
+    let mut upstream = upstream;
+    if let Some(version) = stream.proxy_protocol {
+        let header = proxy_protocol::ProxyHeader {
+            source: peer,
+            destination: client.local_addr().unwrap_or(stream.addr),
+        };
+        let bytes = proxy_protocol::encode(version, Some(&header));
+        if upstream.write_all(&bytes).await.is_err() {
+            line.finish(&snapshot, pool, End::UpstreamClosed);
+            return;
+        }
+    }
+    let piped = pipe::pipe(client, upstream, stream.idle_timeout).await;
+    line.to_upstream = piped.to_upstream;
+    line.to_client = piped.to_client;
+    line.finish(&snapshot, pool, piped.end);
+}
+
+/// Takes a `limit_conn` slot for the client's address, if the stream has a
+/// limit; `Err` when the client has `max` connections open already.
+fn take_slot(
+    snapshot: &Snapshot,
+    stream: &Stream,
+    peer: SocketAddr,
+) -> Result<Option<ConnPermit>, ()> {
+    let Some(limit) = &stream.limit_conn else {
+        return Ok(None);
+    };
+    let (Some(zone), Some(zone_config)) = (
+        snapshot.conn_zones.get(limit.zone),
+        snapshot.config.conn_zones.get(limit.zone),
+    ) else {
+        return Ok(None);
+    };
+    let key = match zone_config.key {
+        // `route` at layer 4: every client of this stream shares one count.
+        LimitKey::Route => limit::LimitKey::hashed(format!("stream {}", stream.addr).as_bytes()),
+        _ => limit::LimitKey::ip(peer.ip()),
+    };
+    match zone.try_acquire(key, limit.max) {
+        Some(permit) => Ok(Some(permit)),
+        None => {
+            snapshot.metrics.shared.conn_limited(&zone.name);
+            Err(())
+        }
+    }
+}
+
+/// Connects to a server of `pool`: the balancer's pick among the servers
+/// that are up, and on a refusal or a timeout the next one (passive health
+/// counts the failure), within the pool's `next_upstream` rules.
+async fn connect(
+    pool: &UpstreamPool,
+    stream: &Stream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, Arc<UpstreamServer>)> {
+    // `hash` on the client address, spelt as the HTTP side spells it, so a
+    // client lands on the same server at layer 4 and at layer 7.
+    let key = pool
+        .config
+        .hash_key
+        .as_ref()
+        .map(|_| crate::balance::stable_hash(peer.ip().to_string().as_bytes()));
+    let next = &pool.config.next_upstream;
+    let servers = pool.servers().len();
+    let tries = match next.tries {
+        0 => servers,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+    .max(1);
+    let started = Instant::now();
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    while tried.len() < tries {
+        let Ok(server) = pool.pick(key, &tried) else {
+            tracing::warn!(upstream = %pool.name, client = %peer, "stream: no server left to connect to");
+            return None;
+        };
+        let attempt =
+            tokio::time::timeout(stream.connect_timeout, TcpStream::connect(&*server.address))
+                .await;
+        let timed_out = match attempt {
+            Ok(Ok(socket)) => {
+                pool.report_success(&server);
+                return Some((socket, server));
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(upstream = %pool.name, server = %server.address, "stream: cannot connect: {err}");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %pool.name, server = %server.address, "stream: no connection within {} (connect_timeout)", humantime::format_duration(stream.connect_timeout));
+                true
+            }
+        };
+        pool.report_failure(&server);
+        tried.push(server.address.clone());
+        let go_on = if timed_out {
+            next.on_timeout
+        } else {
+            next.on_error
+        };
+        let out_of_time = next.timeout.is_some_and(|limit| started.elapsed() >= limit);
+        if !go_on || out_of_time {
+            return None;
+        }
+    }
+    None
+}
+
+/// One connection's access-log line, filled in as it goes.
+struct Line {
+    client: SocketAddr,
+    stream: SocketAddr,
+    upstream: Option<Arc<str>>,
+    time: SystemTime,
+    started: Instant,
+    to_upstream: u64,
+    to_client: u64,
+}
+
+impl Line {
+    /// Counts the connection in the metrics and writes its log line.
+    fn finish(&self, snapshot: &Snapshot, pool: &UpstreamPool, end: End) {
+        let listen = self.stream.to_string();
+        snapshot.metrics.shared.stream_ended(
+            &listen,
+            &pool.name,
+            end.as_str(),
+            self.to_upstream,
+            self.to_client,
+        );
+        if access_log::is_on() {
+            let line = self.render(
+                snapshot.config.access_log.format,
+                self.started.elapsed(),
+                end,
+            );
+            tracing::info!(target: access_log::TARGET, "{line}");
+        }
+    }
+
+    /// The line: who, to which server, the bytes each way, how long, how it ended.
+    ///
+    /// ```text
+    /// 127.0.0.1:50312 - - [07/Dec/2026:04:10:00 +0000] "STREAM 127.0.0.1:9000" upstream=127.0.0.1:5432 to_upstream=512 to_client=2048 rt=1.204 end=client_closed
+    /// ```
+    fn render(&self, format: LogFormat, took: Duration, end: End) -> String {
+        let upstream = self.upstream.as_deref().unwrap_or("-");
+        match format {
+            LogFormat::Combined => format!(
+                "{} - - [{}] \"STREAM {}\" upstream={upstream} to_upstream={} to_client={} rt={:.3} end={}",
+                self.client,
+                access_log::clf_time(self.time),
+                self.stream,
+                self.to_upstream,
+                self.to_client,
+                took.as_secs_f64(),
+                end.as_str(),
+            ),
+            LogFormat::Json => serde_json::json!({
+                "time": humantime::format_rfc3339_millis(self.time).to_string(),
+                "remote_addr": self.client.to_string(),
+                "stream": self.stream.to_string(),
+                "upstream": self.upstream.as_deref(),
+                "bytes_to_upstream": self.to_upstream,
+                "bytes_to_client": self.to_client,
+                "duration": (took.as_secs_f64() * 1000.0).round() / 1000.0,
+                "end": end.as_str(),
+            })
+            .to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_names_both_ends_the_bytes_and_the_reason() {
+        let line = Line {
+            client: "127.0.0.1:50312".parse().expect("addr"),
+            stream: "127.0.0.1:9000".parse().expect("addr"),
+            upstream: Some(Arc::from("127.0.0.1:5432")),
+            time: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            to_upstream: 512,
+            to_client: 2048,
+        };
+        let text = line.render(
+            LogFormat::Combined,
+            Duration::from_millis(1204),
+            End::ClientClosed,
+        );
+        assert_eq!(
+            text,
+            "127.0.0.1:50312 - - [01/Jan/1970:00:00:00 +0000] \"STREAM 127.0.0.1:9000\" upstream=127.0.0.1:5432 to_upstream=512 to_client=2048 rt=1.204 end=client_closed"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line.render(
+            LogFormat::Json,
+            Duration::from_millis(3),
+            End::IdleTimeout,
+        ))
+        .expect("json");
+        assert_eq!(json["end"], "idle_timeout");
+        assert_eq!(json["bytes_to_client"], 2048);
+    }
+}
