@@ -164,6 +164,10 @@ pub struct Stream {
     /// naming the client (nginx `proxy_protocol on` in `stream {}`), and in
     /// which version; `None`: the upstream sees only the proxy's address.
     pub proxy_protocol: Option<crate::stream::proxy_protocol::Version>,
+    /// Whether each client connection starts with a PROXY protocol header
+    /// from a trusted proxy in front (nginx `listen ... proxy_protocol` in
+    /// `stream {}`); its source is the client from then on.
+    pub accept_proxy_protocol: bool,
 }
 
 /// A stream's use of a concurrency zone: connections, not requests, per key.
@@ -211,6 +215,11 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// Whether clients speak TLS (HTTPS) on it.
     pub tls: bool,
+    /// Whether every connection starts with a PROXY protocol header (v1 or
+    /// v2) from a proxy in front, naming the real client (nginx
+    /// `listen ... proxy_protocol`). Only peers in `trusted_proxies` may
+    /// connect; the header's source is then the client's address.
+    pub accept_proxy_protocol: bool,
 }
 
 /// A virtual server (nginx `server {}`): a set of host names and their routes.
@@ -890,6 +899,7 @@ struct RawStream {
     idle_timeout: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
     proxy_protocol: Option<Spanned<String>>,
+    accept_proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -960,6 +970,7 @@ struct RawListen {
     addr: Spanned<String>,
     #[serde(default)]
     tls: bool,
+    accept_proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -1274,6 +1285,27 @@ impl Validator<'_> {
         }
 
         let streams = self.streams(&raw.stream, &upstreams, &listeners, &conn_zones);
+        // A PROXY header is believed only from `trusted_proxies`: with none
+        // listed, no peer could ever connect to such a listener.
+        if raw.trusted_proxies.as_ref().is_none_or(|t| t.is_empty()) {
+            let asking = raw
+                .listen
+                .iter()
+                .filter_map(|l| l.accept_proxy_protocol.as_ref())
+                .chain(
+                    raw.stream
+                        .iter()
+                        .filter_map(|s| s.get_ref().accept_proxy_protocol.as_ref()),
+                )
+                .find(|a| *a.get_ref());
+            if let Some(asking) = asking {
+                self.error(
+                    asking.span(),
+                    "accept_proxy_protocol = true, but trusted_proxies is empty: no peer may send a PROXY header",
+                    "list the proxies in front, e.g. trusted_proxies = [\"10.0.0.5\"]; a PROXY header from any other peer is refused",
+                );
+            }
+        }
 
         Config {
             streams,
@@ -1389,6 +1421,10 @@ impl Validator<'_> {
                     listeners.push(Listener {
                         addr,
                         tls: listen.tls,
+                        accept_proxy_protocol: listen
+                            .accept_proxy_protocol
+                            .as_ref()
+                            .is_some_and(|a| *a.get_ref()),
                     });
                 }
                 Err(_) => {
@@ -1524,6 +1560,10 @@ impl Validator<'_> {
                     idle_timeout,
                     limit_conn,
                     proxy_protocol,
+                    accept_proxy_protocol: r
+                        .accept_proxy_protocol
+                        .as_ref()
+                        .is_some_and(|a| *a.get_ref()),
                 });
             }
         }

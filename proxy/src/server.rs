@@ -532,6 +532,7 @@ impl AcceptLoop {
         let (stop, mut stopped) = watch::channel(false);
         let serving = serving.clone();
         let tls = configured.tls;
+        let accept_proxy = configured.accept_proxy_protocol;
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -539,7 +540,7 @@ impl AcceptLoop {
                     accepted = socket.accept() => match accepted {
                         Ok((stream, client)) => {
                             let acceptor = if tls { serving.tls.load_full() } else { None };
-                            serve_connection(stream, client, acceptor.map(|a| (*a).clone()), &serving);
+                            serve_connection(stream, client, acceptor.map(|a| (*a).clone()), accept_proxy, &serving);
                         }
                         Err(err) => accept_failed(err).await,
                     },
@@ -673,11 +674,14 @@ async fn reload(
 
 /// Serves one client connection in its own task: the TLS handshake first on
 /// TLS listeners, then HTTP, until the client closes the connection or one of
-/// its timeouts cuts it off.
+/// its timeouts cuts it off. With `accept_proxy` (the listener's
+/// `accept_proxy_protocol`), a PROXY header from a trusted proxy comes
+/// before all that, and names the client.
 fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     client: SocketAddr,
     acceptor: Option<TlsAcceptor>,
+    accept_proxy: bool,
     serving: &Serving,
 ) {
     let _ = stream.set_nodelay(true);
@@ -691,9 +695,31 @@ fn serve_connection(
     let watcher = serving.graceful.watcher();
     let mut cut_off = serving.cut_off.subscribe();
     let open = proxy.metrics().connection_opened();
+    let trusted = accept_proxy.then(|| proxy.snapshot());
     let serve = async move {
         // Counted as open until this task ends (the connection is closed).
         let _open = open;
+        // From here on the client is the one the proxy in front names: its
+        // address is what X-Forwarded-For, X-Real-IP, limits and logs see.
+        let client = match trusted {
+            None => client,
+            Some(snapshot) => {
+                let accepted = crate::stream::proxy_protocol::accept(
+                    &mut stream,
+                    client,
+                    &snapshot.config.trusted_proxies,
+                    timeouts.header.min(crate::stream::proxy_protocol::ACCEPT_TIMEOUT),
+                )
+                .await;
+                match accepted {
+                    Ok(source) => source,
+                    Err(reason) => {
+                        tracing::warn!(peer = %client, %local, "connection closed: {reason}");
+                        return;
+                    }
+                }
+            }
+        };
         let conn = ConnInfo {
             client,
             local,

@@ -83,6 +83,9 @@ pub enum End {
     ConnectFailed,
     /// The client had `limit_conn` connections open already.
     Limited,
+    /// `accept_proxy_protocol`: the peer is not a trusted proxy, or its
+    /// PROXY header was missing, malformed or too slow.
+    ProxyProtocolRefused,
 }
 
 impl End {
@@ -94,6 +97,7 @@ impl End {
             End::IdleTimeout => "idle_timeout",
             End::ConnectFailed => "connect_failed",
             End::Limited => "limited",
+            End::ProxyProtocolRefused => "proxy_protocol_refused",
         }
     }
 }
@@ -101,7 +105,12 @@ impl End {
 /// Serves one accepted connection of stream `index` of `snapshot`'s config,
 /// from the limit check to the log line. Never fails: every failure is an
 /// `end` reason.
-pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>, index: usize) {
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    snapshot: Arc<Snapshot>,
+    index: usize,
+) {
     let Some(stream) = snapshot.config.streams.get(index) else {
         return;
     };
@@ -117,6 +126,30 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>,
         to_upstream: 0,
         to_client: 0,
     };
+    // A proxy in front: its PROXY header names the client, who is then the
+    // client for the limit, the balancer's hash, the log and the header
+    // sent upstream.
+    let peer = if stream.accept_proxy_protocol {
+        match proxy_protocol::accept(
+            &mut client,
+            peer,
+            &snapshot.config.trusted_proxies,
+            proxy_protocol::ACCEPT_TIMEOUT,
+        )
+        .await
+        {
+            Ok(source) => source,
+            Err(reason) => {
+                tracing::warn!(peer = %peer, stream = %stream.addr, "stream: connection closed: {reason}");
+                drop(client);
+                line.finish(&snapshot, pool, End::ProxyProtocolRefused);
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    line.client = peer;
     let _permit = match take_slot(&snapshot, stream, peer) {
         Ok(permit) => permit,
         Err(()) => {

@@ -477,6 +477,52 @@ fn to_v6(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How long a proxy in front has to send its whole PROXY header before the
+/// connection is closed: the header is sent at once with the connection, so
+/// a peer that takes longer is not a proxy (or is stuck).
+pub const ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a connection on a listener with `accept_proxy_protocol` was closed
+/// before it began.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The peer is not in `trusted_proxies`: anything it says about a client
+    /// could be invented, so it may not connect at all.
+    #[error("peer {0} is not in trusted_proxies, and this listener takes only connections that start with a PROXY header from a trusted proxy")]
+    Untrusted(std::net::IpAddr),
+    /// No complete header within [`ACCEPT_TIMEOUT`].
+    #[error("no complete PROXY header within {}", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    /// The header is missing (other bytes came first) or malformed.
+    #[error(transparent)]
+    Bad(#[from] ProxyProtocolError),
+}
+
+/// The start of a connection on a listener with `accept_proxy_protocol`:
+/// checks the peer is a trusted proxy, reads its PROXY header within
+/// `timeout`, and returns the address of the real client (the header's
+/// source; the peer's own address for a header that names none, such as
+/// v2 `LOCAL`, a health check from the proxy itself). The client's data is
+/// left unread in `stream`.
+pub async fn accept<R>(
+    stream: &mut R,
+    peer: SocketAddr,
+    trusted: &crate::access::Networks,
+    timeout: std::time::Duration,
+) -> Result<SocketAddr, Refused>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    if !trusted.contains(peer.ip()) {
+        return Err(Refused::Untrusted(peer.ip()));
+    }
+    match tokio::time::timeout(timeout, read_header(stream)).await {
+        Err(_) => Err(Refused::Timeout(timeout)),
+        Ok(Err(err)) => Err(Refused::Bad(err)),
+        Ok(Ok(header)) => Ok(header.map_or(peer, |h| h.source)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
