@@ -708,7 +708,9 @@ fn serve_connection(
                     &mut stream,
                     client,
                     &snapshot.config.trusted_proxies,
-                    timeouts.header.min(crate::stream::proxy_protocol::ACCEPT_TIMEOUT),
+                    timeouts
+                        .header
+                        .min(crate::stream::proxy_protocol::ACCEPT_TIMEOUT),
                 )
                 .await;
                 match accepted {

@@ -530,3 +530,162 @@ fn a_config_of_streams_only_needs_no_http_listener_or_server() {
     .to_string();
     assert!(errors.contains("no [[listen]] address"), "{errors}");
 }
+
+// ---- Accepting the PROXY protocol (`accept_proxy_protocol = true`) ----
+
+use proxy::stream::proxy_protocol::{self as pp, ProxyHeader, Version};
+
+/// The client a proxy in front names in its headers.
+fn far_client() -> SocketAddr {
+    "203.0.113.7:51000".parse().expect("addr")
+}
+
+/// An HTTP listener taking PROXY headers from `trusted`, routing to `upstream`.
+fn http_config(trusted: &str, upstream: SocketAddr) -> String {
+    format!(
+        "trusted_proxies = [\"{trusted}\"]\n\n[[listen]]\naddr = \"127.0.0.1:0\"\naccept_proxy_protocol = true\n\n[[servers]]\nserver_names = [\"app.localhost\"]\nroutes = [{{ path = \"/\", upstream = \"app\" }}]\n\n[upstreams.app]\nservers = [\"{upstream}\"]\n"
+    )
+}
+
+/// Sends `prefix` then a GET, reads until the proxy closes: the response, or
+/// nothing when the proxy refused the connection.
+async fn get_after(proxy: SocketAddr, prefix: &[u8]) -> String {
+    let request = b"GET /who HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n";
+    let bytes = [prefix, request.as_slice()].concat();
+    let exchange = common::raw_exchange(proxy, &bytes);
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the proxy answered or closed within 10 s")
+}
+
+fn header(version: Version, destination: SocketAddr) -> Vec<u8> {
+    pp::encode(
+        version,
+        Some(&ProxyHeader {
+            source: far_client(),
+            destination,
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_http_request_after_a_proxy_header_is_forwarded_for_the_headers_source() {
+    let upstream = common::echo_upstream("app").await;
+    let proxy = common::start_proxy(&http_config("127.0.0.1", upstream.addr)).await;
+    for version in [Version::V1, Version::V2] {
+        let answer = get_after(proxy.addr, &header(version, proxy.addr)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{version:?}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+        // The body may be chunked: the JSON is between the first '{' and the last '}'.
+        let json = &body[body.find('{').expect("json")..=body.rfind('}').expect("json")];
+        let echo: serde_json::Value = serde_json::from_str(json).expect("json");
+        assert_eq!(
+            common::seen_header(&echo, "x-forwarded-for"),
+            Some("203.0.113.7"),
+            "{version:?}: {echo}"
+        );
+        assert_eq!(
+            common::seen_header(&echo, "x-real-ip"),
+            Some("203.0.113.7"),
+            "{version:?}: {echo}"
+        );
+    }
+    // v2 LOCAL (the proxy in front checking health): no client named, the peer stands.
+    let answer = get_after(proxy.addr, &pp::encode(Version::V2, None)).await;
+    assert!(answer.contains("127.0.0.1"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http_listener_refuses_untrusted_peers_and_bad_or_missing_headers() {
+    let upstream = common::echo_upstream("app").await;
+    // Loopback is not trusted here: even a well-formed header is refused.
+    let untrusted = common::start_proxy(&http_config("10.0.0.1", upstream.addr)).await;
+    let answer = get_after(untrusted.addr, &header(Version::V1, untrusted.addr)).await;
+    assert_eq!(answer, "", "an untrusted peer is closed");
+
+    let proxy = common::start_proxy(&http_config("127.0.0.1", upstream.addr)).await;
+    assert_eq!(get_after(proxy.addr, b"").await, "", "missing header");
+    assert_eq!(
+        get_after(proxy.addr, b"PROXY TCP4 nonsense\r\n").await,
+        "",
+        "bad v1 header"
+    );
+    let mut bad_v2 = header(Version::V2, proxy.addr);
+    bad_v2[12] = 0x31; // version 3
+    assert_eq!(get_after(proxy.addr, &bad_v2).await, "", "bad v2 header");
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stream_accepting_proxy_v1_passes_the_original_client_on_in_v2() {
+    let upstream = tcp_server(|mut socket| async move {
+        let mut got = Vec::new();
+        let _ = socket.read_to_end(&mut got).await;
+        let _ = socket.write_all(&got).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+    let text = format!(
+        "trusted_proxies = [\"127.0.0.1\"]\n{}",
+        config(
+            &[upstream],
+            "accept_proxy_protocol = true\nproxy_protocol = \"v2\"",
+            ""
+        )
+    );
+    let proxy = StreamProxy::start(&text).await;
+    let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+    socket
+        .write_all(&[header(Version::V1, proxy.addr()).as_slice(), b"hello"].concat())
+        .await
+        .expect("write");
+    socket.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    socket.read_to_end(&mut got).await.expect("read");
+    let expected = pp::encode(
+        Version::V2,
+        Some(&ProxyHeader {
+            source: far_client(),
+            destination: proxy.addr(),
+        }),
+    );
+    assert_eq!(got, [expected.as_slice(), b"hello"].concat());
+}
+
+#[tokio::test]
+async fn a_stream_accepting_proxy_closes_untrusted_peers_and_bad_headers() {
+    let upstream = echo_server().await;
+    for (trusted, sent, n) in [
+        ("10.0.0.1", header(Version::V1, far_client()), 1),
+        ("127.0.0.1", b"hello, no header\r\n".to_vec(), 1),
+    ] {
+        let text = format!(
+            "trusted_proxies = [\"{trusted}\"]\n{}",
+            config(&[upstream], "accept_proxy_protocol = true", "")
+        );
+        let proxy = StreamProxy::start(&text).await;
+        let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let _ = socket.write_all(&sent).await;
+        let mut got = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "closed, not left hanging");
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        proxy.wait_ended("proxy_protocol_refused", n).await;
+    }
+}
+
+#[test]
+fn accepting_proxy_headers_needs_trusted_proxies() {
+    let text = "[[stream]]\nlisten = \"127.0.0.1:9000\"\nupstream = \"db\"\naccept_proxy_protocol = true\n\n[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n";
+    let errors = Config::parse(text, "proxy.toml")
+        .expect_err("refused")
+        .to_string();
+    assert!(errors.contains("trusted_proxies is empty"), "{errors}");
+    assert!(errors.contains("proxy.toml:4:"), "{errors}");
+}

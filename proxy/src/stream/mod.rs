@@ -105,12 +105,7 @@ impl End {
 /// Serves one accepted connection of stream `index` of `snapshot`'s config,
 /// from the limit check to the log line. Never fails: every failure is an
 /// `end` reason.
-pub async fn serve(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    snapshot: Arc<Snapshot>,
-    index: usize,
-) {
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>, index: usize) {
     let Some(stream) = snapshot.config.streams.get(index) else {
         return;
     };

@@ -488,7 +488,9 @@ pub const ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 pub enum Refused {
     /// The peer is not in `trusted_proxies`: anything it says about a client
     /// could be invented, so it may not connect at all.
-    #[error("peer {0} is not in trusted_proxies, and this listener takes only connections that start with a PROXY header from a trusted proxy")]
+    #[error(
+        "peer {0} is not in trusted_proxies, and this listener takes only connections that start with a PROXY header from a trusted proxy"
+    )]
     Untrusted(std::net::IpAddr),
     /// No complete header within [`ACCEPT_TIMEOUT`].
     #[error("no complete PROXY header within {}", humantime::format_duration(*.0))]
