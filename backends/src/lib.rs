@@ -33,6 +33,7 @@ pub use axum::Router;
 
 pub mod frontend;
 pub mod probe;
+pub mod proxy_protocol;
 pub mod tasks_api;
 pub mod whoami;
 
@@ -57,6 +58,62 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// [`serve`], for connections that may start with a PROXY protocol header
+/// (whoami's `--proxy-protocol`): each connection's header, when it has one,
+/// is handed to handlers as a [`proxy_protocol::ProxySeen`] request
+/// extension, beside `ConnectInfo<SocketAddr>` (the TCP peer). A malformed
+/// header closes the connection. Once `shutdown` resolves, no new
+/// connections are accepted.
+pub async fn serve_accepting_proxy_protocol(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                proxy_protocol::read_optional(stream),
+            )
+            .await;
+            let (seen, stream) = match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(err)) => {
+                    tracing::warn!(%peer, "connection closed: bad PROXY header: {err}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "connection closed: nothing within 5s");
+                    return;
+                }
+            };
+            let mut app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            if let Some(seen) = seen {
+                app = app.layer(axum::Extension(seen));
+            }
+            let service = TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// A future that resolves when the process is asked to stop: Ctrl-C in a

@@ -19,6 +19,11 @@
 //! passing through and, connection after connection, the round-robin.
 //! A plain `GET /ws` is echoed as JSON like any other request.
 //!
+//! With `--proxy-protocol` (see [`crate::serve_accepting_proxy_protocol`]), a
+//! connection may start with a PROXY protocol header, and the reply's
+//! `proxy_protocol` shows what it said: the client a layer-4 proxy reported,
+//! next to the TCP peer (the proxy itself) in `remote_addr`.
+//!
 //! Run with: `cargo run -p backends --bin whoami -- --name whoami-1`
 
 use std::collections::BTreeMap;
@@ -102,6 +107,12 @@ pub struct Echo {
     pub headers: BTreeMap<String, String>,
     /// Size of the request body in bytes; the body itself is read and dropped.
     pub body_bytes: u64,
+    /// What a PROXY protocol header in front of the connection said (the
+    /// client's address as a layer-4 proxy reported it), beside the TCP
+    /// peer in `remote_addr`; `null` when the connection had none (or
+    /// whoami was started without `--proxy-protocol`).
+    #[serde(default)]
+    pub proxy_protocol: Option<crate::proxy_protocol::ProxySeen>,
 }
 
 /// The whoami service: `GET /health` answers `ok`, `GET /cached` answers with
@@ -143,6 +154,10 @@ async fn echo(State(identity): State<Arc<Identity>>, request: Request) -> Respon
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.to_string());
+    let proxy_protocol = parts
+        .extensions
+        .get::<crate::proxy_protocol::ProxySeen>()
+        .cloned();
 
     let body_bytes = match count_body_bytes(body).await {
         Ok(n) => n,
@@ -162,6 +177,7 @@ async fn echo(State(identity): State<Arc<Identity>>, request: Request) -> Respon
         remote_addr,
         headers: collect_headers(&parts.headers),
         body_bytes,
+        proxy_protocol,
     };
     tracing::info!(
         method = %reply.method,

@@ -216,3 +216,81 @@ async fn whoami_ws_without_an_upgrade_is_echoed_like_any_request() {
     assert_eq!(reply.json()["path"], "/ws");
     server.stop().await;
 }
+
+/// Starts whoami with `--proxy-protocol`'s serving; the address it listens on.
+async fn start_accepting_proxy_protocol() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(backends::serve_accepting_proxy_protocol(
+        listener,
+        whoami::app(named("pp")),
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Sends `prefix` and a GET on a raw connection; the JSON reply, or `None`
+/// when whoami closed the connection without answering.
+async fn echo_after(addr: SocketAddr, prefix: &[u8]) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = b"GET /who HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n";
+    socket
+        .write_all(&[prefix, request.as_slice()].concat())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut out),
+    )
+    .await
+    .expect("answered or closed within 10 s");
+    let _ = read;
+    let text = String::from_utf8_lossy(&out);
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    Some(serde_json::from_str(&text[start..=end]).expect("json"))
+}
+
+#[tokio::test]
+async fn with_proxy_protocol_whoami_reports_the_headers_source_beside_its_tcp_peer() {
+    let addr = start_accepting_proxy_protocol().await;
+    let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 51000 {}\r\n", addr.port());
+    let echo = echo_after(addr, v1.as_bytes()).await.expect("an answer");
+    assert_eq!(echo["proxy_protocol"]["version"], 1);
+    assert_eq!(echo["proxy_protocol"]["source"], "203.0.113.7:51000");
+    assert!(
+        echo["remote_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{echo}"
+    );
+
+    // Version 2, the spec's binary form: 203.0.113.7:51000 -> 192.0.2.1:80.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 203, 0, 113, 7, 192, 0, 2, 1, 0xc7, 0x38, 0, 80,
+    ]);
+    let echo = echo_after(addr, &v2).await.expect("an answer");
+    assert_eq!(echo["proxy_protocol"]["version"], 2);
+    assert_eq!(echo["proxy_protocol"]["source"], "203.0.113.7:51000");
+    assert_eq!(echo["proxy_protocol"]["destination"], "192.0.2.1:80");
+
+    // The header is optional: plain HTTP is served, with null.
+    let echo = echo_after(addr, b"").await.expect("an answer");
+    assert!(echo["proxy_protocol"].is_null(), "{echo}");
+
+    // A malformed header closes the connection.
+    assert_eq!(echo_after(addr, b"PROXY TCP4 nonsense\r\n").await, None);
+}
+
+#[tokio::test]
+async fn without_proxy_protocol_the_field_is_null() {
+    let server = TestServer::start(whoami::app(named("plain"))).await;
+    let reply = get(&server.url("/")).await;
+    assert!(reply.json()["proxy_protocol"].is_null());
+    server.stop().await;
+}

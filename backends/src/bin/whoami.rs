@@ -29,6 +29,10 @@ struct Args {
     /// exit 0 (healthy) or 1: a container healthcheck for an image with no curl.
     #[arg(long)]
     probe: bool,
+    /// Accept an optional PROXY protocol header (v1 or v2) at the start of each
+    /// connection, and report what it said in the reply's `proxy_protocol`.
+    #[arg(long, env = "WHOAMI_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
 }
 
 #[tokio::main]
@@ -47,6 +51,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     let shutdown = backends::shutdown_signal();
     println!("whoami {} listening on http://{addr}", identity.name);
 
-    backends::serve(listener, whoami::app(identity), shutdown).await?;
+    if args.proxy_protocol {
+        println!("accepting an optional PROXY protocol header on each connection");
+        backends::serve_accepting_proxy_protocol(listener, whoami::app(identity), shutdown).await?;
+    } else {
+        backends::serve(listener, whoami::app(identity), shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
