@@ -23,6 +23,7 @@ use super::parse::Directive;
 use render::{rewrite_toml, toml_str};
 
 mod render;
+mod stream;
 
 /// How serious a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,8 @@ impl Line {
 struct Listen {
     addr: String,
     tls: bool,
+    /// `listen ... proxy_protocol`: a PROXY header comes first.
+    accept_proxy: bool,
     line: usize,
 }
 
@@ -170,6 +173,8 @@ struct Translator {
     /// Names of `upstream` blocks, known before servers are read.
     upstream_blocks: HashSet<String>,
     servers: Vec<ServerOut>,
+    /// `server {}` blocks of `stream {}`.
+    streams: Vec<stream::StreamOut>,
     used_names: HashSet<String>,
     said_http10: bool,
 }
@@ -277,6 +282,7 @@ impl Translator {
             upstreams: Vec::new(),
             upstream_blocks: HashSet::new(),
             servers: Vec::new(),
+            streams: Vec::new(),
             used_names: HashSet::new(),
             said_http10: false,
         }
@@ -388,6 +394,7 @@ impl Translator {
                     let mut http_scope = scope.clone();
                     self.http(inner, &mut http_scope, false);
                 }
+                ("stream", Some(inner)) if main => self.stream(inner),
                 ("events", Some(inner)) => {
                     for e in inner {
                         if e.name == "worker_connections" {
@@ -1117,6 +1124,7 @@ impl Translator {
             server.listens.push(Listen {
                 addr: "0.0.0.0:80".into(),
                 tls: false,
+                accept_proxy: false,
                 line: d.line,
             });
         }
@@ -1190,9 +1198,11 @@ impl Translator {
             format!("{address}:80")
         };
         let mut tls = false;
+        let mut accept_proxy = false;
         for option in d.args.iter().skip(1) {
             match option.as_str() {
                 "ssl" => tls = true,
+                "proxy_protocol" => accept_proxy = true,
                 "default_server" | "default" => server.default = Some(self.src(d)),
                 "http2" => self.note(
                     d.line,
@@ -1207,6 +1217,7 @@ impl Translator {
         server.listens.push(Listen {
             addr,
             tls,
+            accept_proxy,
             line: d.line,
         });
     }
@@ -2172,7 +2183,7 @@ fn collect_upstream_names(block: &[Directive], names: &mut HashSet<String>) {
         if d.name == "upstream" {
             names.insert(d.arg(0).to_owned());
         } else if let Some(inner) = &d.block
-            && matches!(d.name.as_str(), "http" | "server")
+            && matches!(d.name.as_str(), "http" | "server" | "stream")
         {
             collect_upstream_names(inner, names);
         }
@@ -2313,6 +2324,7 @@ pub fn translate(tree: &[Directive], file: &str) -> (String, Vec<Warning>) {
     let mut translator = Translator::new(file);
     translator.main(tree);
     translator.finish();
+    translator.finish_streams();
     let toml = translator.render(file);
     let mut warnings = translator.warnings;
     warnings.sort_by_key(|w| w.line);
@@ -2336,6 +2348,74 @@ mod tests {
     }
 
     const SERVER: &str = "server {\n listen 8080;\n location / { proxy_pass http://app; proxy_set_header Host $host; }\n}\n";
+
+    #[test]
+    fn a_stream_block_becomes_stream_listeners_the_proxy_accepts() {
+        let text = "stream {\n proxy_connect_timeout 2s;\n set_real_ip_from 10.0.0.0/8;\n upstream db {\n  server 127.0.0.1:5432 weight=2;\n  server 127.0.0.1:5433;\n  least_conn;\n }\n server {\n  listen 6432 proxy_protocol;\n  proxy_pass db;\n  proxy_protocol on;\n  proxy_timeout 10m;\n }\n server {\n  listen 127.0.0.1:6000;\n  proxy_pass 127.0.0.1:7000;\n  proxy_connect_timeout 1s;\n  ssl_preread on;\n }\n}\n";
+        let (toml, warnings) = run(text);
+        let config = crate::Config::parse(&toml, "imported.toml")
+            .unwrap_or_else(|e| panic!("the proxy refuses:\n{e}\n{toml}"));
+        assert!(
+            !warnings.iter().any(|w| w.message.contains("refuses")),
+            "{warnings:?}"
+        );
+        assert_eq!(config.streams.len(), 2, "{toml}");
+        let first = &config.streams[0];
+        assert_eq!(first.addr.to_string(), "0.0.0.0:6432");
+        assert!(first.accept_proxy_protocol, "{toml}");
+        assert_eq!(
+            first.proxy_protocol,
+            Some(crate::stream::proxy_protocol::Version::V1)
+        );
+        assert_eq!(first.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(first.idle_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(config.upstreams[first.upstream].name, "db");
+        let second = &config.streams[1];
+        assert_eq!(second.addr.to_string(), "127.0.0.1:6000");
+        assert_eq!(second.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(second.proxy_protocol, None);
+        assert!(!second.accept_proxy_protocol);
+        assert!(
+            config
+                .trusted_proxies
+                .contains("10.1.2.3".parse().expect("ip")),
+            "{toml}"
+        );
+        assert!(said(&warnings, 19, "`ssl_preread`"), "{warnings:?}");
+        assert!(said(&warnings, 19, "not translated yet"), "{warnings:?}");
+        assert!(toml.contains("# t.conf:11: proxy_pass db;"), "{toml}");
+    }
+
+    #[test]
+    fn accepting_proxy_headers_without_set_real_ip_from_is_left_out_with_a_warning() {
+        let text = "stream {\n server {\n  listen 6432 proxy_protocol;\n  proxy_pass 127.0.0.1:5432;\n }\n server {\n  listen 53 udp;\n  proxy_pass 127.0.0.1:53;\n }\n server {\n  listen 7000;\n }\n}\nhttp {\n server {\n  listen 8080 proxy_protocol;\n  location / { proxy_pass http://a:1; }\n }\n}\n";
+        let (toml, warnings) = run(text);
+        let config = crate::Config::parse(&toml, "imported.toml")
+            .unwrap_or_else(|e| panic!("the proxy refuses:\n{e}\n{toml}"));
+        assert_eq!(config.streams.len(), 1, "{toml}");
+        assert!(!config.streams[0].accept_proxy_protocol);
+        assert!(!config.listeners[0].accept_proxy_protocol);
+        assert!(
+            said(&warnings, 3, "without `set_real_ip_from`"),
+            "{warnings:?}"
+        );
+        assert!(
+            said(&warnings, 16, "without `set_real_ip_from`"),
+            "{warnings:?}"
+        );
+        assert!(said(&warnings, 7, "UDP is not supported"), "{warnings:?}");
+        assert!(said(&warnings, 10, "without `proxy_pass`"), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_http_listen_with_proxy_protocol_accepts_it_from_set_real_ip_from() {
+        let text = "set_real_ip_from 127.0.0.1;\nserver {\n listen 8080 proxy_protocol;\n location / { proxy_pass http://a:1; }\n}\n";
+        let (toml, warnings) = run(text);
+        let config = crate::Config::parse(&toml, "imported.toml")
+            .unwrap_or_else(|e| panic!("the proxy refuses:\n{e}\n{toml}"));
+        assert!(config.listeners[0].accept_proxy_protocol, "{toml}");
+        assert!(!said(&warnings, 3, "proxy_protocol"), "{warnings:?}");
+    }
 
     #[test]
     fn a_setting_repeated_where_nginx_refuses_it_is_written_once_with_a_warning() {

@@ -95,6 +95,34 @@ impl Translator {
             if l.tls {
                 out.push_str("tls = true\n");
             }
+            if l.accept_proxy && !self.trusted_proxies.is_empty() {
+                out.push_str("accept_proxy_protocol = true\n");
+            }
+        }
+        for s in &self.streams {
+            let _ = writeln!(out, "\n[[stream]]{}", pad_comment("[[stream]]", &s.source));
+            write_line(
+                &mut out,
+                &Line::new(
+                    "listen",
+                    toml_str(&s.listen.value),
+                    vec![s.listen.source.clone()],
+                ),
+            );
+            write_line(
+                &mut out,
+                &Line::new(
+                    "upstream",
+                    toml_str(&s.upstream.value),
+                    vec![s.upstream.source.clone()],
+                ),
+            );
+            if s.accept_proxy && !self.trusted_proxies.is_empty() {
+                out.push_str("accept_proxy_protocol = true\n");
+            }
+            for line in &s.lines {
+                write_line(&mut out, line);
+            }
         }
         for server in &self.servers {
             let _ = writeln!(
