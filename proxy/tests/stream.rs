@@ -689,3 +689,41 @@ fn accepting_proxy_headers_needs_trusted_proxies() {
     assert!(errors.contains("trusted_proxies is empty"), "{errors}");
     assert!(errors.contains("proxy.toml:4:"), "{errors}");
 }
+
+#[tokio::test]
+async fn a_streams_connection_limit_counts_the_client_the_proxy_header_names() {
+    let stream = "accept_proxy_protocol = true\nlimit_conn = { zone = \"per_client\", max = 1 }";
+    let text = format!(
+        "trusted_proxies = [\"127.0.0.1\"]\n{}\n[limit_conn_zones.per_client]\nkey = \"client_ip\"\n",
+        config(&[echo_server().await], stream, "")
+    );
+    let proxy = StreamProxy::start(&text).await;
+    let from = |ip: &str| {
+        pp::encode(
+            Version::V2,
+            Some(&ProxyHeader {
+                source: SocketAddr::new(ip.parse().expect("ip"), 40000),
+                destination: proxy.addr(),
+            }),
+        )
+    };
+    // Two clients behind the same proxy in front: one connection each is fine.
+    let mut open = Vec::new();
+    for ip in ["203.0.113.7", "203.0.113.8"] {
+        let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+        socket
+            .write_all(&[from(ip).as_slice(), b"x"].concat())
+            .await
+            .expect("write");
+        let mut one = [0u8; 1];
+        socket.read_exact(&mut one).await.expect("served");
+        open.push(socket);
+    }
+    // A second connection of the first client is over its limit.
+    let mut extra = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let _ = extra.write_all(&from("203.0.113.7")).await;
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got).await;
+    assert!(got.is_empty());
+    proxy.wait_ended("limited", 1).await;
+}
