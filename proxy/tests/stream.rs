@@ -727,3 +727,21 @@ async fn a_streams_connection_limit_counts_the_client_the_proxy_header_names() {
     assert!(got.is_empty());
     proxy.wait_ended("limited", 1).await;
 }
+
+#[tokio::test]
+async fn half_a_proxy_header_is_closed_after_the_header_timeout_not_left_hanging() {
+    let upstream = common::echo_upstream("app").await;
+    let text = format!(
+        "client_header_timeout = \"300ms\"\n{}",
+        http_config("127.0.0.1", upstream.addr)
+    );
+    let proxy = common::start_proxy(&text).await;
+    let mut socket = TcpStream::connect(proxy.addr).await.expect("connect");
+    socket.write_all(b"PROXY TCP4 203.0").await.expect("write");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(4), socket.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "closed within the timeout");
+    assert!(got.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
