@@ -1517,14 +1517,20 @@ impl Validator<'_> {
         let Some(index) = upstreams.iter().position(|u| u.name == *text) else {
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             let help = if known.is_empty() {
-                format!("define it:\n      [upstreams.{text}]\n      servers = [\"127.0.0.1:5432\"]")
+                format!(
+                    "define it:\n      [upstreams.{text}]\n      servers = [\"127.0.0.1:5432\"]"
+                )
             } else {
                 format!(
                     "define [upstreams.{text}], or use one of: {}",
                     known.join(", ")
                 )
             };
-            self.error(name.span(), format!("upstream `{text}` is not defined"), help);
+            self.error(
+                name.span(),
+                format!("upstream `{text}` is not defined"),
+                help,
+            );
             return None;
         };
         if upstreams.get(index).is_some_and(|pool| {
@@ -1558,7 +1564,10 @@ impl Validator<'_> {
                         );
                         return None;
                     }
-                    Some(names) => names.iter().map(|n| n.get_ref().trim().to_owned()).collect(),
+                    Some(names) => names
+                        .iter()
+                        .map(|n| n.get_ref().trim().to_owned())
+                        .collect(),
                 };
                 Some(StreamTls::AutoLocal { names })
             }
@@ -1682,7 +1691,8 @@ impl Validator<'_> {
                     "passthrough leaves the TLS to the upstream, which holds the key: keep `sni`, or drop it and keep `tls` to decrypt here",
                 );
             }
-            let preread_timeout = self.duration(r.preread_timeout.as_ref(), DEFAULT_PREREAD_TIMEOUT);
+            let preread_timeout =
+                self.duration(r.preread_timeout.as_ref(), DEFAULT_PREREAD_TIMEOUT);
             if let (Some(timeout), None, None) = (&r.preread_timeout, &r.sni, &r.tls) {
                 self.error(
                     timeout.span(),

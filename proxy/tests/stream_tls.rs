@@ -209,7 +209,8 @@ async fn passthrough(extra: &str) -> Passthrough {
 }
 
 #[tokio::test]
-async fn sni_passthrough_reaches_each_backend_by_name_and_the_client_verifies_its_own_certificate() {
+async fn sni_passthrough_reaches_each_backend_by_name_and_the_client_verifies_its_own_certificate()
+{
     let setup = passthrough("").await;
     let root = setup.ca.ca.root_cert_pem().to_owned();
     let (answer, shown) = tls_exchange(setup.proxy.addr, "a.example", Some(&root), b"hello a")
@@ -268,9 +269,7 @@ async fn an_unknown_name_goes_to_the_default_upstream_when_there_is_one() {
 #[tokio::test]
 async fn a_client_that_does_not_speak_tls_is_closed_without_reaching_a_backend() {
     let setup = passthrough("").await;
-    let mut socket = TcpStream::connect(setup.proxy.addr)
-        .await
-        .expect("connect");
+    let mut socket = TcpStream::connect(setup.proxy.addr).await.expect("connect");
     socket
         .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
         .await
@@ -284,9 +283,7 @@ async fn a_client_that_does_not_speak_tls_is_closed_without_reaching_a_backend()
 #[tokio::test]
 async fn a_client_that_sends_no_client_hello_is_closed_after_the_preread_timeout() {
     let setup = passthrough("preread_timeout = \"200ms\"").await;
-    let mut socket = TcpStream::connect(setup.proxy.addr)
-        .await
-        .expect("connect");
+    let mut socket = TcpStream::connect(setup.proxy.addr).await.expect("connect");
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "still open after 5 s");
@@ -368,17 +365,23 @@ fn refused(config: &str, message: &str, at: &str) {
 fn tls_stream_config_errors_point_at_the_line() {
     let pools = "\n[upstreams.a]\nservers = [\"127.0.0.1:8443\"]\n";
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a.example\" = \"a\" }}\ntls = {{ auto_local = true }}\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a.example\" = \"a\" }}\ntls = {{ auto_local = true }}\n{pools}"
+        ),
         "cannot both route by `sni` (TLS passthrough) and terminate `tls`",
         "proxy.toml:4:",
     );
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a.example\" = \"aa\" }}\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a.example\" = \"aa\" }}\n{pools}"
+        ),
         "upstream `aa` is not defined",
         "proxy.toml:3:",
     );
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a..example\" = \"a\" }}\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nsni = {{ \"a..example\" = \"a\" }}\n{pools}"
+        ),
         "is not a valid server name",
         "proxy.toml:3:",
     );
@@ -388,17 +391,23 @@ fn tls_stream_config_errors_point_at_the_line() {
         "proxy.toml:1:",
     );
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\npreread_timeout = \"1s\"\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\npreread_timeout = \"1s\"\n{pools}"
+        ),
         "`preread_timeout` only applies with `sni` or `tls`",
         "proxy.toml:4:",
     );
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\ntls = {{ cert = \"missing.pem\" }}\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\ntls = {{ cert = \"missing.pem\" }}\n{pools}"
+        ),
         "a stream's tls needs either `cert` and `key`",
         "proxy.toml:4:",
     );
     refused(
-        &format!("[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\ntls = {{ cert = \"missing.pem\", key = \"missing-key.pem\" }}\n{pools}"),
+        &format!(
+            "[[stream]]\nlisten = \"127.0.0.1:9443\"\nupstream = \"a\"\ntls = {{ cert = \"missing.pem\", key = \"missing-key.pem\" }}\n{pools}"
+        ),
         "missing.pem",
         "proxy.toml:4:",
     );
@@ -417,7 +426,10 @@ fn valid_tls_streams_are_accepted() {
     assert_ne!(a, b);
     assert_eq!(passthrough.pool_for(Some("A.EXAMPLE")), a);
     // Neither the bare suffix nor an unknown name match the wildcard: the default.
-    assert_eq!(passthrough.pool_for(Some("b.example")), passthrough.upstream);
+    assert_eq!(
+        passthrough.pool_for(Some("b.example")),
+        passthrough.upstream
+    );
     assert_eq!(passthrough.pool_for(Some("c.example")), b);
     assert_eq!(passthrough.pool_for(None), b);
     assert!(config.streams[1].tls.is_some());

@@ -137,7 +137,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>,
         Err(()) => {
             // Dropping the socket closes it: at layer 4 there is no 503 to send.
             drop(client);
-            line.finish(&snapshot, pool_name(stream.upstream).as_deref(), End::Limited);
+            line.finish(
+                &snapshot,
+                pool_name(stream.upstream).as_deref(),
+                End::Limited,
+            );
             return;
         }
     };
@@ -165,7 +169,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapshot>,
             line.sni = tls.get_ref().1.server_name().map(str::to_owned);
             forward(tls, local, &snapshot, stream, &mut line).await;
         }
-        _ => line.finish(&snapshot, pool_name(stream.upstream).as_deref(), End::TlsFailed),
+        _ => line.finish(
+            &snapshot,
+            pool_name(stream.upstream).as_deref(),
+            End::TlsFailed,
+        ),
     }
 }
 
@@ -463,5 +471,36 @@ mod tests {
         .expect("json");
         assert_eq!(json["end"], "idle_timeout");
         assert_eq!(json["bytes_to_client"], 2048);
+    }
+
+    #[test]
+    fn a_passthrough_line_names_the_server_name_the_client_asked_for() {
+        let line = Line {
+            client: "127.0.0.1:50314".parse().expect("addr"),
+            stream: "127.0.0.1:9443".parse().expect("addr"),
+            sni: Some("a.example".into()),
+            upstream: Some(Arc::from("127.0.0.1:8443")),
+            time: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            to_upstream: 1710,
+            to_client: 3120,
+        };
+        let text = line.render(
+            LogFormat::Combined,
+            Duration::from_millis(21),
+            End::ClientClosed,
+        );
+        assert!(
+            text.contains("\"STREAM 127.0.0.1:9443\" sni=a.example upstream=127.0.0.1:8443 "),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line.render(
+            LogFormat::Json,
+            Duration::from_millis(21),
+            End::NoRoute,
+        ))
+        .expect("json");
+        assert_eq!(json["sni"], "a.example");
+        assert_eq!(json["end"], "no_route");
     }
 }
