@@ -28,7 +28,16 @@
 //! # One connection's life ([`serve`])
 //! 1. **Limit**: with `limit_conn`, a client address with `max` connections
 //!    open already is closed at once (`end=limited`).
-//! 2. **Pick and connect**: the pool's balancer picks among the servers that
+//! 2. **TLS** (optional, one of two): with `tls`, the handshake with the
+//!    client ([`terminate`]), after which the decrypted bytes are what is
+//!    forwarded (`end=tls_failed` if it fails or takes `preread_timeout`);
+//!    with `sni`, the ClientHello is read without decrypting ([`sni`]) and
+//!    the name in it picks the pool (exact, then longest wildcard, then the
+//!    stream's `upstream`); its bytes are sent to the server first, so the
+//!    server does the handshake itself. No match and no default, not TLS, or
+//!    no ClientHello within `preread_timeout`: closed (`end=no_route`,
+//!    `not_tls`, `preread_timeout`).
+//! 3. **Pick and connect**: the pool's balancer picks among the servers that
 //!    are up (the same [`UpstreamPool`] as HTTP, so `round_robin`,
 //!    `least_conn` and `hash` on the client address behave as they do
 //!    there). A connection refused or not made within `connect_timeout`
@@ -36,12 +45,12 @@
 //!    server is tried, as long as the pool's `next_upstream` allows it
 //!    (`error` for refusals, `timeout` for timeouts, `next_upstream_tries`).
 //!    Nothing has been sent yet, so a retry is always safe here.
-//! 3. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
+//! 4. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
 //!    connection starts with a header naming the client's address, the one
 //!    thing an L4 proxy can tell the backend about the client.
-//! 4. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
+//! 5. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
 //!    sides have closed, one breaks, or nothing moves for `idle_timeout`.
-//! 5. **Log and count**: one access-log line and the stream metrics, with the
+//! 6. **Log and count**: one access-log line and the stream metrics, with the
 //!    bytes each way, the duration and how it ended ([`End`]).
 //!
 //! # The pieces
@@ -50,6 +59,8 @@
 //!   the client's address when the proxy cannot add a header.
 //! - [`sni`]: the host name a TLS client asks for, read from its ClientHello
 //!   without decrypting anything (nginx `ssl_preread`).
+//! - [`terminate`]: TLS termination at layer 4, with the HTTPS side's
+//!   certificates and local CA.
 
 pub mod pipe;
 pub mod proxy_protocol;
