@@ -76,6 +76,8 @@ pub const DEFAULT_HEALTH_CHECK: (Duration, Duration, u32, u32) =
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Default for [`Stream::idle_timeout`] (nginx's `proxy_timeout` in `stream {}`).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default for [`Stream::preread_timeout`] (nginx's `preread_timeout`).
+pub const DEFAULT_PREREAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default idle timeout of an upgraded connection (a WebSocket tunnel): like
 /// nginx, whose `proxy_read_timeout` (60 s) closes a silent WebSocket.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -148,8 +150,22 @@ pub struct Config {
 pub struct Stream {
     /// Where to bind; port 0 lets the OS choose (tests use it).
     pub addr: SocketAddr,
-    /// Index into [`Config::upstreams`]: the pool whose servers get the connections.
-    pub upstream: usize,
+    /// Index into [`Config::upstreams`]: the pool whose servers get the
+    /// connections (with `sni`: those whose name matches no entry). `None`
+    /// only with `sni`: a client whose name matches nothing is closed.
+    pub upstream: Option<usize>,
+    /// TLS passthrough routing (nginx `ssl_preread` + `map $ssl_preread_server_name`):
+    /// the server name read from the client's ClientHello, without
+    /// decrypting, picks the pool. Exact names win over wildcards; among
+    /// wildcards, the longest suffix wins. Empty: no preread.
+    pub sni: Vec<(ServerName, usize)>,
+    /// How long to wait for the ClientHello when `sni` is set (nginx
+    /// `preread_timeout`, 30 s by default), or for the TLS handshake with
+    /// `tls`; a client that does not finish in time is closed.
+    pub preread_timeout: Duration,
+    /// TLS termination at layer 4: the proxy completes the TLS handshake with
+    /// the client and sends the decrypted bytes to the upstream in plain TCP.
+    pub tls: Option<StreamTls>,
     /// How long to wait for the TCP connection to one server before trying
     /// the next (nginx `proxy_connect_timeout`); the pool's `connect_timeout`
     /// unless set.
@@ -168,6 +184,70 @@ pub struct Stream {
     /// from a trusted proxy in front (nginx `listen ... proxy_protocol` in
     /// `stream {}`); its source is the client from then on.
     pub accept_proxy_protocol: bool,
+}
+
+/// Where a terminating stream's certificate comes from (`[[stream]] tls = ...`).
+#[derive(Debug, Clone)]
+pub enum StreamTls {
+    /// PEM files given in the config, loaded and checked when it was read.
+    Files {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// The loaded certificate and key.
+        loaded: crate::tls::ServerCert,
+    },
+    /// Issued by the local CA when the proxy starts, for these names
+    /// (`names = [...]`, by default `localhost` and `127.0.0.1`).
+    AutoLocal {
+        /// Host names and IP addresses the certificate is for.
+        names: Vec<String>,
+    },
+}
+
+impl PartialEq for StreamTls {
+    fn eq(&self, other: &StreamTls) -> bool {
+        match (self, other) {
+            (
+                StreamTls::Files {
+                    cert: a, key: b, ..
+                },
+                StreamTls::Files {
+                    cert: c, key: d, ..
+                },
+            ) => a == c && b == d,
+            (StreamTls::AutoLocal { names: a }, StreamTls::AutoLocal { names: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Stream {
+    /// The pool for a client that asked for `name` (`None`: no server name,
+    /// or none read): an exact `sni` entry, else the longest matching
+    /// wildcard, else the stream's `upstream`.
+    pub fn pool_for(&self, name: Option<&str>) -> Option<usize> {
+        let Some(name) = name else {
+            return self.upstream;
+        };
+        let name = name.to_ascii_lowercase();
+        let mut best: Option<(usize, usize)> = None;
+        for (pattern, pool) in &self.sni {
+            match pattern {
+                ServerName::Exact(exact) if *exact == name => return Some(*pool),
+                ServerName::Wildcard(suffix)
+                    if name.len() > suffix.len()
+                        && name.ends_with(suffix.as_str())
+                        && best.is_none_or(|(len, _)| suffix.len() > len) =>
+                {
+                    best = Some((suffix.len(), *pool));
+                }
+                _ => {}
+            }
+        }
+        best.map(|(_, pool)| pool).or(self.upstream)
+    }
 }
 
 /// A stream's use of a concurrency zone: connections, not requests, per key.
@@ -894,12 +974,25 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawStream {
     listen: Spanned<String>,
-    upstream: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    sni: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    preread_timeout: Option<Spanned<String>>,
+    tls: Option<Spanned<RawStreamTls>>,
     connect_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     limit_conn: Option<Spanned<RawLimitConn>>,
     proxy_protocol: Option<Spanned<String>>,
     accept_proxy_protocol: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreamTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    auto_local: bool,
+    names: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -1453,6 +1546,107 @@ impl Validator<'_> {
     /// The `[[stream]]` listeners: an address of their own, an upstream that
     /// exists (and, for `balance = "hash"`, hashes the client address: a TCP
     /// stream has no headers or cookies), timeouts, and a per-client limit.
+    /// The index of the pool a stream names, with an error when there is
+    /// none or when it cannot serve a stream.
+    fn stream_pool(&mut self, name: &Spanned<String>, upstreams: &[Upstream]) -> Option<usize> {
+        let text = name.get_ref();
+        let Some(index) = upstreams.iter().position(|u| u.name == *text) else {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            let help = if known.is_empty() {
+                format!(
+                    "define it:\n      [upstreams.{text}]\n      servers = [\"127.0.0.1:5432\"]"
+                )
+            } else {
+                format!(
+                    "define [upstreams.{text}], or use one of: {}",
+                    known.join(", ")
+                )
+            };
+            self.error(
+                name.span(),
+                format!("upstream `{text}` is not defined"),
+                help,
+            );
+            return None;
+        };
+        if upstreams.get(index).is_some_and(|pool| {
+            matches!(
+                pool.hash_key,
+                Some(HashKey::Header(_)) | Some(HashKey::Cookie(_))
+            )
+        }) {
+            self.error(
+                name.span(),
+                format!("upstream `{text}` hashes a header or cookie, which a TCP stream does not have"),
+                "give the stream an upstream with hash_key = \"client_ip\" (or another balancer): at layer 4 the client address is all there is",
+            );
+        }
+        Some(index)
+    }
+
+    /// A stream's `tls = { cert, key }` (loaded and checked now) or
+    /// `tls = { auto_local = true, names = [...] }`.
+    fn stream_tls(&mut self, raw: &Spanned<RawStreamTls>) -> Option<StreamTls> {
+        let tls = raw.get_ref();
+        match (&tls.cert, &tls.key, tls.auto_local) {
+            (None, None, true) => {
+                let names = match &tls.names {
+                    None => vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+                    Some(names) if names.is_empty() => {
+                        self.error(
+                            raw.span(),
+                            "`names` is empty: the certificate needs a name",
+                            "e.g. names = [\"db.localhost\"], or leave it out for localhost and 127.0.0.1",
+                        );
+                        return None;
+                    }
+                    Some(names) => names
+                        .iter()
+                        .map(|n| n.get_ref().trim().to_owned())
+                        .collect(),
+                };
+                Some(StreamTls::AutoLocal { names })
+            }
+            (Some(cert), Some(key), false) if tls.names.is_none() => {
+                let cert_path = self.base.join(cert.get_ref());
+                let key_path = self.base.join(key.get_ref());
+                match crate::tls::load_cert(&cert_path, &key_path) {
+                    Ok(loaded) => Some(StreamTls::Files {
+                        cert: cert_path,
+                        key: key_path,
+                        loaded,
+                    }),
+                    Err(err) => {
+                        let span = match &err {
+                            crate::tls::CertError::Read { path, .. }
+                            | crate::tls::CertError::NoKey { path }
+                            | crate::tls::CertError::Unusable { path, .. }
+                                if *path == key_path =>
+                            {
+                                key.span()
+                            }
+                            _ => cert.span(),
+                        };
+                        self.error(
+                            span,
+                            err.to_string(),
+                            "paths are relative to the config file; `proxy cert issue NAME` makes a certificate and key",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    raw.span(),
+                    "a stream's tls needs either `cert` and `key`, or `auto_local = true` (with optional `names`)",
+                    "e.g. tls = { cert = \"db.pem\", key = \"db-key.pem\" } or tls = { auto_local = true, names = [\"db.localhost\"] }",
+                );
+                None
+            }
+        }
+    }
+
     fn streams(
         &mut self,
         raw: &[Spanned<RawStream>],
@@ -1496,39 +1690,55 @@ impl Validator<'_> {
                     None
                 }
             };
-            let name = r.upstream.get_ref();
-            let upstream = upstreams.iter().position(|u| u.name == *name);
-            if upstream.is_none() {
-                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                let help = if known.is_empty() {
-                    format!(
-                        "define it:\n      [upstreams.{name}]\n      servers = [\"127.0.0.1:5432\"]"
-                    )
-                } else {
-                    format!(
-                        "define [upstreams.{name}], or use one of: {}",
-                        known.join(", ")
-                    )
-                };
+            let upstream = r
+                .upstream
+                .as_ref()
+                .and_then(|name| self.stream_pool(name, upstreams));
+            let mut sni = Vec::new();
+            let mut sni_ok = true;
+            if let Some(map) = &r.sni {
+                if map.get_ref().is_empty() {
+                    self.error(
+                        map.span(),
+                        "`sni` names no server name",
+                        "e.g. sni = { \"a.example\" = \"pool-a\", \"*.b.example\" = \"pool-b\" }, or leave it out",
+                    );
+                }
+                for (name, pool) in map.get_ref() {
+                    let pattern = self.server_name(name);
+                    let index = self.stream_pool(pool, upstreams);
+                    match (pattern, index) {
+                        (Some(pattern), Some(index)) => sni.push((pattern, index)),
+                        _ => sni_ok = false,
+                    }
+                }
+            }
+            if r.sni.is_none() && r.upstream.is_none() {
                 self.error(
-                    r.upstream.span(),
-                    format!("upstream `{name}` is not defined"),
-                    help,
+                    spanned.span(),
+                    "a stream needs an `upstream` (or `sni` to pick one by name)",
+                    "add upstream = \"NAME\", naming an [upstreams.NAME]",
                 );
             }
-            if let Some(pool) = upstream.and_then(|i| upstreams.get(i))
-                && matches!(
-                    pool.hash_key,
-                    Some(HashKey::Header(_)) | Some(HashKey::Cookie(_))
-                )
-            {
+            if let (Some(_), Some(tls)) = (&r.sni, &r.tls) {
                 self.error(
-                    r.upstream.span(),
-                    format!("upstream `{name}` hashes a header or cookie, which a TCP stream does not have"),
-                    "give the stream an upstream with hash_key = \"client_ip\" (or another balancer): at layer 4 the client address is all there is",
+                    tls.span(),
+                    "a stream cannot both route by `sni` (TLS passthrough) and terminate `tls`",
+                    "passthrough leaves the TLS to the upstream, which holds the key: keep `sni`, or drop it and keep `tls` to decrypt here",
                 );
             }
+            let preread_timeout =
+                self.duration(r.preread_timeout.as_ref(), DEFAULT_PREREAD_TIMEOUT);
+            if let (Some(timeout), None, None) = (&r.preread_timeout, &r.sni, &r.tls) {
+                self.error(
+                    timeout.span(),
+                    "`preread_timeout` only applies with `sni` or `tls`",
+                    "it bounds the wait for the ClientHello (or the TLS handshake); add `sni` or `tls`, or remove it",
+                );
+            }
+            let tls = r.tls.as_ref().and_then(|t| self.stream_tls(t));
             let default_connect = upstream
+                .or(sni.first().map(|(_, i)| *i))
                 .and_then(|i| upstreams.get(i))
                 .map_or(DEFAULT_CONNECT_TIMEOUT, |u| u.connect_timeout);
             let connect_timeout = self.duration(r.connect_timeout.as_ref(), default_connect);
@@ -1552,10 +1762,17 @@ impl Validator<'_> {
                     }
                 }
             });
-            if let (Some(addr), Some(upstream)) = (addr, upstream) {
+            let complete = (r.upstream.is_none() || upstream.is_some())
+                && sni_ok
+                && (r.tls.is_none() || tls.is_some())
+                && (upstream.is_some() || !sni.is_empty());
+            if let (Some(addr), true) = (addr, complete) {
                 streams.push(Stream {
                     addr,
                     upstream,
+                    sni,
+                    preread_timeout,
+                    tls,
                     connect_timeout,
                     idle_timeout,
                     limit_conn,

@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub cache_zones: Vec<Arc<crate::cache::Zone>>,
     /// Its metrics series, resolved by server and route (see [`crate::metrics`]).
     pub metrics: crate::metrics::SnapshotMetrics,
+    /// The TLS settings of each `[[stream]]`, in config order: `Some` for the
+    /// streams that terminate TLS (see [`crate::stream::terminate`]).
+    pub stream_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// What the proxy knows about the connection a request came on.
@@ -188,6 +191,7 @@ impl Snapshot {
             .map(|s| s.metrics.shared.clone())
             .unwrap_or_default();
         Snapshot {
+            stream_tls: crate::stream::terminate::acceptors(&config),
             metrics: crate::metrics::SnapshotMetrics::new(metrics, &config),
             router: Router::new(&config),
             upstreams: config

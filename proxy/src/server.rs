@@ -97,6 +97,9 @@ pub enum StartError {
     /// An `auto_local` certificate could not be issued or loaded.
     #[error("cannot issue an auto_local certificate: {0}")]
     AutoLocal(#[from] tls::AutoLocalError),
+    /// A terminating `[[stream]]`'s certificate could not be had.
+    #[error(transparent)]
+    StreamTls(#[from] crate::stream::terminate::TerminateError),
     /// rustls refused the TLS settings (a bug: they are fixed).
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -223,6 +226,12 @@ impl ProxyServer {
             listeners.push((configured, socket));
         }
         let mut streams = Vec::with_capacity(config.streams.len());
+        for stream in &config.streams {
+            if let Some(tls) = &stream.tls {
+                // Fail at start, not at the first client.
+                crate::stream::terminate::acceptor(&config, tls)?;
+            }
+        }
         for stream in &mut config.streams {
             let configured = stream.addr;
             streams.push((configured, bind_stream(stream).await?));

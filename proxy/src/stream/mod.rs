@@ -28,7 +28,16 @@
 //! # One connection's life ([`serve`])
 //! 1. **Limit**: with `limit_conn`, a client address with `max` connections
 //!    open already is closed at once (`end=limited`).
-//! 2. **Pick and connect**: the pool's balancer picks among the servers that
+//! 2. **TLS** (optional, one of two): with `tls`, the handshake with the
+//!    client ([`terminate`]), after which the decrypted bytes are what is
+//!    forwarded (`end=tls_failed` if it fails or takes `preread_timeout`);
+//!    with `sni`, the ClientHello is read without decrypting ([`sni`]) and
+//!    the name in it picks the pool (exact, then longest wildcard, then the
+//!    stream's `upstream`); its bytes are sent to the server first, so the
+//!    server does the handshake itself. No match and no default, not TLS, or
+//!    no ClientHello within `preread_timeout`: closed (`end=no_route`,
+//!    `not_tls`, `preread_timeout`).
+//! 3. **Pick and connect**: the pool's balancer picks among the servers that
 //!    are up (the same [`UpstreamPool`] as HTTP, so `round_robin`,
 //!    `least_conn` and `hash` on the client address behave as they do
 //!    there). A connection refused or not made within `connect_timeout`
@@ -36,12 +45,12 @@
 //!    server is tried, as long as the pool's `next_upstream` allows it
 //!    (`error` for refusals, `timeout` for timeouts, `next_upstream_tries`).
 //!    Nothing has been sent yet, so a retry is always safe here.
-//! 3. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
+//! 4. **PROXY protocol** (`proxy_protocol = "v1"` or `"v2"`): the upstream
 //!    connection starts with a header naming the client's address, the one
 //!    thing an L4 proxy can tell the backend about the client.
-//! 4. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
+//! 5. **Pipe**: bytes both ways ([`pipe`]), half-close respected, until both
 //!    sides have closed, one breaks, or nothing moves for `idle_timeout`.
-//! 5. **Log and count**: one access-log line and the stream metrics, with the
+//! 6. **Log and count**: one access-log line and the stream metrics, with the
 //!    bytes each way, the duration and how it ended ([`End`]).
 //!
 //! # The pieces
@@ -50,16 +59,19 @@
 //!   the client's address when the proxy cannot add a header.
 //! - [`sni`]: the host name a TLS client asks for, read from its ClientHello
 //!   without decrypting anything (nginx `ssl_preread`).
+//! - [`terminate`]: TLS termination at layer 4, with the HTTPS side's
+//!   certificates and local CA.
 
 pub mod pipe;
 pub mod proxy_protocol;
 pub mod sni;
+pub mod terminate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -86,6 +98,14 @@ pub enum End {
     /// `accept_proxy_protocol`: the peer is not a trusted proxy, or its
     /// PROXY header was missing, malformed or too slow.
     ProxyProtocolRefused,
+    /// With `sni`: the client's first bytes are not a TLS ClientHello.
+    NotTls,
+    /// With `sni`: no ClientHello within `preread_timeout`.
+    PrereadTimeout,
+    /// With `sni`: the name matches no entry and the stream has no default `upstream`.
+    NoRoute,
+    /// With `tls`: the handshake with the client failed or took too long.
+    TlsFailed,
 }
 
 impl End {
@@ -98,6 +118,10 @@ impl End {
             End::ConnectFailed => "connect_failed",
             End::Limited => "limited",
             End::ProxyProtocolRefused => "proxy_protocol_refused",
+            End::NotTls => "not_tls",
+            End::PrereadTimeout => "preread_timeout",
+            End::NoRoute => "no_route",
+            End::TlsFailed => "tls_failed",
         }
     }
 }
@@ -109,17 +133,19 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapsh
     let Some(stream) = snapshot.config.streams.get(index) else {
         return;
     };
-    let Some(pool) = snapshot.upstreams.get(stream.upstream) else {
-        return;
-    };
     let mut line = Line {
         client: peer,
         stream: stream.addr,
+        sni: None,
         upstream: None,
         time: SystemTime::now(),
         started: Instant::now(),
         to_upstream: 0,
         to_client: 0,
+    };
+    let pool_name = |i: Option<usize>| {
+        i.and_then(|i| snapshot.upstreams.get(i))
+            .map(|p| p.name.clone())
     };
     // A proxy in front: its PROXY header names the client, who is then the
     // client for the limit, the balancer's hash, the log and the header
@@ -137,7 +163,11 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapsh
             Err(reason) => {
                 tracing::warn!(peer = %peer, stream = %stream.addr, "stream: connection closed: {reason}");
                 drop(client);
-                line.finish(&snapshot, pool, End::ProxyProtocolRefused);
+                line.finish(
+                    &snapshot,
+                    pool_name(stream.upstream).as_deref(),
+                    End::ProxyProtocolRefused,
+                );
                 return;
             }
         }
@@ -150,39 +180,140 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, snapshot: Arc<Snapsh
         Err(()) => {
             // Dropping the socket closes it: at layer 4 there is no 503 to send.
             drop(client);
-            line.finish(&snapshot, pool, End::Limited);
+            line.finish(
+                &snapshot,
+                pool_name(stream.upstream).as_deref(),
+                End::Limited,
+            );
             return;
         }
     };
-    let Some((upstream, server)) = connect(pool, stream, peer).await else {
+    // Small writes (a database's queries) go out at once, not after Nagle's wait.
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(stream.addr);
+    if stream.tls.is_none() {
+        forward(client, local, &snapshot, stream, &mut line).await;
+        return;
+    }
+    // TLS termination: the handshake first, then the decrypted bytes are
+    // what gets forwarded (see [`terminate`]).
+    let acceptor = snapshot.stream_tls.get(index).cloned().flatten();
+    let handshake = async {
+        match acceptor {
+            Some(tls) => tokio_rustls::TlsAcceptor::from(tls)
+                .accept(client)
+                .await
+                .ok(),
+            None => None,
+        }
+    };
+    match tokio::time::timeout(stream.preread_timeout, handshake).await {
+        Ok(Some(tls)) => {
+            line.sni = tls.get_ref().1.server_name().map(str::to_owned);
+            forward(tls, local, &snapshot, stream, &mut line).await;
+        }
+        _ => line.finish(
+            &snapshot,
+            pool_name(stream.upstream).as_deref(),
+            End::TlsFailed,
+        ),
+    }
+}
+
+/// The rest of a connection's life once the client's bytes can be read
+/// (decrypted, with `tls`): the pool (by SNI, with `sni`), the connection to
+/// a server, the PROXY header, the replay of the preread bytes, the pipe.
+async fn forward<C>(
+    mut client: C,
+    local: SocketAddr,
+    snapshot: &Snapshot,
+    stream: &Stream,
+    line: &mut Line,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer = line.client;
+    // SNI passthrough: read the ClientHello (keeping its bytes), route on
+    // the name in it, and send those bytes on first: the upstream does the
+    // handshake, with its own certificate, as if the client had connected
+    // to it directly.
+    let mut replay = Vec::new();
+    let pool_index = if stream.sni.is_empty() {
+        stream.upstream
+    } else {
+        let fallback = stream
+            .upstream
+            .and_then(|i| snapshot.upstreams.get(i))
+            .map(|p| p.name.clone());
+        let end = match sni::preread(&mut client, stream.preread_timeout).await {
+            Ok(read) => {
+                replay = read.buffered;
+                match read.sni {
+                    sni::SniResult::Found(name) => {
+                        let pool = stream.pool_for(Some(&name));
+                        line.sni = Some(name);
+                        pool.ok_or(End::NoRoute)
+                    }
+                    sni::SniResult::NoSni => stream.pool_for(None).ok_or(End::NoRoute),
+                    sni::SniResult::NotTls(why) => {
+                        tracing::debug!(client = %peer, "stream: not TLS: {why}");
+                        Err(End::NotTls)
+                    }
+                    sni::SniResult::NeedMore => Err(match read.end {
+                        sni::PrereadEnd::TimedOut => End::PrereadTimeout,
+                        sni::PrereadEnd::Closed => End::ClientClosed,
+                        _ => End::NotTls,
+                    }),
+                }
+            }
+            Err(_) => Err(End::ClientClosed),
+        };
+        match end {
+            Ok(pool) => Some(pool),
+            Err(end) => {
+                drop(client);
+                line.finish(snapshot, fallback.as_deref(), end);
+                return;
+            }
+        }
+    };
+    let Some(pool) = pool_index.and_then(|i| snapshot.upstreams.get(i)) else {
+        line.finish(snapshot, None, End::NoRoute);
+        return;
+    };
+    let Some((mut upstream, server)) = connect(pool, stream, peer).await else {
         drop(client);
-        line.finish(&snapshot, pool, End::ConnectFailed);
+        line.finish(snapshot, Some(&pool.name), End::ConnectFailed);
         return;
     };
     line.upstream = Some(server.address.clone());
     // Counted as "in progress" for least_conn while the connection is open.
     let _busy = server.peer.begin_request();
-    // Small writes (a database's queries) go out at once, not after Nagle's wait.
-    let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     // PROXY protocol: the header naming the client goes first, before any
     // byte of the client's (see [`proxy_protocol`]).
-    let mut upstream = upstream;
     if let Some(version) = stream.proxy_protocol {
         let header = proxy_protocol::ProxyHeader {
             source: peer,
-            destination: client.local_addr().unwrap_or(stream.addr),
+            destination: local,
         };
         let bytes = proxy_protocol::encode(version, Some(&header));
         if upstream.write_all(&bytes).await.is_err() {
-            line.finish(&snapshot, pool, End::UpstreamClosed);
+            line.finish(snapshot, Some(&pool.name), End::UpstreamClosed);
             return;
         }
     }
+    if !replay.is_empty() {
+        if upstream.write_all(&replay).await.is_err() {
+            line.finish(snapshot, Some(&pool.name), End::UpstreamClosed);
+            return;
+        }
+        line.to_upstream = replay.len() as u64;
+    }
     let piped = pipe::pipe(client, upstream, stream.idle_timeout).await;
-    line.to_upstream = piped.to_upstream;
+    line.to_upstream += piped.to_upstream;
     line.to_client = piped.to_client;
-    line.finish(&snapshot, pool, piped.end);
+    line.finish(snapshot, Some(&pool.name), piped.end);
 }
 
 /// Takes a `limit_conn` slot for the client's address, if the stream has a
@@ -280,6 +411,8 @@ async fn connect(
 struct Line {
     client: SocketAddr,
     stream: SocketAddr,
+    /// The server name the client asked for (SNI), when one was read.
+    sni: Option<String>,
     upstream: Option<Arc<str>>,
     time: SystemTime,
     started: Instant,
@@ -289,11 +422,11 @@ struct Line {
 
 impl Line {
     /// Counts the connection in the metrics and writes its log line.
-    fn finish(&self, snapshot: &Snapshot, pool: &UpstreamPool, end: End) {
+    fn finish(&self, snapshot: &Snapshot, pool: Option<&str>, end: End) {
         let listen = self.stream.to_string();
         snapshot.metrics.shared.stream_ended(
             &listen,
-            &pool.name,
+            pool.unwrap_or("-"),
             end.as_str(),
             self.to_upstream,
             self.to_client,
@@ -308,19 +441,25 @@ impl Line {
         }
     }
 
-    /// The line: who, to which server, the bytes each way, how long, how it ended.
+    /// The line: who, to which server, the bytes each way, how long, how it
+    /// ended; with `sni=` before `upstream=` when a server name was read.
     ///
     /// ```text
     /// 127.0.0.1:50312 - - [07/Dec/2026:04:10:00 +0000] "STREAM 127.0.0.1:9000" upstream=127.0.0.1:5432 to_upstream=512 to_client=2048 rt=1.204 end=client_closed
+    /// 127.0.0.1:50314 - - [07/Dec/2026:04:10:01 +0000] "STREAM 127.0.0.1:9443" sni=a.example upstream=127.0.0.1:8443 to_upstream=1710 to_client=3120 rt=0.021 end=client_closed
     /// ```
     fn render(&self, format: LogFormat, took: Duration, end: End) -> String {
         let upstream = self.upstream.as_deref().unwrap_or("-");
         match format {
             LogFormat::Combined => format!(
-                "{} - - [{}] \"STREAM {}\" upstream={upstream} to_upstream={} to_client={} rt={:.3} end={}",
+                "{} - - [{}] \"STREAM {}\" {}upstream={upstream} to_upstream={} to_client={} rt={:.3} end={}",
                 self.client,
                 access_log::clf_time(self.time),
                 self.stream,
+                self.sni
+                    .as_deref()
+                    .map(|name| format!("sni={name} "))
+                    .unwrap_or_default(),
                 self.to_upstream,
                 self.to_client,
                 took.as_secs_f64(),
@@ -330,6 +469,7 @@ impl Line {
                 "time": humantime::format_rfc3339_millis(self.time).to_string(),
                 "remote_addr": self.client.to_string(),
                 "stream": self.stream.to_string(),
+                "sni": self.sni.as_deref(),
                 "upstream": self.upstream.as_deref(),
                 "bytes_to_upstream": self.to_upstream,
                 "bytes_to_client": self.to_client,
@@ -350,6 +490,7 @@ mod tests {
         let line = Line {
             client: "127.0.0.1:50312".parse().expect("addr"),
             stream: "127.0.0.1:9000".parse().expect("addr"),
+            sni: None,
             upstream: Some(Arc::from("127.0.0.1:5432")),
             time: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
@@ -373,5 +514,36 @@ mod tests {
         .expect("json");
         assert_eq!(json["end"], "idle_timeout");
         assert_eq!(json["bytes_to_client"], 2048);
+    }
+
+    #[test]
+    fn a_passthrough_line_names_the_server_name_the_client_asked_for() {
+        let line = Line {
+            client: "127.0.0.1:50314".parse().expect("addr"),
+            stream: "127.0.0.1:9443".parse().expect("addr"),
+            sni: Some("a.example".into()),
+            upstream: Some(Arc::from("127.0.0.1:8443")),
+            time: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            to_upstream: 1710,
+            to_client: 3120,
+        };
+        let text = line.render(
+            LogFormat::Combined,
+            Duration::from_millis(21),
+            End::ClientClosed,
+        );
+        assert!(
+            text.contains("\"STREAM 127.0.0.1:9443\" sni=a.example upstream=127.0.0.1:8443 "),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line.render(
+            LogFormat::Json,
+            Duration::from_millis(21),
+            End::NoRoute,
+        ))
+        .expect("json");
+        assert_eq!(json["sni"], "a.example");
+        assert_eq!(json["end"], "no_route");
     }
 }
