@@ -425,7 +425,7 @@ fn every_nginx_config_the_docs_quote_is_a_tested_fixture_and_imports() {
 
 #[test]
 fn a_stream_block_imports_into_stream_listeners_that_proxy_check_accepts() {
-    let text = "stream {\n  set_real_ip_from 10.0.0.0/8;\n  upstream db {\n    server 127.0.0.1:5432;\n    server 127.0.0.1:5433;\n  }\n  server {\n    listen 6432 proxy_protocol;\n    proxy_pass db;\n    proxy_protocol on;\n    proxy_connect_timeout 3s;\n    proxy_timeout 1h;\n  }\n  server {\n    listen 8443;\n    ssl_preread on;\n    proxy_pass 127.0.0.1:9443;\n  }\n}\n";
+    let text = "stream {\n  set_real_ip_from 10.0.0.0/8;\n  upstream db {\n    server 127.0.0.1:5432;\n    server 127.0.0.1:5433;\n  }\n  server {\n    listen 6432 proxy_protocol;\n    proxy_pass db;\n    proxy_protocol on;\n    proxy_connect_timeout 3s;\n    proxy_timeout 1h;\n  }\n  map $ssl_preread_server_name $by_name {\n    app.example.com 127.0.0.1:9443;\n    default db;\n  }\n  server {\n    listen 8443;\n    ssl_preread on;\n    proxy_pass $by_name;\n  }\n}\n";
     let imported = proxy::nginx::import(text, "stream.conf").expect("parses");
     let config = proxy::Config::parse(&imported.toml, "imported.toml")
         .unwrap_or_else(|e| panic!("refused:\n{e}\n{}", imported.toml));
@@ -436,11 +436,7 @@ fn a_stream_block_imports_into_stream_listeners_that_proxy_check_accepts() {
         config.streams[0].idle_timeout,
         std::time::Duration::from_secs(3600)
     );
-    assert!(
-        has(&imported, 16, Severity::Warning, "not translated yet"),
-        "{:?}",
-        imported.warnings
-    );
+    assert_eq!(config.streams[1].sni.len(), 1, "{}", imported.toml);
     assert!(
         !imported
             .warnings

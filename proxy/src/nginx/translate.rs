@@ -2369,7 +2369,7 @@ mod tests {
         );
         assert_eq!(first.connect_timeout, std::time::Duration::from_secs(2));
         assert_eq!(first.idle_timeout, std::time::Duration::from_secs(600));
-        assert_eq!(config.upstreams[first.upstream].name, "db");
+        assert_eq!(config.upstreams[first.upstream.expect("a pool")].name, "db");
         let second = &config.streams[1];
         assert_eq!(second.addr.to_string(), "127.0.0.1:6000");
         assert_eq!(second.connect_timeout, std::time::Duration::from_secs(1));
@@ -2381,9 +2381,35 @@ mod tests {
                 .contains("10.1.2.3".parse().expect("ip")),
             "{toml}"
         );
-        assert!(said(&warnings, 19, "`ssl_preread`"), "{warnings:?}");
-        assert!(said(&warnings, 19, "not translated yet"), "{warnings:?}");
+        assert!(said(&warnings, 15, "routes nothing"), "{warnings:?}");
         assert!(toml.contains("# t.conf:11: proxy_pass db;"), "{toml}");
+    }
+
+    #[test]
+    fn ssl_preread_with_a_map_of_the_server_name_becomes_sni_routing() {
+        let text = "stream {\n upstream site_a { server 127.0.0.1:9001; }\n map $ssl_preread_server_name $backend {\n  hostnames;\n  a.example.com site_a;\n  .b.example.com 127.0.0.1:9002;\n  ~^c site_a;\n  default site_a;\n }\n server {\n  listen 443;\n  ssl_preread on;\n  preread_timeout 5s;\n  proxy_pass $backend;\n }\n}\n";
+        let (toml, warnings) = run(text);
+        let config = crate::Config::parse(&toml, "imported.toml")
+            .unwrap_or_else(|e| panic!("the proxy refuses:\n{e}\n{toml}"));
+        let stream = &config.streams[0];
+        let names: Vec<String> = stream.sni.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(
+            names.len(),
+            3,
+            "a.example.com, b.example.com, *.b.example.com: {toml}"
+        );
+        let site_a = config
+            .upstreams
+            .iter()
+            .position(|u| u.name == "site_a")
+            .expect("site_a");
+        assert_eq!(stream.upstream, Some(site_a));
+        assert_eq!(stream.preread_timeout, std::time::Duration::from_secs(5));
+        assert!(said(&warnings, 7, "regex"), "{warnings:?}");
+        assert!(
+            !warnings.iter().any(|w| w.message.contains("refuses")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

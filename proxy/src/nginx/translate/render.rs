@@ -109,14 +109,24 @@ impl Translator {
                     vec![s.listen.source.clone()],
                 ),
             );
-            write_line(
-                &mut out,
-                &Line::new(
-                    "upstream",
-                    toml_str(&s.upstream.value),
-                    vec![s.upstream.source.clone()],
-                ),
-            );
+            if let Some(upstream) = &s.upstream {
+                write_line(
+                    &mut out,
+                    &Line::new(
+                        "upstream",
+                        toml_str(&upstream.value),
+                        vec![upstream.source.clone()],
+                    ),
+                );
+            }
+            if !s.sni.is_empty() {
+                let entries: Vec<String> = s
+                    .sni
+                    .iter()
+                    .map(|(name, up)| format!("{} = {}", toml_str(name), toml_str(up)))
+                    .collect();
+                let _ = writeln!(out, "sni = {{ {} }}", entries.join(", "));
+            }
             if s.accept_proxy && !self.trusted_proxies.is_empty() {
                 out.push_str("accept_proxy_protocol = true\n");
             }
