@@ -60,10 +60,10 @@ impl Translator {
             if d.block.is_none() && SETTINGS.contains(&d.name.as_str()) {
                 self.stream_setting(d, &mut defaults);
             }
-            if let ("map", Some(inner)) = (d.name.as_str(), &d.block) {
-                if let Some(map) = self.sni_map(d, inner) {
-                    maps.push(map);
-                }
+            if let ("map", Some(inner)) = (d.name.as_str(), &d.block)
+                && let Some(map) = self.sni_map(d, inner)
+            {
+                maps.push(map);
             }
         }
         for d in block {
