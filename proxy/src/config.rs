@@ -1448,6 +1448,38 @@ impl Validator<'_> {
         }
     }
 
+    /// Loads `tls = { cert, key }` (paths relative to the config file), for
+    /// a server or a stream; an error points at the file that failed.
+    fn cert_files(
+        &mut self,
+        cert: &Spanned<String>,
+        key: &Spanned<String>,
+    ) -> Option<(PathBuf, PathBuf, crate::tls::ServerCert)> {
+        let cert_path = self.base.join(cert.get_ref());
+        let key_path = self.base.join(key.get_ref());
+        match crate::tls::load_cert(&cert_path, &key_path) {
+            Ok(loaded) => Some((cert_path, key_path, loaded)),
+            Err(err) => {
+                let span = match &err {
+                    crate::tls::CertError::Read { path, .. }
+                    | crate::tls::CertError::NoKey { path }
+                    | crate::tls::CertError::Unusable { path, .. }
+                        if *path == key_path =>
+                    {
+                        key.span()
+                    }
+                    _ => cert.span(),
+                };
+                self.error(
+                    span,
+                    err.to_string(),
+                    "paths are relative to the config file; `proxy cert issue NAME` makes a certificate and key",
+                );
+                None
+            }
+        }
+    }
+
     /// `admin = { addr = "127.0.0.1:9090" }`: an IP and a port of its own
     /// (not one of the `[[listen]]` addresses: metrics are not for clients).
     fn admin(&mut self, raw: &Spanned<RawAdmin>, listeners: &[Listener]) -> Option<Admin> {
@@ -1608,33 +1640,8 @@ impl Validator<'_> {
                 Some(StreamTls::AutoLocal { names })
             }
             (Some(cert), Some(key), false) if tls.names.is_none() => {
-                let cert_path = self.base.join(cert.get_ref());
-                let key_path = self.base.join(key.get_ref());
-                match crate::tls::load_cert(&cert_path, &key_path) {
-                    Ok(loaded) => Some(StreamTls::Files {
-                        cert: cert_path,
-                        key: key_path,
-                        loaded,
-                    }),
-                    Err(err) => {
-                        let span = match &err {
-                            crate::tls::CertError::Read { path, .. }
-                            | crate::tls::CertError::NoKey { path }
-                            | crate::tls::CertError::Unusable { path, .. }
-                                if *path == key_path =>
-                            {
-                                key.span()
-                            }
-                            _ => cert.span(),
-                        };
-                        self.error(
-                            span,
-                            err.to_string(),
-                            "paths are relative to the config file; `proxy cert issue NAME` makes a certificate and key",
-                        );
-                        None
-                    }
-                }
+                let (cert, key, loaded) = self.cert_files(cert, key)?;
+                Some(StreamTls::Files { cert, key, loaded })
             }
             _ => {
                 self.error(
@@ -3089,33 +3096,8 @@ impl Validator<'_> {
                 Some(ServerTls::AutoLocal)
             }
             (Some(cert), Some(key), false) => {
-                let cert_path = self.base.join(cert.get_ref());
-                let key_path = self.base.join(key.get_ref());
-                match crate::tls::load_cert(&cert_path, &key_path) {
-                    Ok(loaded) => Some(ServerTls::Files {
-                        cert: cert_path,
-                        key: key_path,
-                        loaded,
-                    }),
-                    Err(err) => {
-                        let span = match &err {
-                            crate::tls::CertError::Read { path, .. }
-                            | crate::tls::CertError::NoKey { path }
-                            | crate::tls::CertError::Unusable { path, .. }
-                                if *path == key_path =>
-                            {
-                                key.span()
-                            }
-                            _ => cert.span(),
-                        };
-                        self.error(
-                            span,
-                            err.to_string(),
-                            "paths are relative to the config file; `proxy cert issue NAME` makes a certificate and key",
-                        );
-                        None
-                    }
-                }
+                let (cert, key, loaded) = self.cert_files(cert, key)?;
+                Some(ServerTls::Files { cert, key, loaded })
             }
             _ => {
                 self.error(
