@@ -96,6 +96,7 @@ pub fn lint(config: &Config, text: &str, file: &str) -> Vec<Diagnostic> {
     lints.retries(&raw);
     lints.trusted_proxies(&raw);
     lints.forged_address_keys(&raw);
+    lints.http_health_check_on_a_stream_pool(&raw);
     lints.found
 }
 
@@ -159,6 +160,7 @@ struct RawRewrite {
 #[derive(Deserialize)]
 struct RawUpstream {
     next_upstream: Option<Vec<Spanned<String>>>,
+    health_check: Option<Spanned<toml::Value>>,
 }
 
 struct Lints<'a> {
@@ -470,6 +472,37 @@ impl Lints<'_> {
         }
     }
 
+    /// A pool a `[[stream]]` uses (plain TCP, or TLS the proxy does not read)
+    /// with an active health check, which speaks HTTP: to a database or a
+    /// TLS backend its `GET` gets no HTTP answer, so every server is marked
+    /// down and the stream has nowhere to go.
+    fn http_health_check_on_a_stream_pool(&mut self, raw: &Raw) {
+        let config = self.config;
+        for (index, upstream) in config.upstreams.iter().enumerate() {
+            let used_by_a_stream = config.streams.iter().any(|stream| {
+                stream.upstream == Some(index) || stream.sni.iter().any(|(_, pool)| *pool == index)
+            });
+            if upstream.health_check.is_none() || !used_by_a_stream {
+                continue;
+            }
+            let Some(check) = raw
+                .upstreams
+                .get(&upstream.name)
+                .and_then(|u| u.health_check.as_ref())
+            else {
+                continue;
+            };
+            self.warn(
+                check.span(),
+                format!(
+                    "upstream `{}` serves a [[stream]] and has a health_check, which sends HTTP requests: a server that does not speak plain HTTP never answers one, so every server would be marked down",
+                    upstream.name
+                ),
+                "give the stream a pool of its own without health_check (a refused connection still marks a server down), or keep it if these servers do answer HTTP on that port",
+            );
+        }
+    }
+
     /// A limit zone keyed by a header that carries a client address, which
     /// any client can write.
     fn forged_address_keys(&mut self, raw: &Raw) {
@@ -696,6 +729,33 @@ mod tests {
     /// A server with a certificate, so the TLS listener has one.
     const APP: &str =
         "[[servers]]\nserver_names = [\"app.localhost\"]\ntls = { auto_local = true }\n";
+
+    #[test]
+    fn an_http_health_check_on_a_pool_a_stream_uses_is_flagged() {
+        let server =
+            format!("{APP}[[servers.routes]]\npath = \"/\"\nreturn = {{ status = 200 }}\n");
+        let stream = format!("{server}[[stream]]\nlisten = \"127.0.0.1:0\"\nupstream = \"db\"\n");
+        let pool = "[upstreams.db]\nservers = [\"127.0.0.1:5432\"]\n";
+        let checked = format!("{stream}{pool}[upstreams.db.health_check]\npath = \"/health\"\n");
+        let found = warnings(&checked);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let line = checked
+            .lines()
+            .position(|l| l == "[upstreams.db.health_check]");
+        assert_eq!(Some(found[0].0), line.map(|i| i + 1));
+        assert!(
+            found[0].1.contains("upstream `db` serves a [[stream]]"),
+            "{found:?}"
+        );
+        // Without the check, or without a stream using the pool: nothing.
+        assert!(warnings(&format!("{stream}{pool}")).is_empty());
+        assert!(
+            warnings(&format!(
+                "{server}{pool}[upstreams.db.health_check]\npath = \"/health\"\n"
+            ))
+            .is_empty()
+        );
+    }
 
     #[test]
     fn a_nameless_server_that_is_not_the_default_is_never_chosen() {
