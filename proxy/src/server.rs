@@ -332,7 +332,7 @@ impl ProxyServer {
         });
         let mut accepting = Vec::new();
         for (configured, socket) in listeners {
-            accepting.push(AcceptLoop::start(configured, socket, &serving));
+            accepting.push(HttpLoop::start(configured, socket, &serving));
         }
         let mut streaming = Vec::new();
         for (configured, socket) in streams {
@@ -463,53 +463,6 @@ async fn bind_stream(stream: &mut Stream) -> Result<TcpListener, StartError> {
     Ok(socket)
 }
 
-/// One `[[stream]]` listener's accept loop. It reads its stream's settings
-/// from the live configuration at each connection: the stream whose address
-/// is the one this socket is bound to (bound addresses are written back into
-/// the config, at start and on reload, so each names one stream).
-struct StreamLoop {
-    /// The listen address as the config wrote it (port 0 stays 0).
-    configured: SocketAddr,
-    bound: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StreamLoop {
-    fn start(configured: SocketAddr, socket: TcpListener, serving: &Arc<Serving>) -> StreamLoop {
-        let bound = socket.local_addr().unwrap_or(configured);
-        let (stop, mut stopped) = watch::channel(false);
-        let serving = serving.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stopped.changed() => break,
-                    accepted = socket.accept() => match accepted {
-                        Ok((stream, client)) => {
-                            let snapshot = serving.proxy.snapshot();
-                            if let Some(index) = snapshot.config.streams.iter().position(|s| s.addr == bound) {
-                                tokio::spawn(crate::stream::serve(stream, client, snapshot, index));
-                            }
-                        }
-                        Err(err) => accept_failed(err).await,
-                    },
-                }
-            }
-        });
-        StreamLoop {
-            configured,
-            bound,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
 /// Opens the admin listener; a warning when it is reachable from other
 /// machines, since it shows the proxy's internals.
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -524,33 +477,39 @@ async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
     Ok(socket)
 }
 
-/// One listener's accept loop, running in its own task.
-struct AcceptLoop {
+/// One listening socket's accept loop, running in its own task: an HTTP
+/// `[[listen]]` (`C` = [`Listener`]) or a `[[stream]]` (`C` = its address).
+struct AcceptLoop<C> {
     /// The listener as the config wrote it (port 0 stays 0): what a reload
     /// compares.
-    configured: Listener,
+    configured: C,
     /// The address it is bound to.
     bound: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl AcceptLoop {
-    fn start(configured: Listener, socket: TcpListener, serving: &Arc<Serving>) -> AcceptLoop {
-        let bound = socket.local_addr().unwrap_or(configured.addr);
+/// An HTTP `[[listen]]`'s accept loop.
+type HttpLoop = AcceptLoop<Listener>;
+/// A `[[stream]]` listener's accept loop.
+type StreamLoop = AcceptLoop<SocketAddr>;
+
+impl<C> AcceptLoop<C> {
+    /// Accepts on `socket` until stopped, handing each connection to
+    /// `serve` (which must not wait: it spawns what serves the connection).
+    fn spawn(
+        configured: C,
+        bound: SocketAddr,
+        socket: TcpListener,
+        serve: impl Fn(TcpStream, SocketAddr) + Send + 'static,
+    ) -> AcceptLoop<C> {
         let (stop, mut stopped) = watch::channel(false);
-        let serving = serving.clone();
-        let tls = configured.tls;
-        let accept_proxy = configured.accept_proxy_protocol;
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
                     accepted = socket.accept() => match accepted {
-                        Ok((stream, client)) => {
-                            let acceptor = if tls { serving.tls.load_full() } else { None };
-                            serve_connection(stream, client, acceptor.map(|a| (*a).clone()), accept_proxy, &serving);
-                        }
+                        Ok((stream, client)) => serve(stream, client),
                         Err(err) => accept_failed(err).await,
                     },
                 }
@@ -571,13 +530,51 @@ impl AcceptLoop {
     }
 }
 
+impl HttpLoop {
+    /// An HTTP listener: each connection is served by hyper, after TLS when
+    /// the listener has it.
+    fn start(configured: Listener, socket: TcpListener, serving: &Arc<Serving>) -> Self {
+        let bound = socket.local_addr().unwrap_or(configured.addr);
+        let serving = serving.clone();
+        let tls = configured.tls;
+        let accept_proxy = configured.accept_proxy_protocol;
+        AcceptLoop::spawn(configured, bound, socket, move |stream, client| {
+            let acceptor = if tls { serving.tls.load_full() } else { None };
+            serve_connection(
+                stream,
+                client,
+                acceptor.map(|a| (*a).clone()),
+                accept_proxy,
+                &serving,
+            );
+        })
+    }
+}
+
+impl StreamLoop {
+    /// A `[[stream]]` listener. It reads its stream's settings from the live
+    /// configuration at each connection: the stream whose address is the one
+    /// this socket is bound to (bound addresses are written back into the
+    /// config, at start and on reload, so each names one stream).
+    fn start(configured: SocketAddr, socket: TcpListener, serving: &Arc<Serving>) -> Self {
+        let bound = socket.local_addr().unwrap_or(configured);
+        let serving = serving.clone();
+        AcceptLoop::spawn(configured, bound, socket, move |stream, client| {
+            let snapshot = serving.proxy.snapshot();
+            if let Some(index) = snapshot.config.streams.iter().position(|s| s.addr == bound) {
+                tokio::spawn(crate::stream::serve(stream, client, snapshot, index));
+            }
+        })
+    }
+}
+
 /// Applies a new configuration: new listeners are opened and the TLS
 /// certificates made first, so that any failure leaves everything as it
 /// was; then the configuration is swapped in, and listeners it no longer
 /// has stop.
 async fn reload(
     serving: &Arc<Serving>,
-    accepting: &mut Vec<AcceptLoop>,
+    accepting: &mut Vec<HttpLoop>,
     streaming: &mut Vec<StreamLoop>,
     mut config: Config,
 ) -> Result<Reloaded, StartError> {
@@ -650,7 +647,7 @@ async fn reload(
     }
     let mut opened_addrs = Vec::new();
     for (configured, socket) in opened {
-        let running = AcceptLoop::start(configured, socket, serving);
+        let running = HttpLoop::start(configured, socket, serving);
         opened_addrs.push(running.bound);
         still.push(running);
     }
