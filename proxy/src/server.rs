@@ -568,6 +568,21 @@ impl StreamLoop {
     }
 }
 
+/// Stops every loop of `running` whose address is not in `kept`; returns
+/// the addresses it stopped.
+async fn stop_all_but<C>(running: &mut Vec<AcceptLoop<C>>, kept: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut closed = Vec::new();
+    for loop_ in std::mem::take(running) {
+        if kept.contains(&loop_.bound) {
+            running.push(loop_);
+        } else {
+            closed.push(loop_.bound);
+            loop_.stop().await;
+        }
+    }
+    closed
+}
+
 /// Applies a new configuration: new listeners are opened and the TLS
 /// certificates made first, so that any failure leaves everything as it
 /// was; then the configuration is swapped in, and listeners it no longer
@@ -635,41 +650,21 @@ async fn reload(
         &serving.proxy.snapshot().config.head_limits,
     )));
 
-    let mut closed = Vec::new();
-    let mut still = Vec::new();
-    for running in accepting.drain(..) {
-        if kept.contains(&running.bound) {
-            still.push(running);
-        } else {
-            closed.push(running.bound);
-            running.stop().await;
-        }
-    }
+    let closed = stop_all_but(accepting, &kept).await;
     let mut opened_addrs = Vec::new();
     for (configured, socket) in opened {
         let running = HttpLoop::start(configured, socket, serving);
         opened_addrs.push(running.bound);
-        still.push(running);
+        accepting.push(running);
     }
-    *accepting = still;
 
-    let mut streams_closed = Vec::new();
-    let mut still = Vec::new();
-    for running in streaming.drain(..) {
-        if streams_kept.contains(&running.bound) {
-            still.push(running);
-        } else {
-            streams_closed.push(running.bound);
-            running.stop().await;
-        }
-    }
+    let streams_closed = stop_all_but(streaming, &streams_kept).await;
     let mut streams_opened_addrs = Vec::new();
     for (configured, socket) in streams_opened {
         let running = StreamLoop::start(configured, socket, serving);
         streams_opened_addrs.push(running.bound);
-        still.push(running);
+        streaming.push(running);
     }
-    *streaming = still;
     Ok(Reloaded {
         kept,
         opened: opened_addrs,
