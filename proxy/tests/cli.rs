@@ -300,21 +300,7 @@ async fn a_json_access_log_file_says_how_requests_ended_and_reopens_on_sigusr1()
     ) + &format!("\n[upstreams.down]\nservers = [\"{refused}\"]\nnext_upstream = [\"off\"]\n");
     std::fs::write(&config, text).expect("write");
     let (running, addr, _, _) = start_binary(&["--config".as_ref(), config.as_os_str()]).await;
-    let lines = |path: &Path, n: usize| -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<serde_json::Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("a JSON line"))
-                .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(std::time::Instant::now() < deadline, "{n} lines: {text}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
+    let lines = json_lines;
 
     let client = client();
     let (ok, body) = get(&client, addr, "app.localhost", "/a").await;
@@ -367,6 +353,54 @@ async fn a_json_access_log_file_says_how_requests_ended_and_reopens_on_sigusr1()
     get(&client, addr, "app.localhost", "/after").await;
     assert_eq!(lines(&log, 1)[0]["request"], "GET /after HTTP/1.1");
     assert_eq!(lines(&rotated, 3).len(), 3);
+}
+
+/// The JSON lines of the log at `path`, once it has at least `n` (waiting at
+/// most 10 s: lines are written when each request is over).
+fn json_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} lines: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Behind a layer-4 proxy that sends PROXY headers (`accept_proxy_protocol`
+/// on a listener, the sender in `trusted_proxies`), the access log names the
+/// client the header gave, not the proxy in front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_client_a_proxy_header_gave() {
+    let up = echo_upstream("backend").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, log) = (dir.path().join("proxy.toml"), dir.path().join("access.log"));
+    let text = format!(
+        "trusted_proxies = [\"127.0.0.1\"]\naccess_log = {{ path = \"access.log\", format = \"json\" }}\n{}",
+        single_upstream_config(&[up.addr], "")
+    )
+    .replace(
+        "addr = \"127.0.0.1:0\"",
+        "addr = \"127.0.0.1:0\"\naccept_proxy_protocol = true",
+    );
+    std::fs::write(&config, text).expect("write");
+    let (_running, addr, _, _) = start_binary(&["--config".as_ref(), config.as_os_str()]).await;
+    let request = "GET /who HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n";
+    let v1 = format!(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 51000 {}\r\n{request}",
+        addr.port()
+    );
+    let answer = raw_exchange(addr, v1.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logged = json_lines(&log, 1);
+    assert_eq!(logged[0]["remote_addr"], "203.0.113.7", "{:?}", logged[0]);
+    assert_eq!(logged[0]["request"], "GET /who HTTP/1.1");
 }
 
 /// An upstream that answers every request after `delay`, with `slow` in the body.

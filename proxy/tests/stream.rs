@@ -728,6 +728,41 @@ async fn a_streams_connection_limit_counts_the_client_the_proxy_header_names() {
     proxy.wait_ended("limited", 1).await;
 }
 
+/// On an HTTP listener too, a rate limit keyed on the client counts the
+/// client the PROXY header names: two clients behind one proxy in front
+/// each have their own allowance.
+#[tokio::test]
+async fn an_http_rate_limit_counts_the_client_the_proxy_header_names() {
+    let upstream = common::echo_upstream("app").await;
+    let text = http_config("127.0.0.1", upstream.addr).replace(
+        "routes = [{ path = \"/\", upstream = \"app\" }]",
+        "limit_req = { zone = \"per_client\", status = 429 }\nroutes = [{ path = \"/\", upstream = \"app\" }]",
+    ) + "\n[limit_req_zones.per_client]\nkey = \"client_ip\"\nrate = \"1r/m\"\n";
+    let proxy = common::start_proxy(&text).await;
+    let from = |ip: &str| {
+        pp::encode(
+            Version::V1,
+            Some(&ProxyHeader {
+                source: SocketAddr::new(ip.parse().expect("ip"), 40000),
+                destination: proxy.addr,
+            }),
+        )
+    };
+    let status = |answer: String| answer.get(9..12).unwrap_or_default().to_owned();
+    assert_eq!(
+        status(get_after(proxy.addr, &from("203.0.113.7")).await),
+        "200"
+    );
+    assert_eq!(
+        status(get_after(proxy.addr, &from("203.0.113.7")).await),
+        "429"
+    );
+    assert_eq!(
+        status(get_after(proxy.addr, &from("203.0.113.8")).await),
+        "200"
+    );
+}
+
 #[tokio::test]
 async fn half_a_proxy_header_is_closed_after_the_header_timeout_not_left_hanging() {
     let upstream = common::echo_upstream("app").await;
