@@ -48,6 +48,16 @@ pub struct Exchange {
     pub body: Bytes,
     /// How many body bytes came over the wire (before decoding).
     pub wire_len: usize,
+    /// This client's own address on the connection, when the request had a
+    /// connection of its own ([`send_on_new_connection`], HTTPS): what a
+    /// server or a PROXY protocol header names as the client.
+    pub client_addr: Option<SocketAddr>,
+    /// Over HTTPS, the certificate the server presented:
+    /// `for secure.localhost, issued by ...` (see [`describe_certificate`]).
+    pub certificate: Option<String>,
+    /// Over HTTPS, the protocol client and server agreed on by ALPN (`h2`,
+    /// `http/1.1`); `None` when the server chose none.
+    pub alpn: Option<String>,
 }
 
 /// A request could not be completed at all (no status came back).
@@ -84,43 +94,152 @@ impl LabClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Exchange, RequestError> {
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
-            method: method.clone(),
-            host: host.to_owned(),
-            path: path.to_owned(),
-            source,
-        };
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{path}", self.proxy))
-            .header(http::header::HOST, host);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body)).map_err(|e| fail(e.into()))?;
+        let fail = RequestError::maker(&method, host, path);
+        let uri = format!("http://{}{path}", self.proxy);
+        let request =
+            build_request(&method, &uri, Some(host), headers, body).map_err(|e| fail(e.into()))?;
         let response = self
             .client
             .request(request)
             .await
             .map_err(|e| fail(e.into()))?;
-        let (parts, body) = response.into_parts();
-        let wire = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
-        let wire_len = wire.len();
-        let body = decode(&parts.headers, wire)
+        read_answer(response, "http", method.clone(), host, path)
             .await
-            .map_err(|e| fail(e.into()))?;
-        Ok(Exchange {
-            scheme: "http",
-            version: parts.version,
-            method,
+            .map_err(fail)
+    }
+}
+
+impl RequestError {
+    /// Makes the error for a request (`method`, `host`, `path`) from what
+    /// went wrong.
+    fn maker<'a>(
+        method: &'a Method,
+        host: &'a str,
+        path: &'a str,
+    ) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> RequestError + 'a {
+        move |source| RequestError {
+            method: method.clone(),
             host: host.to_owned(),
             path: path.to_owned(),
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            wire_len,
-        })
+            source,
+        }
     }
+}
+
+/// A request to `uri` with a `Host` header (when given), extra headers and a body.
+fn build_request(
+    method: &Method,
+    uri: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let mut request = Request::builder().method(method.clone()).uri(uri);
+    if let Some(host) = host {
+        request = request.header(http::header::HOST, host);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Full::new(body))
+}
+
+/// Any plain-HTTP request, like [`LabClient::send`], over a connection of its
+/// own to `target`, closed afterwards; the answer says which address this
+/// client had (`client_addr`). For a target that is not an HTTP proxy but a
+/// layer-4 listener, where every connection is a new story.
+pub async fn send_on_new_connection(
+    target: SocketAddr,
+    method: Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Exchange, RequestError> {
+    let fail = RequestError::maker(&method, host, path);
+    let tcp = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let client_addr = tcp.local_addr().ok();
+    let request =
+        build_request(&method, path, Some(host), headers, body).map_err(|e| fail(e.into()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| fail(e.into()))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let mut exchange = read_answer(response, "http", method.clone(), host, path)
+        .await
+        .map_err(fail)?;
+    exchange.client_addr = client_addr;
+    Ok(exchange)
+}
+
+/// Reads a whole answer into an [`Exchange`], its body decoded.
+async fn read_answer(
+    response: http::Response<hyper::body::Incoming>,
+    scheme: &'static str,
+    method: Method,
+    host: &str,
+    path: &str,
+) -> Result<Exchange, Box<dyn std::error::Error + Send + Sync>> {
+    let (parts, body) = response.into_parts();
+    let wire = body.collect().await?.to_bytes();
+    let wire_len = wire.len();
+    let body = decode(&parts.headers, wire).await?;
+    Ok(Exchange {
+        scheme,
+        version: parts.version,
+        method,
+        host: host.to_owned(),
+        path: path.to_owned(),
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        wire_len,
+        client_addr: None,
+        certificate: None,
+        alpn: None,
+    })
+}
+
+/// A certificate as a person checks it: the names it is for and who issued
+/// it, `for secure.localhost, issued by proxy-lab local development CA` (the
+/// issuer's organisation, else its common name).
+pub fn describe_certificate(der: &[u8]) -> String {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return "(a certificate that does not parse)".to_owned();
+    };
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    GeneralName::IPAddress([a, b, c, d]) => {
+                        Some(std::net::Ipv4Addr::new(*a, *b, *c, *d).to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let issuer = cert
+        .issuer()
+        .iter_organization()
+        .chain(cert.issuer().iter_common_name())
+        .find_map(|attr| attr.as_str().ok())
+        .unwrap_or("an unnamed issuer");
+    format!("for {}, issued by {issuer}", names.join(", "))
 }
 
 /// `GET https://{host}{path}` sent to the proxy's HTTPS address `proxy_tls`,
@@ -155,12 +274,7 @@ pub async fn send_https(
     body: Bytes,
     trusted_pem: Option<&str>,
 ) -> Result<Exchange, RequestError> {
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
-        method: method.clone(),
-        host: host.to_owned(),
-        path: path.to_owned(),
-        source,
-    };
+    let fail = RequestError::maker(&method, host, path);
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(trusted_pem.unwrap_or("").as_bytes()).flatten() {
         roots.add(cert).map_err(|e| fail(e.into()))?;
@@ -176,23 +290,28 @@ pub async fn send_https(
     let tcp = tokio::net::TcpStream::connect(proxy_tls)
         .await
         .map_err(|e| fail(e.into()))?;
+    let client_addr = tcp.local_addr().ok();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .map_err(|e| fail(e.into()))?;
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn = tls
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let h2 = alpn.as_deref() == Some("h2");
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| describe_certificate(leaf));
     let io = hyper_util::rt::TokioIo::new(tls);
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri(format!("https://{host}{path}"));
     // HTTP/2 names the host in the URI (`:authority`); HTTP/1.1 in `Host`.
-    if !h2 {
-        request = request.header(http::header::HOST, host);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(body)).map_err(|e| fail(e.into()))?;
+    let uri = format!("https://{host}{path}");
+    let request = build_request(&method, &uri, (!h2).then_some(host), headers, body)
+        .map_err(|e| fail(e.into()))?;
     let response = if h2 {
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -208,23 +327,13 @@ pub async fn send_https(
         sender.send_request(request).await
     }
     .map_err(|e| fail(e.into()))?;
-    let (parts, body) = response.into_parts();
-    let wire = body.collect().await.map_err(|e| fail(e.into()))?.to_bytes();
-    let wire_len = wire.len();
-    let body = decode(&parts.headers, wire)
+    let mut exchange = read_answer(response, "https", method.clone(), host, path)
         .await
-        .map_err(|e| fail(e.into()))?;
-    Ok(Exchange {
-        scheme: "https",
-        version: parts.version,
-        method,
-        host: host.to_owned(),
-        path: path.to_owned(),
-        status: parts.status,
-        headers: parts.headers,
-        body,
-        wire_len,
-    })
+        .map_err(fail)?;
+    exchange.client_addr = client_addr;
+    exchange.certificate = certificate;
+    exchange.alpn = alpn;
+    Ok(exchange)
 }
 
 /// The body as it was before the sender compressed it: decoded by its
@@ -352,12 +461,7 @@ pub async fn websocket(
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| RequestError {
-        method: Method::GET,
-        host: host.to_owned(),
-        path: path.to_owned(),
-        source,
-    };
+    let fail = RequestError::maker(&Method::GET, host, path);
     let mut request = format!("ws://{host}{path}")
         .into_client_request()
         .map_err(|e| fail(e.into()))?;
@@ -381,6 +485,9 @@ pub async fn websocket(
             headers,
             wire_len: body.len(),
             body,
+            client_addr: None,
+            certificate: None,
+            alpn: None,
         }
     };
     let (mut ws, response) = match tokio_tungstenite::client_async(request, tcp).await {

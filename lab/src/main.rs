@@ -661,6 +661,10 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
     for (name, addr) in stack.services() {
         println!("  {name:<10} http://{addr}/");
     }
+    println!("Layer 4 ([[stream]]: bytes copied unread; chapter 14, `lab scenario l4-vs-l7`):");
+    for (name, addr) in &stack.streams {
+        println!("  {name:<18} {addr}");
+    }
     let root = stack.ca_dir.join(proxy::local_ca::ROOT_CERT_FILE);
     println!(
         "HTTPS certificates come from the local CA in {}.",
@@ -805,6 +809,16 @@ async fn scenarios(
     }
     let mut failed = false;
     for (name, scenario) in chosen {
+        if docker && scenario.uses_layer4() {
+            eprintln!(
+                "lab: scenario {name} skipped: its steps go `via` the proxy's layer-4 listeners, \
+                 which only the in-process stack has\n  = help: run it without --docker"
+            );
+            if !all {
+                return ExitCode::from(2);
+            }
+            continue;
+        }
         let result = if docker {
             run_on(
                 DockerStack::boot(DockerOptions::default()).await,

@@ -33,6 +33,14 @@
 //!   as the transcript shows them: ports as names
 //!   (`https://localhost:<https-port>/`), and `"(none)"` for a header that
 //!   must be absent;
+//! - a request step with `via = "l4"` is sent to one of the proxy's layer-4
+//!   listeners instead (`l4`, `l4-proxy-protocol`, `l4-passthrough`,
+//!   `l4-terminate`: see `lab/stack/layer4.toml`), over a connection of its
+//!   own, so the transcript can name this client's address `<client>`
+//!   wherever a server reports it; `show = ["certificate"]` prints the
+//!   certificate an HTTPS server presented; `expect = { no_answer = true }`
+//!   says the proxy must close the connection without an answer (the line
+//!   then says why the client gave up);
 //! - `websocket = "ws://localhost/ws"` opens a WebSocket through the proxy
 //!   and shows the handshake's answer (`101 Switching Protocols` when the
 //!   upgrade went through), then one message it receives, then for each of
@@ -58,7 +66,7 @@ use http::Method;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::client::{Exchange, LabClient, WebSocketEvent, send_https};
+use crate::client::{Exchange, LabClient, WebSocketEvent, send_https, send_on_new_connection};
 use crate::stack::LabStack;
 use crate::transcript::Transcript;
 
@@ -86,6 +94,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("compression", include_str!("../scenarios/compression.toml")),
     ("websocket", include_str!("../scenarios/websocket.toml")),
     ("security", include_str!("../scenarios/security.toml")),
+    ("l4-vs-l7", include_str!("../scenarios/l4-vs-l7.toml")),
 ];
 
 /// A parsed scenario.
@@ -142,6 +151,9 @@ pub struct Request {
     pub body: Bytes,
     /// For `https`: trust the lab's local CA (a client that was told to).
     pub trust_lab_ca: bool,
+    /// The layer-4 listener to send it to (`l4`, ...), instead of the
+    /// proxy's HTTP or HTTPS listener.
+    pub via: Option<String>,
 }
 
 /// A `request` step.
@@ -205,6 +217,9 @@ pub enum Show {
     /// `size`: the body's size, and for a compressed answer its size on the
     /// wire and decoded.
     Size,
+    /// `certificate`: the names the HTTPS server's certificate is for, and
+    /// its issuer.
+    Certificate,
 }
 
 /// What the answers of a request step must be.
@@ -229,6 +244,9 @@ pub struct Expect {
     /// Text the proxy's decision trace (`x-lab-trace-N` headers) must contain;
     /// the request asks for the trace (`X-Lab-Trace: 1`).
     pub trace_contains: Option<String>,
+    /// The connection must end without any answer (a layer-4 listener
+    /// closing it).
+    pub no_answer: bool,
 }
 
 impl Expect {
@@ -243,6 +261,7 @@ impl Expect {
             && self.version.is_none()
             && self.replies.is_none()
             && self.trace_contains.is_none()
+            && !self.no_answer
     }
 }
 
@@ -255,6 +274,16 @@ impl Step {
             Step::WebSocket(step) => !step.expect.is_empty(),
             _ => false,
         }
+    }
+}
+
+impl Scenario {
+    /// Whether a step goes `via` a layer-4 listener, which only the
+    /// in-process stack has.
+    pub fn uses_layer4(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| matches!(step, Step::Request(r) if r.request.via.is_some()))
     }
 }
 
@@ -328,6 +357,7 @@ struct RawStep {
     websocket: Option<Spanned<String>>,
     send: Option<Vec<String>>,
     pause: Option<Spanned<String>>,
+    via: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +374,7 @@ struct RawExpect {
     version: Option<Spanned<String>>,
     replies: Option<Spanned<Vec<String>>>,
     trace_contains: Option<String>,
+    no_answer: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +430,7 @@ impl Scenario {
                 ));
             }
             let request_only = step.body.is_some()
+                || step.via.is_some()
                 || step.body_size.is_some()
                 || step.repeat.is_some()
                 || step.concurrency.is_some()
@@ -407,7 +439,7 @@ impl Scenario {
                 || step.show_errors.is_some();
             if request_only && step.request.is_none() {
                 return Err(here(
-                    "body, body_size, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
+                    "body, body_size, via, repeat, concurrency, trust_lab_ca, show_ok and show_errors belong to a request step".into(),
                     "add request = \"GET http://localhost/\", or remove them",
                 ));
             }
@@ -454,7 +486,7 @@ impl Scenario {
                             at(
                                 item.span(),
                                 format!("`{}` is not something to show", item.get_ref()),
-                                "use served-by, header:NAME, body, size, title, tasks, json:FIELD, version or trace (optionally LABEL = WHAT)",
+                                "use served-by, header:NAME, body, size, title, tasks, json:FIELD, version, certificate or trace (optionally LABEL = WHAT)",
                             )
                         })?;
                         Ok((label, what))
@@ -474,8 +506,31 @@ impl Scenario {
                     version,
                     replies: e.replies.as_ref().map(|r| r.get_ref().clone()),
                     trace_contains: e.trace_contains.clone(),
+                    no_answer: e.no_answer.unwrap_or(false),
                 })
                 .unwrap_or_default();
+            if expect.no_answer && step.websocket.is_some() {
+                return Err(here(
+                    "`expect.no_answer` is for a request step".into(),
+                    "a WebSocket handshake is answered: expect a status instead",
+                ));
+            }
+            let via = match &step.via {
+                None => None,
+                Some(name) if crate::stack::STREAM_LISTENERS.contains(&name.get_ref().as_str()) => {
+                    Some(name.get_ref().clone())
+                }
+                Some(name) => {
+                    return Err(at(
+                        name.span(),
+                        format!(
+                            "`{}` is not one of the lab's layer-4 listeners",
+                            name.get_ref()
+                        ),
+                        "use one of: l4, l4-proxy-protocol, l4-passthrough, l4-terminate (lab/stack/layer4.toml)",
+                    ));
+                }
+            };
             let parsed = if let Some(text) = &step.note {
                 Step::Note(text.clone())
             } else if step.gap.is_some() {
@@ -519,9 +574,12 @@ impl Scenario {
                     (None, Some(size)) => filler_body(size).map_err(|(s, m, h)| at(s, m, h))?,
                     (None, None) => Bytes::new(),
                 };
+                let mut request =
+                    parse_request(request, step.headers.as_ref(), body, step.trust_lab_ca)
+                        .map_err(|(s, m, h)| at(s, m, h))?;
+                request.via = via;
                 Step::Request(Box::new(RequestStep {
-                    request: parse_request(request, step.headers.as_ref(), body, step.trust_lab_ca)
-                        .map_err(|(s, m, h)| at(s, m, h))?,
+                    request,
                     repeat: count(&step.repeat, "repeat")?,
                     concurrency: count(&step.concurrency, "concurrency")?,
                     show: shows(&step.show)?,
@@ -672,6 +730,7 @@ fn parse_request(
             .unwrap_or_default(),
         body,
         trust_lab_ca: trust_lab_ca.unwrap_or(true),
+        via: None,
     })
 }
 
@@ -718,6 +777,7 @@ fn parse_show(text: &str) -> Option<Show> {
         "version" => Show::Version,
         "trace" => Show::Trace,
         "size" => Show::Size,
+        "certificate" => Show::Certificate,
         _ => {
             if let Some(name) = what.strip_prefix("header:") {
                 Show::Header(name.trim().to_ascii_lowercase())
@@ -731,16 +791,21 @@ fn parse_show(text: &str) -> Option<Show> {
 }
 
 /// The field at `path` (`headers.x-real-ip`) of a JSON body, as text;
-/// `(not received)` when it is not there.
+/// `(not received)` when it is not there. This client's own address, when
+/// known, reads `<client>`.
 fn json_field(exchange: &Exchange, path: &str) -> String {
     let mut value = exchange.json().unwrap_or_default();
     for key in path.split('.') {
         value = value[key].take();
     }
-    match value {
+    let text = match value {
         serde_json::Value::String(s) => s,
         serde_json::Value::Null => "(not received)".into(),
         other => other.to_string(),
+    };
+    match exchange.client_addr {
+        Some(client) => text.replace(&client.to_string(), "<client>"),
+        None => text,
     }
 }
 
@@ -779,6 +844,12 @@ pub enum RunError {
     /// The stack could not stop or start a service.
     #[error(transparent)]
     Stack(crate::stack::LabStackError),
+    /// A step names a layer-4 listener the stack does not have.
+    #[error(
+        "this stack has no layer-4 listener `{0}`: steps with `via` run on the in-process stack \
+         (`lab scenario NAME`, without --docker)"
+    )]
+    NoListener(String),
 }
 
 /// Runs `scenario` against `stack`.
@@ -808,7 +879,7 @@ pub async fn run(
             } => {
                 let deadline = tokio::time::Instant::now() + *within;
                 loop {
-                    let answer = send(&client, stack, request, false).await;
+                    let answer = send(&client, stack, request, false, false).await;
                     if matches!(&answer, Ok(Answer::Exchange(e)) if e.status.as_u16() == *status) {
                         break;
                     }
@@ -846,7 +917,9 @@ pub async fn run(
                 while left > 0 {
                     let batch = left.min(step.concurrency);
                     left -= batch;
-                    let sends = (0..batch).map(|_| send(&client, stack, &step.request, trace));
+                    let no_answer = step.expect.no_answer;
+                    let sends =
+                        (0..batch).map(|_| send(&client, stack, &step.request, trace, no_answer));
                     for answer in futures_util::future::join_all(sends).await {
                         answers.push(answer?);
                     }
@@ -882,49 +955,58 @@ fn with_trace(headers: &[(String, String)], trace: bool) -> Vec<(&str, &str)> {
     list
 }
 
+/// Sends one request: to the proxy's HTTP or HTTPS listener, or over a new
+/// connection to the layer-4 listener it goes `via`. A request that gets no
+/// answer is an error, unless the step said it might: an HTTPS client that
+/// does not trust the lab's CA (`refused`), or `no_answer` (`no answer`).
 async fn send(
     client: &LabClient,
     stack: &impl LabStack,
     request: &Request,
     trace: bool,
-) -> Result<Answer, crate::client::RequestError> {
+    no_answer: bool,
+) -> Result<Answer, RunError> {
     let headers = with_trace(&request.headers, trace);
-    if request.scheme == "https" {
+    let via = match &request.via {
+        Some(name) => Some(
+            stack
+                .stream_addr(name)
+                .ok_or_else(|| RunError::NoListener(name.clone()))?,
+        ),
+        None => None,
+    };
+    let (method, body) = (request.method.clone(), request.body.clone());
+    let (host, path) = (request.host.as_str(), request.path.as_str());
+    let sent = if request.scheme == "https" {
         let root = request.trust_lab_ca.then_some(stack.ca_root_pem());
-        return match send_https(
-            stack.proxy_tls_addr(),
-            request.method.clone(),
-            &request.host,
-            &request.path,
-            &headers,
-            request.body.clone(),
-            root,
-        )
-        .await
-        {
-            Ok(exchange) => Ok(Answer::Exchange(Box::new(exchange))),
-            Err(err) if !request.trust_lab_ca => Ok(Answer::Refused {
-                line: format!(
-                    "{} https://{}{} -> refused: {}",
-                    request.method,
-                    request.host,
-                    request.path,
-                    root_cause(&err)
-                ),
-            }),
-            Err(err) => Err(err),
-        };
+        let target = via.unwrap_or(stack.proxy_tls_addr());
+        send_https(target, method, host, path, &headers, body, root).await
+    } else if let Some(target) = via {
+        send_on_new_connection(target, method, host, path, &headers, body).await
+    } else {
+        client.send(method, host, path, &headers, body).await
+    };
+    let untrusted = request.scheme == "https" && !request.trust_lab_ca;
+    match sent {
+        Ok(exchange) => Ok(Answer::Exchange(Box::new(exchange))),
+        Err(err) if no_answer || untrusted => Ok(Answer::Refused {
+            line: format!(
+                "{} {}://{host}{path}{} -> {}: {}",
+                request.method,
+                request.scheme,
+                via_label(request.via.as_deref()),
+                if no_answer { "no answer" } else { "refused" },
+                root_cause(&err)
+            ),
+        }),
+        Err(err) => Err(err.into()),
     }
-    client
-        .send(
-            request.method.clone(),
-            &request.host,
-            &request.path,
-            &headers,
-            request.body.clone(),
-        )
-        .await
-        .map(|exchange| Answer::Exchange(Box::new(exchange)))
+}
+
+/// ` via <proxy-l4>` for a request sent to a layer-4 listener, else nothing.
+fn via_label(via: Option<&str>) -> String {
+    via.map(|name| format!(" via <proxy-{name}>"))
+        .unwrap_or_default()
 }
 
 /// Runs a `websocket` step: the handshake's answer, what it shows, and each
@@ -1033,8 +1115,11 @@ fn record(
         }
         Answer::Exchange(exchange) => exchange,
     };
-    t.exchange(exchange);
+    t.exchange_via(exchange, &via_label(step.request.via.as_deref()));
     let mut wrong = Vec::new();
+    if step.expect.no_answer {
+        wrong.push("expected no answer (the connection closed)".to_owned());
+    }
     let expected_status = step
         .expect
         .statuses
@@ -1128,9 +1213,22 @@ fn show_detail(t: &mut Transcript, exchange: &Exchange, show: &Show, label: Opti
         Show::Tasks => detail("tasks", &task_titles(exchange)),
         Show::Version => detail(
             "protocol",
-            &format!("{:?} (chosen by ALPN)", exchange.version),
+            &match (&exchange.alpn, exchange.scheme) {
+                (Some(_), _) => format!("{:?} (chosen by ALPN)", exchange.version),
+                (None, "https") => {
+                    format!("{:?} (no ALPN: the server chose none)", exchange.version)
+                }
+                (None, _) => format!("{:?}", exchange.version),
+            },
         ),
         Show::Json(path) => detail(path, &json_field(exchange, path)),
+        Show::Certificate => detail(
+            "certificate",
+            exchange
+                .certificate
+                .as_deref()
+                .unwrap_or("(none: not HTTPS)"),
+        ),
         Show::Trace => {
             for line in trace_lines(exchange) {
                 t.line(&format!("    | {line}"));
@@ -1401,6 +1499,50 @@ mod tests {
         assert!(huge.contains("64 MiB"), "{huge}");
         let orphan = err("title = \"t\"\n[[steps]]\nnote = \"a\"\nbody_size = 2\n");
         assert!(orphan.contains("belong to a request step"), "{orphan}");
+    }
+
+    #[test]
+    fn a_step_via_a_layer4_listener_is_parsed_and_its_mistakes_explained() {
+        let text = "title = \"t\"\n[[steps]]\nrequest = \"GET https://secure.localhost/\"\nvia = \"l4-passthrough\"\nshow = [\"certificate\"]\nexpect = { no_answer = true }\n";
+        let scenario = Scenario::parse(text, "x.toml").expect("valid");
+        assert!(scenario.uses_layer4());
+        let Step::Request(step) = &scenario.steps[0] else {
+            panic!("a request step");
+        };
+        assert_eq!(step.request.via.as_deref(), Some("l4-passthrough"));
+        assert!(step.expect.no_answer);
+        assert_eq!(step.show, vec![(None, Show::Certificate)]);
+        assert!(!built_in("routing").expect("parses").uses_layer4());
+
+        let unknown =
+            "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nvia = \"l5\"\n";
+        let err = Scenario::parse(unknown, "x.toml")
+            .expect_err("no such listener")
+            .to_string();
+        assert!(
+            err.starts_with("x.toml:4:7: `l5` is not one of the lab's layer-4 listeners"),
+            "{err}"
+        );
+        assert!(
+            err.contains("l4, l4-proxy-protocol, l4-passthrough, l4-terminate"),
+            "{err}"
+        );
+
+        let on_a_note = "title = \"t\"\n[[steps]]\nnote = \"a\"\nvia = \"l4\"\n";
+        let err = Scenario::parse(on_a_note, "x.toml")
+            .expect_err("via on a note")
+            .to_string();
+        assert!(err.contains("via"), "{err}");
+        assert!(err.contains("belong to a request step"), "{err}");
+
+        let websocket = "title = \"t\"\n[[steps]]\nwebsocket = \"ws://localhost/ws\"\nexpect = { no_answer = true }\n";
+        let err = Scenario::parse(websocket, "x.toml")
+            .expect_err("no_answer on a websocket")
+            .to_string();
+        assert!(
+            err.contains("`expect.no_answer` is for a request step"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!  client ──► proxy ────┼──────────► tasks-api     (/api/, api.localhost)
 //!                       └─ round ──► whoami-1, whoami-2, whoami-3  (/api/whoami)
 //!                          robin
+//!  client ──► proxy, layer 4 ([[stream]]) ──► whoami-l4  (bytes copied unread)
 //! ```
 //!
 //! Services bind port 0, so the OS picks free ports and several stacks can run
@@ -25,6 +26,21 @@ use tokio::task::JoinHandle;
 
 /// The proxy configuration template, with `{{name}}` placeholders.
 pub const PROXY_CONFIG_TEMPLATE: &str = include_str!("../stack/proxy.toml");
+
+/// The layer-4 part the in-process stack adds to [`PROXY_CONFIG_TEMPLATE`]:
+/// the `[[stream]]` listeners of [`STREAM_LISTENERS`], in that order, in
+/// front of `whoami-l4` (a whoami that reads PROXY protocol headers).
+pub const LAYER4_CONFIG_TEMPLATE: &str = include_str!("../stack/layer4.toml");
+
+/// The in-process stack's layer-4 listeners, in the order of
+/// `lab/stack/layer4.toml`: the names scenarios send through (`via = "l4"`)
+/// and transcripts print (`<proxy-l4>`).
+pub const STREAM_LISTENERS: [&str; 4] =
+    ["l4", "l4-proxy-protocol", "l4-passthrough", "l4-terminate"];
+
+/// The whoami behind the layer-4 listeners: it reads a PROXY protocol header
+/// when a connection starts with one.
+pub const WHOAMI_L4: &str = "whoami-l4";
 
 /// The whoami replicas, in the order the proxy's round-robin visits them.
 pub const WHOAMI_REPLICAS: [&str; 3] = ["whoami-1", "whoami-2", "whoami-3"];
@@ -113,6 +129,8 @@ pub enum StackError {
 struct Service {
     name: String,
     addr: SocketAddr,
+    /// Reads a PROXY protocol header in front of a connection (whoami-l4).
+    reads_proxy_protocol: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -130,6 +148,9 @@ pub struct Stack {
     pub ca_dir: PathBuf,
     /// The proxy configuration, as it was rendered and loaded.
     pub proxy_config: String,
+    /// The layer-4 listeners by name ([`STREAM_LISTENERS`]); none when the
+    /// stack boots a configuration of its own (a course exercise).
+    pub streams: Vec<(&'static str, SocketAddr)>,
     services: Vec<Service>,
     /// `{{closed}}`: a port that refuses every connection while the stack lives.
     closed: ClosedPort,
@@ -161,6 +182,9 @@ impl Stack {
             let identity = whoami::Identity::new(Some(name.to_owned()));
             services.push(start_service(name, whoami::app(identity)).await?);
         }
+        let identity = whoami::Identity::new(Some(WHOAMI_L4.to_owned()));
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        services.push(start_service_at(WHOAMI_L4, any_port, whoami::app(identity), true).await?);
 
         let mut addresses: HashMap<&str, String> = services
             .iter()
@@ -173,22 +197,57 @@ impl Stack {
         addresses.insert("closed", closed.addr().to_string());
         let ca_dir = options.ca_dir.unwrap_or_else(|| data_path.join("ca"));
         addresses.insert("listen", options.proxy_listen.to_string());
-        addresses.insert("listen-tls", options.proxy_listen_tls.to_string());
         addresses.insert("ca-dir", ca_dir.display().to_string());
+        for name in STREAM_LISTENERS {
+            addresses.insert(name, "127.0.0.1:0".to_owned());
+        }
+        let with_layer4 = options.proxy_config.is_none();
         let template = options.proxy_config.unwrap_or_else(|| ConfigTemplate {
-            text: PROXY_CONFIG_TEMPLATE.to_owned(),
+            text: format!("{PROXY_CONFIG_TEMPLATE}{LAYER4_CONFIG_TEMPLATE}"),
             file: "lab/stack/proxy.toml".to_owned(),
         });
-        let proxy_config = render_template(&template.text, &addresses);
 
-        let config = Config::parse(&proxy_config, &template.file)?;
-        let server = ProxyServer::bind(config).await?;
+        // The layer-4 passthrough names the HTTPS listener as an upstream, so
+        // its port must be known before the proxy binds it: a free one is
+        // picked first, and picked again if another program took it meanwhile.
+        let mut tries = 0;
+        let (server, proxy_config) = loop {
+            tries += 1;
+            let tls_listen = match options.proxy_listen_tls.port() {
+                0 => free_port(options.proxy_listen_tls).map_err(|source| StackError::Bind {
+                    service: "the proxy's HTTPS listener".to_owned(),
+                    source,
+                })?,
+                _ => options.proxy_listen_tls,
+            };
+            addresses.insert("listen-tls", tls_listen.to_string());
+            let proxy_config = render_template(&template.text, &addresses);
+            let config = Config::parse(&proxy_config, &template.file)?;
+            match ProxyServer::bind(config).await {
+                Ok(server) => break (server, proxy_config),
+                Err(_) if tries < 3 && options.proxy_listen_tls.port() == 0 => continue,
+                Err(err) => return Err(err.into()),
+            }
+        };
         let (proxy_addr, proxy_tls_addr) = match server.local_addrs()[..] {
             [plain, tls, ..] => (plain, tls),
             _ => {
                 return Err(StackError::Template {
                     file: template.file,
                     what: "two [[listen]] addresses (plain HTTP at {{listen}}, HTTPS at {{listen-tls}})",
+                });
+            }
+        };
+        let streams = match server.stream_addrs()[..] {
+            _ if !with_layer4 => Vec::new(),
+            ref addrs if addrs.len() == STREAM_LISTENERS.len() => STREAM_LISTENERS
+                .into_iter()
+                .zip(addrs.iter().copied())
+                .collect(),
+            _ => {
+                return Err(StackError::Template {
+                    file: template.file,
+                    what: "the [[stream]] listeners of lab/stack/layer4.toml, in order",
                 });
             }
         };
@@ -205,6 +264,7 @@ impl Stack {
             ca_root_pem,
             ca_dir,
             proxy_config,
+            streams,
             services,
             closed,
             db,
@@ -212,6 +272,14 @@ impl Stack {
             proxy_task: Some(proxy_task),
             _data_dir: temp_dir,
         })
+    }
+
+    /// The address of the layer-4 listener called `name` (see [`STREAM_LISTENERS`]).
+    pub fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.streams
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, addr)| *addr)
     }
 
     /// The address `{{closed}}` stands for: every connection to it is refused.
@@ -265,7 +333,8 @@ impl Stack {
             "tasks-api" => tasks_api::app(self.db.clone()),
             whoami_name => whoami::app(whoami::Identity::new(Some(whoami_name.to_owned()))),
         };
-        let restarted = start_service_at(name, service.addr, app).await?;
+        let restarted =
+            start_service_at(name, service.addr, app, service.reads_proxy_protocol).await?;
         *service = restarted;
         Ok(())
     }
@@ -299,6 +368,12 @@ pub trait LabStack {
     /// `(address, name)` pairs a transcript prints as `<name>`: every
     /// address a service or the proxy may appear under.
     fn transcript_names(&self) -> Vec<(String, String)>;
+    /// The address of the layer-4 listener called `name` ([`STREAM_LISTENERS`]);
+    /// `None` where the stack has none (the Docker stack publishes none).
+    fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
+        let _ = name;
+        None
+    }
     /// Stops a service; the proxy is not told.
     fn stop_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
     /// Starts a stopped service again.
@@ -342,8 +417,17 @@ impl LabStack for Stack {
             .map(|(name, addr)| (addr.to_string(), format!("<{name}>")))
             .collect();
         names.push((self.closed.addr().to_string(), "<closed>".into()));
+        names.extend(
+            self.streams
+                .iter()
+                .map(|(name, addr)| (addr.to_string(), format!("<proxy-{name}>"))),
+        );
         names.extend(proxy_names(self.proxy_addr, self.proxy_tls_addr));
         names
+    }
+
+    fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
+        Stack::stream_addr(self, name)
     }
 
     async fn stop_service(&mut self, name: &str) -> Result<(), LabStackError> {
@@ -405,13 +489,21 @@ pub fn render_template(template: &str, values: &HashMap<&str, String>) -> String
 }
 
 async fn start_service(name: &str, app: backends::Router) -> Result<Service, StackError> {
-    start_service_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), app).await
+    start_service_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), app, false).await
 }
 
+/// A free port at `addr`'s address, found by binding port 0 and letting it go.
+fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(addr)?.local_addr()
+}
+
+/// Starts `app` on `addr`; with `reads_proxy_protocol`, each connection may
+/// start with a PROXY protocol header (whoami's `--proxy-protocol`).
 async fn start_service_at(
     name: &str,
     addr: SocketAddr,
     app: backends::Router,
+    reads_proxy_protocol: bool,
 ) -> Result<Service, StackError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -424,12 +516,20 @@ async fn start_service_at(
         source,
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(backends::serve(listener, app, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
+    };
+    let task = if reads_proxy_protocol {
+        tokio::spawn(backends::serve_accepting_proxy_protocol(
+            listener, app, stopped,
+        ))
+    } else {
+        tokio::spawn(backends::serve(listener, app, stopped))
+    };
     Ok(Service {
         name: name.to_owned(),
         addr,
+        reads_proxy_protocol,
         stop: Some(stop),
         task: Some(task),
     })
@@ -452,13 +552,18 @@ mod tests {
             "whoami-1",
             "whoami-2",
             "whoami-3",
+            WHOAMI_L4,
         ]
         .into_iter()
+        .chain(STREAM_LISTENERS)
         .enumerate()
         {
             values.insert(name, format!("127.0.0.1:{}", 9000 + i));
         }
-        let text = render_template(PROXY_CONFIG_TEMPLATE, &values);
+        let text = render_template(
+            &format!("{PROXY_CONFIG_TEMPLATE}{LAYER4_CONFIG_TEMPLATE}"),
+            &values,
+        );
         assert!(!text.contains("{{"), "placeholder left:\n{text}");
         match Config::parse(&text, "lab/stack/proxy.toml") {
             // The lab's config is the one learners copy: no lint may fire on it.

@@ -39,8 +39,13 @@ impl Transcript {
 
     /// A request line and its status: `GET http://app.localhost/api/ -> 200 OK`.
     pub fn exchange(&mut self, exchange: &Exchange) {
+        self.exchange_via(exchange, "");
+    }
+
+    /// A request line with where it was sent, `via` (` via <proxy-l4>`), before its status.
+    pub fn exchange_via(&mut self, exchange: &Exchange, via: &str) {
         self.lines.push(format!(
-            "{} {}://{}{} -> {}",
+            "{} {}://{}{}{via} -> {}",
             exchange.method, exchange.scheme, exchange.host, exchange.path, exchange.status
         ));
     }

@@ -97,6 +97,86 @@ async fn security() {
 }
 
 #[tokio::test]
+async fn l4_vs_l7() {
+    insta::assert_snapshot!("l4-vs-l7", run("l4-vs-l7").await);
+}
+
+/// The layer-4 steps' own checks can fail: an answer where none was
+/// expected, a PROXY header naming someone else, and a stack without the
+/// listener a step names.
+#[tokio::test]
+async fn layer4_expectations_fail_when_they_do_not_hold() {
+    let text = r#"
+title = "layer-4 expectations"
+[[steps]]
+request = "GET http://localhost/"
+via = "l4"
+expect = { no_answer = true }
+[[steps]]
+request = "GET http://localhost/"
+via = "l4"
+expect = { json = { "proxy_protocol.source" = "<client>" } }
+[[steps]]
+request = "GET https://secure.localhost/"
+via = "l4-terminate"
+expect = { status = 200 }
+"#;
+    let scenario = scenario::Scenario::parse(text, "inline.toml").expect("valid");
+    let mut stack = Stack::boot(StackOptions::default())
+        .await
+        .expect("the stack boots");
+    let outcome = scenario::run(&scenario, &mut stack, RunOptions::default()).await;
+    stack.shutdown().await;
+    // The terminating listener's certificate is for localhost: a client asking
+    // for secure.localhost refuses it, and no answer was allowed for.
+    let err = outcome
+        .expect_err("a refused certificate stops the run")
+        .to_string();
+    assert!(err.contains("secure.localhost"), "{err}");
+
+    let two = scenario::Scenario {
+        title: scenario.title.clone(),
+        steps: scenario.steps[..2].to_vec(),
+    };
+    let mut stack = Stack::boot(StackOptions::default())
+        .await
+        .expect("the stack boots");
+    let outcome = scenario::run(&two, &mut stack, RunOptions::default())
+        .await
+        .expect("the scenario runs");
+    stack.shutdown().await;
+    assert_eq!(outcome.failures.len(), 2, "{:#?}", outcome.failures);
+    assert!(
+        outcome.failures[0].contains("expected no answer"),
+        "{:#?}",
+        outcome.failures
+    );
+    assert!(
+        outcome.failures[1]
+            .contains("expected proxy_protocol.source = \"<client>\" (it was \"(not received)\")"),
+        "{:#?}",
+        outcome.failures
+    );
+
+    // A stack booted with a configuration of its own has no layer-4 listener.
+    let mut stack = Stack::boot(StackOptions {
+        proxy_config: Some(lab::stack::ConfigTemplate {
+            text: lab::stack::PROXY_CONFIG_TEMPLATE.to_owned(),
+            file: "lab/stack/proxy.toml".to_owned(),
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack boots");
+    let err = scenario::run(&two, &mut stack, RunOptions::default())
+        .await
+        .expect_err("no listener l4")
+        .to_string();
+    stack.shutdown().await;
+    assert!(err.contains("no layer-4 listener `l4`"), "{err}");
+}
+
+#[tokio::test]
 async fn an_https_step_sends_its_method_and_body() {
     let text = r#"
 title = "https post"
