@@ -57,10 +57,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
 use crate::headers;
+use crate::stream::pipe::LastMoved;
 
 /// The client's side of an upgrade it asked for, to be claimed once the 101
 /// has been sent to it: `None` when the request asks for no upgrade (or
@@ -165,7 +165,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Activity::new();
+    let activity = Activity::default();
     let (client_read, mut client_write) = tokio::io::split(client);
     let (upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let mut client_read = Counted {
@@ -200,41 +200,22 @@ where
     }
 }
 
-/// When a byte last moved through a tunnel, and how many moved each way.
+/// When a byte last moved through a tunnel (the stream pipe's clock), and
+/// how many moved each way.
+#[derive(Default)]
 struct Activity {
-    start: Instant,
-    /// Nanoseconds from `start` to the last read that returned bytes.
-    last: AtomicU64,
+    moved: LastMoved,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-            to_upstream: AtomicU64::new(0),
-            to_client: AtomicU64::new(0),
-        }
-    }
-
     fn touch(&self) {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.fetch_max(nanos, Ordering::Relaxed);
+        self.moved.touch();
     }
 
-    /// Completes once no byte has moved for `idle`: sleeps until the last
-    /// movement plus `idle`, and sleeps again if bytes moved meanwhile.
     async fn silent_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
+        self.moved.silent_for(idle).await;
     }
 }
 
@@ -266,6 +247,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<'_, R> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, duplex};
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn bytes_cross_both_ways_and_a_close_ends_the_tunnel() {

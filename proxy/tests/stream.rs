@@ -6,72 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PATTERN_PERIOD, expected_crc, pattern_byte};
-use proxy::{Config, Proxy, ProxyServer};
+use common::{PATTERN_PERIOD, StreamProxy, expected_crc, pattern_byte};
+use proxy::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-
-/// A proxy running stream listeners; stops when dropped.
-struct StreamProxy {
-    /// Every stream listener's bound address, in config order.
-    streams: Vec<SocketAddr>,
-    proxy: Arc<Proxy>,
-    reload: proxy::server::ReloadHandle,
-    _stop: oneshot::Sender<()>,
-}
-
-impl StreamProxy {
-    async fn start(config: &str) -> StreamProxy {
-        let config = match Config::parse(config, "test.toml") {
-            Ok(config) => config,
-            Err(errors) => panic!("test config is invalid:\n{errors}"),
-        };
-        let server = ProxyServer::bind(config).await.expect("bind the proxy");
-        let streams = server.stream_addrs();
-        let proxy = server.proxy();
-        let reload = server.reload_handle();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        StreamProxy {
-            streams,
-            proxy,
-            reload,
-            _stop: stop,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.streams[0]
-    }
-
-    /// `proxy_stream_connections_total` for the first stream's connections that ended with `end`.
-    fn ended(&self, end: &str) -> u64 {
-        let text = proxy::metrics::render(&self.proxy.snapshot());
-        let listen = format!("listen=\"{}\"", self.addr());
-        text.lines()
-            .filter(|l| l.starts_with("proxy_stream_connections_total{"))
-            .filter(|l| l.contains(&listen) && l.contains(&format!("end=\"{end}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Waits (at most 10 s) until `n` connections ended with `end`.
-    async fn wait_ended(&self, end: &str, n: u64) {
-        for _ in 0..1000 {
-            if self.ended(end) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{n} connection(s) never ended with {end}");
-    }
-}
+use tokio::sync::mpsc;
 
 /// A stream-only config: `[[stream]]` to upstream `pool` of `servers`, plus
 /// extra TOML for the stream and for the pool.

@@ -4,67 +4,20 @@
 //! termination (the proxy's certificate from the local CA, plain TCP to the
 //! upstream).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::StreamProxy;
+use proxy::Config;
 use proxy::local_ca::LocalCa;
-use proxy::{Config, Proxy, ProxyServer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-
-/// A proxy running stream listeners; stops when dropped.
-struct StreamProxy {
-    addr: SocketAddr,
-    proxy: Arc<Proxy>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl StreamProxy {
-    async fn start(config: &str) -> StreamProxy {
-        let config = match Config::parse(config, "test.toml") {
-            Ok(config) => config,
-            Err(errors) => panic!("test config is invalid:\n{errors}"),
-        };
-        let server = ProxyServer::bind(config).await.expect("bind the proxy");
-        let addr = server.stream_addrs()[0];
-        let proxy = server.proxy();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        StreamProxy {
-            addr,
-            proxy,
-            _stop: stop,
-        }
-    }
-
-    /// `proxy_stream_connections_total` for connections that ended with `end`.
-    fn ended(&self, end: &str) -> u64 {
-        let text = proxy::metrics::render(&self.proxy.snapshot());
-        text.lines()
-            .filter(|l| l.starts_with("proxy_stream_connections_total{"))
-            .filter(|l| l.contains(&format!("end=\"{end}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Waits (at most 10 s) until `n` connections ended with `end`.
-    async fn wait_ended(&self, end: &str, n: u64) {
-        for _ in 0..1000 {
-            if self.ended(end) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{n} connection(s) never ended with {end}");
-    }
-}
 
 /// A local CA in a temporary folder.
 struct TestCa {
@@ -213,7 +166,7 @@ async fn sni_passthrough_reaches_each_backend_by_name_and_the_client_verifies_it
 {
     let setup = passthrough("").await;
     let root = setup.ca.ca.root_cert_pem().to_owned();
-    let (answer, shown) = tls_exchange(setup.proxy.addr, "a.example", Some(&root), b"hello a")
+    let (answer, shown) = tls_exchange(setup.proxy.addr(), "a.example", Some(&root), b"hello a")
         .await
         .expect("TLS through the proxy to a.example");
     assert_eq!(answer, b"a:hello a");
@@ -222,7 +175,7 @@ async fn sni_passthrough_reaches_each_backend_by_name_and_the_client_verifies_it
     assert_eq!(shown, der_of(&setup.a_cert));
 
     let (answer, shown) = tls_exchange(
-        setup.proxy.addr,
+        setup.proxy.addr(),
         "www.b.example",
         Some(&root),
         b"\0binary\xff",
@@ -238,7 +191,7 @@ async fn sni_passthrough_reaches_each_backend_by_name_and_the_client_verifies_it
 async fn an_unknown_name_without_a_default_upstream_is_closed() {
     let setup = passthrough("").await;
     let root = setup.ca.ca.root_cert_pem().to_owned();
-    let refused = tls_exchange(setup.proxy.addr, "c.example", Some(&root), b"hi").await;
+    let refused = tls_exchange(setup.proxy.addr(), "c.example", Some(&root), b"hi").await;
     assert!(refused.is_err(), "an unknown name got through");
     setup.proxy.wait_ended("no_route", 1).await;
 }
@@ -256,11 +209,11 @@ async fn an_unknown_name_goes_to_the_default_upstream_when_there_is_one() {
     );
     let proxy = StreamProxy::start(&config).await;
     let root = ca.ca.root_cert_pem().to_owned();
-    let (answer, _) = tls_exchange(proxy.addr, "c.example", Some(&root), b"x")
+    let (answer, _) = tls_exchange(proxy.addr(), "c.example", Some(&root), b"x")
         .await
         .expect("to the default");
     assert_eq!(answer, b"default:x");
-    let (answer, _) = tls_exchange(proxy.addr, "a.example", Some(&root), b"y")
+    let (answer, _) = tls_exchange(proxy.addr(), "a.example", Some(&root), b"y")
         .await
         .expect("to a");
     assert_eq!(answer, b"a:y");
@@ -269,7 +222,9 @@ async fn an_unknown_name_goes_to_the_default_upstream_when_there_is_one() {
 #[tokio::test]
 async fn a_client_that_does_not_speak_tls_is_closed_without_reaching_a_backend() {
     let setup = passthrough("").await;
-    let mut socket = TcpStream::connect(setup.proxy.addr).await.expect("connect");
+    let mut socket = TcpStream::connect(setup.proxy.addr())
+        .await
+        .expect("connect");
     socket
         .write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
         .await
@@ -283,7 +238,9 @@ async fn a_client_that_does_not_speak_tls_is_closed_without_reaching_a_backend()
 #[tokio::test]
 async fn a_client_that_sends_no_client_hello_is_closed_after_the_preread_timeout() {
     let setup = passthrough("preread_timeout = \"200ms\"").await;
-    let mut socket = TcpStream::connect(setup.proxy.addr).await.expect("connect");
+    let mut socket = TcpStream::connect(setup.proxy.addr())
+        .await
+        .expect("connect");
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "still open after 5 s");
@@ -310,7 +267,7 @@ async fn tls_termination_hands_the_decrypted_bytes_to_a_plain_upstream_byte_for_
     let root = ca.ca.root_cert_pem().to_owned();
     // Every byte value, a few times over, crossing many TLS records.
     let message: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (answer, _) = tls_exchange(proxy.addr, "localhost", Some(&root), &message)
+    let (answer, _) = tls_exchange(proxy.addr(), "localhost", Some(&root), &message)
         .await
         .expect("TLS to the proxy");
     assert_eq!(answer.len(), message.len());
@@ -324,9 +281,9 @@ async fn a_client_that_does_not_trust_the_local_ca_fails_the_handshake() {
     let proxy = terminating(&ca).await;
     let other = TestCa::new();
     let root = other.ca.root_cert_pem().to_owned();
-    let refused = tls_exchange(proxy.addr, "localhost", Some(&root), b"secret").await;
+    let refused = tls_exchange(proxy.addr(), "localhost", Some(&root), b"secret").await;
     assert!(refused.is_err(), "a client trusting another CA got through");
-    let refused = tls_exchange(proxy.addr, "localhost", None, b"secret").await;
+    let refused = tls_exchange(proxy.addr(), "localhost", None, b"secret").await;
     assert!(refused.is_err(), "a client trusting nothing got through");
     proxy.wait_ended("tls_failed", 2).await;
 }
@@ -344,7 +301,7 @@ async fn tls_termination_with_certificate_files() {
     );
     let proxy = StreamProxy::start(&config).await;
     let root = ca.ca.root_cert_pem().to_owned();
-    let (answer, shown) = tls_exchange(proxy.addr, "db.localhost", Some(&root), b"SELECT 1;")
+    let (answer, shown) = tls_exchange(proxy.addr(), "db.localhost", Some(&root), b"SELECT 1;")
         .await
         .expect("TLS to the proxy");
     assert_eq!(answer, b"SELECT 1;");

@@ -150,12 +150,56 @@ where
     Ok(())
 }
 
-/// What both directions share: the bytes each way, when a byte last moved,
-/// and which side closed first.
-struct State {
+/// When a byte last moved through a connection, for an idle timeout: both
+/// directions (and the WebSocket tunnel, `crate::upgrade`) touch it, and
+/// [`LastMoved::silent_for`] waits for the silence. The clock is tokio's, so
+/// tests can pause it.
+#[derive(Debug)]
+pub struct LastMoved {
     start: Instant,
     /// Nanoseconds from `start` to the last byte moved.
     last: AtomicU64,
+}
+
+impl LastMoved {
+    /// A clock that starts now, as if a byte had just moved.
+    pub fn new() -> LastMoved {
+        LastMoved {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A byte moved now.
+    pub fn touch(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Completes once no byte has moved for `idle`: sleeps until the last
+    /// movement plus `idle`, and sleeps again if bytes moved meanwhile.
+    pub async fn silent_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+impl Default for LastMoved {
+    fn default() -> LastMoved {
+        LastMoved::new()
+    }
+}
+
+/// What both directions share: the bytes each way, when a byte last moved,
+/// and which side closed first.
+struct State {
+    moved: LastMoved,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
     /// 0: nobody closed yet; 1: the client; 2: the upstream.
@@ -165,8 +209,7 @@ struct State {
 impl State {
     fn new() -> State {
         State {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
+            moved: LastMoved::new(),
             to_upstream: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
             first: AtomicU8::new(0),
@@ -174,8 +217,7 @@ impl State {
     }
 
     fn touch(&self) {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.fetch_max(nanos, Ordering::Relaxed);
+        self.moved.touch();
     }
 
     fn note_end(&self, end: End) {
@@ -198,14 +240,7 @@ impl State {
 
     /// Completes once no byte has moved for `idle`.
     async fn silent_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
+        self.moved.silent_for(idle).await;
     }
 }
 

@@ -624,3 +624,61 @@ pub fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
 }
+
+/// A proxy running stream listeners; stops when dropped.
+pub struct StreamProxy {
+    /// Every stream listener's bound address, in config order.
+    pub streams: Vec<SocketAddr>,
+    pub proxy: Arc<proxy::Proxy>,
+    pub reload: proxy::server::ReloadHandle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl StreamProxy {
+    pub async fn start(config: &str) -> StreamProxy {
+        let config = match Config::parse(config, "test.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("test config is invalid:\n{errors}"),
+        };
+        let server = ProxyServer::bind(config).await.expect("bind the proxy");
+        let streams = server.stream_addrs();
+        let proxy = server.proxy();
+        let reload = server.reload_handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        StreamProxy {
+            streams,
+            proxy,
+            reload,
+            _stop: stop,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.streams[0]
+    }
+
+    /// `proxy_stream_connections_total` for the first stream's connections that ended with `end`.
+    pub fn ended(&self, end: &str) -> u64 {
+        let text = proxy::metrics::render(&self.proxy.snapshot());
+        let listen = format!("listen=\"{}\"", self.addr());
+        text.lines()
+            .filter(|l| l.starts_with("proxy_stream_connections_total{"))
+            .filter(|l| l.contains(&listen) && l.contains(&format!("end=\"{end}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Waits (at most 10 s) until `n` connections ended with `end`.
+    pub async fn wait_ended(&self, end: &str, n: u64) {
+        for _ in 0..1000 {
+            if self.ended(end) >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{n} connection(s) never ended with {end}");
+    }
+}
