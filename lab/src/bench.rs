@@ -5,8 +5,11 @@
 //! (`direct`), through this proxy at layer 7 (`proxy`: it reads every
 //! request), through this proxy at layer 4 (`proxy-l4`: a `[[stream]]` that
 //! copies the bytes of each client connection to one backend connection,
-//! unread; see `proxy::stream`), and through nginx and HAProxy when they
-//! are installed, each with keep-alive connections to the backend:
+//! unread; see `proxy::stream`), through the same two with TLS from the
+//! client to the proxy (`proxy-https` and `proxy-l4-tls`: the proxy
+//! terminates TLS with a certificate from a local CA made for the run, and
+//! speaks plain HTTP/1.1 to the backend), and through nginx and HAProxy when
+//! they are installed, each with keep-alive connections to the backend:
 //!
 //! 1. **closed loop**, 2 B and 1 MiB: the most each serves;
 //! 2. **fixed rate**, 2 B, at half of nginx's closed-loop rate (of the
@@ -20,6 +23,12 @@
 //! the proxy and as many `worker_processes` for nginx and `nbthread` for
 //! HAProxy. The load generator runs in this process. On one machine all of
 //! them share the cores, as they would in production on one host.
+//!
+//! Every client connection is HTTP/1.1 keep-alive, TLS ones included (ALPN
+//! offers `http/1.1` only), so the rows differ by the hop alone. A TLS
+//! connection shakes hands once and then carries thousands of requests: its
+//! rows measure the cost of encrypting every request and answer, with the
+//! handshake's cost spread thin.
 
 use std::convert::Infallible;
 use std::io::{BufRead as _, Write as _};
@@ -36,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart::{Bar, BarChart, Group};
 use crate::haproxy::{Haproxy, HaproxySetup, find_haproxy};
-use crate::load::{self, LoadOptions, LoadReport};
+use crate::load::{self, ClientTls, LoadOptions, LoadReport};
 use crate::nginx::{Nginx, NginxSetup, find_nginx};
 use crate::procstat::{ProcessTree, Usage};
 
@@ -45,6 +54,9 @@ const SMALL: (&str, &str) = ("/", "2 B");
 /// The backend's large answer (`GET /1mib`).
 const LARGE: (&str, &str) = ("/1mib", "1 MiB");
 const LARGE_BYTES: usize = 1 << 20;
+/// The name the TLS targets' certificates are issued for, sent as SNI and
+/// in `Host` by the load.
+const HOST: &str = "bench.localhost";
 
 /// How to run the comparison.
 #[derive(Debug, Clone)]
@@ -66,7 +78,8 @@ pub struct BenchOptions {
 /// One run's figures for one target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    /// `direct`, `proxy` (layer 7), `proxy-l4` (layer 4), `nginx` or `haproxy`.
+    /// `direct`, `proxy` (layer 7), `proxy-l4` (layer 4), `proxy-https`
+    /// (layer 7, TLS), `proxy-l4-tls` (layer 4, TLS), `nginx` or `haproxy`.
     pub target: String,
     /// Proxy workers (nginx worker processes, HAProxy threads).
     pub workers: usize,
@@ -93,7 +106,7 @@ pub struct Row {
 /// Memory held with many idle keep-alive connections open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleRow {
-    /// `proxy`, `proxy-l4`, `nginx` or `haproxy`.
+    /// Any target but `direct`.
     pub target: String,
     /// Connections asked for.
     pub connections: usize,
@@ -137,33 +150,29 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let nginx_bin = find_nginx().map_err(|reason| report.skipped.push(format!("nginx: {reason}")));
     let haproxy_bin =
         find_haproxy().map_err(|reason| report.skipped.push(format!("haproxy: {reason}")));
+    // A local CA for this run only: the TLS targets get their certificates
+    // from it (`auto_local`), and the load trusts its root.
+    let ca = BenchCa::new()?;
     for (i, &workers) in options.workers.iter().enumerate() {
         let workers = workers.max(1);
         let threads = u32::try_from(workers).unwrap_or(1);
-        let proxy = Served::start(
-            &options.serve_with,
-            &[
-                "proxy",
-                "--workers",
-                &workers.to_string(),
-                "--upstream",
-                &backend.addr.to_string(),
-            ],
-        )?;
-        let stream = Served::start(
-            &options.serve_with,
-            &[
-                "proxy-l4",
-                "--workers",
-                &workers.to_string(),
-                "--upstream",
-                &backend.addr.to_string(),
-            ],
-        )?;
+        let serve = |role: &str, ca_dir: Option<&str>| {
+            let (workers, upstream) = (workers.to_string(), backend.addr.to_string());
+            let mut args = vec![role, "--workers", &workers, "--upstream", &upstream];
+            args.extend(ca_dir.iter().flat_map(|dir| ["--ca-dir", *dir]));
+            Served::start(&options.serve_with, &args)
+        };
+        let proxy = serve("proxy", None)?;
+        let stream = serve("proxy-l4", None)?;
+        let https = serve("proxy-https", Some(&ca.dir_arg))?;
+        let stream_tls = serve("proxy-l4-tls", Some(&ca.dir_arg))?;
         let mut targets = vec![
             Target::new("direct", backend.addr, Some(backend.pid())),
             Target::new("proxy", proxy.addr, Some(proxy.pid())),
             Target::new("proxy-l4", stream.addr, Some(stream.pid())),
+            Target::new("proxy-https", https.addr, Some(https.pid())).with_tls(&ca.client),
+            Target::new("proxy-l4-tls", stream_tls.addr, Some(stream_tls.pid()))
+                .with_tls(&ca.client),
         ];
         let nginx = match &nginx_bin {
             Ok(bin) => Some(Nginx::start(bin, &nginx_setup(threads, options), backend.addr).await?),
@@ -188,7 +197,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
 
         for (path, body) in [SMALL, LARGE] {
             for target in &targets {
-                let load = options.load(path, None);
+                let load = options.load(target, path, None);
                 report
                     .rows
                     .push(measure(target, workers, body, &load, options.duration).await);
@@ -204,7 +213,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
         };
         let rate = (peak("nginx").or(peak("proxy")).unwrap_or(1000.0) / 2.0).max(10.0) as u64;
         for target in &targets {
-            let load = options.load(SMALL.0, Some(rate));
+            let load = options.load(target, SMALL.0, Some(rate));
             report
                 .rows
                 .push(measure(target, workers, SMALL.1, &load, options.duration).await);
@@ -214,7 +223,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
             for target in targets.iter().filter(|t| t.name != "direct") {
                 report
                     .idle
-                    .push(idle_memory(target, options.idle_connections).await);
+                    .push(idle_memory(target, options, options.idle_connections).await);
             }
         }
     }
@@ -222,14 +231,43 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
 }
 
 impl BenchOptions {
-    fn load(&self, path: &str, rate: Option<u64>) -> LoadOptions {
+    fn load(&self, target: &Target, path: &str, rate: Option<u64>) -> LoadOptions {
         LoadOptions {
             connections: self.connections,
             duration: self.duration,
             rate,
-            host: "bench.localhost".into(),
+            host: HOST.into(),
             path: path.into(),
+            tls: target.tls.clone(),
         }
+    }
+}
+
+/// The run's own certificate authority, in a temporary folder removed at
+/// the end: `lab bench-serve proxy-https|proxy-l4-tls --ca-dir DIR` issue
+/// their certificates from it, and the load trusts its root.
+struct BenchCa {
+    /// `--ca-dir`'s value.
+    dir_arg: String,
+    /// How the load speaks TLS to the targets: trusting the root, asking for [`HOST`].
+    client: ClientTls,
+    /// Kept so the folder lives as long as the bench.
+    _dir: tempfile::TempDir,
+}
+
+impl BenchCa {
+    fn new() -> Result<BenchCa, String> {
+        let dir =
+            tempfile::tempdir().map_err(|e| format!("cannot make a folder for the CA: {e}"))?;
+        let ca_dir = dir.path().join("ca");
+        // Made here, once, so the two TLS processes only open it.
+        let (ca, _) = proxy::local_ca::LocalCa::open_or_create(&ca_dir)
+            .map_err(|e| format!("cannot make the bench's CA: {e}"))?;
+        Ok(BenchCa {
+            dir_arg: ca_dir.display().to_string(),
+            client: ClientTls::new(ca.root_cert_pem(), HOST)?,
+            _dir: dir,
+        })
     }
 }
 
@@ -247,11 +285,12 @@ fn nginx_setup(workers: u32, options: &BenchOptions) -> NginxSetup {
     }
 }
 
-/// Something to load: its name, address and process.
+/// Something to load: its name, address, process, and TLS if it speaks it.
 struct Target {
     name: &'static str,
     addr: SocketAddr,
     process: Option<ProcessTree>,
+    tls: Option<ClientTls>,
 }
 
 impl Target {
@@ -260,6 +299,15 @@ impl Target {
             name,
             addr,
             process: pid.map(|pid| ProcessTree { pid }),
+            tls: None,
+        }
+    }
+
+    /// The same target, spoken to over TLS.
+    fn with_tls(self, tls: &ClientTls) -> Target {
+        Target {
+            tls: Some(tls.clone()),
+            ..self
         }
     }
 
@@ -304,9 +352,9 @@ async fn measure(
 
 /// Opens `count` keep-alive connections to `target`, one request on each,
 /// and reads the target's memory while they sit idle.
-async fn idle_memory(target: &Target, count: usize) -> IdleRow {
+async fn idle_memory(target: &Target, options: &BenchOptions, count: usize) -> IdleRow {
     let before = target.usage().map_or(0.0, |u| mib(u.rss_kib));
-    let held = load::hold_idle(target.addr, count, "bench.localhost", SMALL.0).await;
+    let held = load::hold_idle(target.addr, count, &options.load(target, SMALL.0, None)).await;
     // Let the target settle (buffers freed after the answers went out).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with = target.usage().map_or(0.0, |u| mib(u.rss_kib));
@@ -355,7 +403,7 @@ impl BenchReport {
         workers.dedup();
         for w in workers {
             out.push_str(&format!(
-                "\nworkers {w}\n{:<8} {:<6} {:<13} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9}\n",
+                "\nworkers {w}\n{:<12} {:<6} {:<13} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9}\n",
                 "target",
                 "body",
                 "load",
@@ -376,7 +424,7 @@ impl BenchReport {
                     v.map_or("-".into(), |v| format!("{v:.precision$}"))
                 };
                 out.push_str(&format!(
-                    "{:<8} {:<6} {:<13} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>6} {:>9}\n",
+                    "{:<12} {:<6} {:<13} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>6} {:>9}\n",
                     row.target,
                     row.body,
                     load,
@@ -395,13 +443,13 @@ impl BenchReport {
         }
         if let Some(first) = self.idle.first() {
             out.push_str(&format!(
-                "\n{} idle keep-alive connections\n{:<8} {:>7} {:>12} {:>10} {:>15}\n",
+                "\n{} idle keep-alive connections\n{:<12} {:>7} {:>12} {:>10} {:>15}\n",
                 first.connections, "target", "opened", "RSS before", "RSS with", "KiB/connection"
             ));
             for row in &self.idle {
                 let per = (row.rss_mib - row.rss_before_mib) * 1024.0 / row.opened.max(1) as f64;
                 out.push_str(&format!(
-                    "{:<8} {:>7} {:>8.1} MiB {:>6.1} MiB {:>15.1}\n",
+                    "{:<12} {:>7} {:>8.1} MiB {:>6.1} MiB {:>15.1}\n",
                     row.target, row.opened, row.rss_before_mib, row.rss_mib, per
                 ));
             }
@@ -445,6 +493,41 @@ impl BenchReport {
                     ms(d.p99_us),
                     ms(l4.p99_us),
                     ms(l7.p99_us)
+                ));
+            }
+            lines.push(line);
+        }
+        // What terminating TLS costs, against the same hop in plain text.
+        let against_plain = |tls: &str, plain: &str, body: &str| {
+            let (t, p) = (find(tls, body, false)?, find(plain, body, false)?);
+            Some(t.requests_per_second / p.requests_per_second.max(1.0))
+        };
+        if let (Some(l7), Some(l4)) = (
+            against_plain("proxy-https", "proxy", SMALL.1),
+            against_plain("proxy-l4-tls", "proxy-l4", SMALL.1),
+        ) {
+            let mut line =
+                format!("TLS against plain, 2 B: L7 {l7:.2}x the requests/s, L4 {l4:.2}x");
+            if let (Some(l7), Some(l4)) = (
+                against_plain("proxy-https", "proxy", LARGE.1),
+                against_plain("proxy-l4-tls", "proxy-l4", LARGE.1),
+            ) {
+                line.push_str(&format!("; 1 MiB: L7 {l7:.2}x, L4 {l4:.2}x"));
+            }
+            let p99 = |target: &str| find(target, SMALL.1, true);
+            if let (Some(l7), Some(l7_tls), Some(l4), Some(l4_tls)) = (
+                p99("proxy"),
+                p99("proxy-https"),
+                p99("proxy-l4"),
+                p99("proxy-l4-tls"),
+            ) {
+                line.push_str(&format!(
+                    "; p99 at {}/s: L7 {:.3} -> {:.3} ms, L4 {:.3} -> {:.3} ms",
+                    l7.offered_rate.unwrap_or(0),
+                    ms(l7.p99_us),
+                    ms(l7_tls.p99_us),
+                    ms(l4.p99_us),
+                    ms(l4_tls.p99_us)
                 ));
             }
             lines.push(line);
@@ -640,6 +723,9 @@ pub enum ServeRole {
         workers: usize,
         /// The backend's address.
         upstream: SocketAddr,
+        /// HTTPS instead of HTTP, with a certificate for `bench.localhost`
+        /// from the local CA in this folder (`proxy-https`).
+        tls_ca_dir: Option<PathBuf>,
     },
     /// The proxy at layer 4: a `[[stream]]` to `upstream`, `workers` threads.
     Stream {
@@ -647,6 +733,9 @@ pub enum ServeRole {
         workers: usize,
         /// The backend's address.
         upstream: SocketAddr,
+        /// TLS terminated by the stream, with a certificate for
+        /// `bench.localhost` from the local CA in this folder (`proxy-l4-tls`).
+        tls_ca_dir: Option<PathBuf>,
     },
 }
 
@@ -665,8 +754,16 @@ pub fn serve(role: ServeRole) -> Result<(), String> {
     runtime.block_on(async {
         let addr = match role {
             ServeRole::Backend => backend().await,
-            ServeRole::Proxy { workers, upstream } => proxy(workers, upstream).await,
-            ServeRole::Stream { workers, upstream } => stream(workers, upstream).await,
+            ServeRole::Proxy {
+                workers,
+                upstream,
+                tls_ca_dir,
+            } => proxy(workers, upstream, tls_ca_dir.as_deref()).await,
+            ServeRole::Stream {
+                workers,
+                upstream,
+                tls_ca_dir,
+            } => stream(workers, upstream, tls_ca_dir.as_deref()).await,
         }?;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{addr}").map_err(|e| e.to_string())?;
@@ -683,15 +780,27 @@ pub fn serve(role: ServeRole) -> Result<(), String> {
 }
 
 /// The proxy, configured like nginx and HAProxy in the bench: one route to
-/// the backend, keep-alive to it, no access log.
-async fn proxy(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, String> {
-    let text = format!(
-        "workers = {workers}\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[servers]]\nroutes = [{{ path = \"/\", upstream = \"backend\" }}]\n[upstreams.backend]\nservers = [\"{upstream}\"]\n"
-    );
-    let config = proxy::Config::parse(&text, "bench.toml").map_err(|e| e.to_string())?;
-    let server = proxy::ProxyServer::bind(config)
-        .await
-        .map_err(|e| e.to_string())?;
+/// the backend, keep-alive to it, no access log. With `tls_ca_dir`, its
+/// listener speaks HTTPS with a certificate for [`HOST`] issued by that CA.
+async fn proxy(
+    workers: usize,
+    upstream: SocketAddr,
+    tls_ca_dir: Option<&std::path::Path>,
+) -> Result<SocketAddr, String> {
+    let (ca, listen_tls, server_tls) = match tls_ca_dir {
+        None => (String::new(), "", String::new()),
+        Some(dir) => (
+            local_ca_line(dir),
+            "tls = true\n",
+            format!("server_names = [\"{HOST}\"]\ntls = {{ auto_local = true }}\n"),
+        ),
+    };
+    let server = bind(format!(
+        "workers = {workers}\n{ca}[[listen]]\naddr = \"127.0.0.1:0\"\n{listen_tls}\
+         [[servers]]\n{server_tls}routes = [{{ path = \"/\", upstream = \"backend\" }}]\n\
+         [upstreams.backend]\nservers = [\"{upstream}\"]\n"
+    ))
+    .await?;
     let addr = server
         .local_addrs()
         .first()
@@ -704,14 +813,25 @@ async fn proxy(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, Strin
 /// The proxy at layer 4: one `[[stream]]` to the backend, no access log.
 /// Each client connection gets a backend connection of its own for as long
 /// as it lasts: the load's keep-alive connections are the backend's too.
-async fn stream(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, String> {
-    let text = format!(
-        "workers = {workers}\n[[stream]]\nlisten = \"127.0.0.1:0\"\nupstream = \"backend\"\n[upstreams.backend]\nservers = [\"{upstream}\"]\n"
-    );
-    let config = proxy::Config::parse(&text, "bench.toml").map_err(|e| e.to_string())?;
-    let server = proxy::ProxyServer::bind(config)
-        .await
-        .map_err(|e| e.to_string())?;
+/// With `tls_ca_dir`, the stream terminates TLS with a certificate for
+/// [`HOST`] issued by that CA, and copies the decrypted bytes.
+async fn stream(
+    workers: usize,
+    upstream: SocketAddr,
+    tls_ca_dir: Option<&std::path::Path>,
+) -> Result<SocketAddr, String> {
+    let (ca, tls) = match tls_ca_dir {
+        None => (String::new(), String::new()),
+        Some(dir) => (
+            local_ca_line(dir),
+            format!("tls = {{ auto_local = true, names = [\"{HOST}\"] }}\n"),
+        ),
+    };
+    let server = bind(format!(
+        "workers = {workers}\n{ca}[[stream]]\nlisten = \"127.0.0.1:0\"\nupstream = \"backend\"\n{tls}\
+         [upstreams.backend]\nservers = [\"{upstream}\"]\n"
+    ))
+    .await?;
     let addr = server
         .stream_addrs()
         .first()
@@ -719,6 +839,20 @@ async fn stream(workers: usize, upstream: SocketAddr) -> Result<SocketAddr, Stri
         .ok_or("the proxy has no stream listener")?;
     tokio::spawn(server.run(std::future::pending()));
     Ok(addr)
+}
+
+/// `local_ca_dir = "DIR"`, the folder quoted as TOML quotes it.
+fn local_ca_line(dir: &std::path::Path) -> String {
+    let dir = toml::Value::String(dir.display().to_string());
+    format!("local_ca_dir = {dir}\n")
+}
+
+/// Parses a bench config and binds its listeners.
+async fn bind(text: String) -> Result<proxy::ProxyServer, String> {
+    let config = proxy::Config::parse(&text, "bench.toml").map_err(|e| e.to_string())?;
+    proxy::ProxyServer::bind(config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The backend: `ok` to `GET /`, 1 MiB to `GET /1mib`.

@@ -10,8 +10,15 @@
 //!   waiting for it ("coordinated omission").
 //!
 //! Latencies go into an HDR histogram (microseconds), merged at the end.
+//!
+//! A target may speak TLS ([`ClientTls`]): each connection then starts with a
+//! TLS handshake, once, and carries all its requests encrypted. The
+//! handshake's cost is spread over every request of the connection, so what
+//! a keep-alive run measures is mostly the cost of encrypting and decrypting
+//! each request and answer, not of the handshake.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +26,9 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 /// How to load a target.
@@ -34,6 +44,51 @@ pub struct LoadOptions {
     pub host: String,
     /// The path to GET.
     pub path: String,
+    /// TLS to the target, or `None` for plain TCP.
+    pub tls: Option<ClientTls>,
+}
+
+/// How to speak TLS to a target: the roots to trust and the name to ask for.
+///
+/// ALPN offers `http/1.1` alone, so a TLS target answers in HTTP/1.1 like
+/// every other: a row with TLS differs from its plain twin by the
+/// encryption only, not by the HTTP version.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// rustls with the `ring` provider, the lab's one crypto back end.
+    config: Arc<rustls::ClientConfig>,
+    /// Sent as SNI, and what the target's certificate must name.
+    name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Trusts the certificates in `root_pem` (e.g. the local CA's
+    /// `rootCA.pem`) and asks for `server_name`.
+    pub fn new(root_pem: &str, server_name: &str) -> Result<ClientTls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the root certificate is not PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("cannot trust the root certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("no certificate in the root PEM: nothing to trust".into());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
+        Ok(ClientTls {
+            config: Arc::new(config),
+            name,
+        })
+    }
 }
 
 /// What a run measured.
@@ -74,12 +129,22 @@ pub async fn run(target: SocketAddr, options: &LoadOptions) -> LoadReport {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..connections {
         let (host, path) = (options.host.clone(), options.path.clone());
+        let tls = options.tls.clone();
         // Spread the first sends of fixed-rate connections over one interval.
         let offset = interval.map_or(Duration::ZERO, |iv| {
             iv.mul_f64(i as f64 / connections as f64)
         });
         tasks.spawn(async move {
-            one_connection(target, host, path, started + offset, interval, deadline).await
+            one_connection(
+                target,
+                tls,
+                host,
+                path,
+                started + offset,
+                interval,
+                deadline,
+            )
+            .await
         });
     }
     let mut histogram = new_histogram();
@@ -115,9 +180,28 @@ struct Part {
     bytes: u64,
 }
 
-async fn connect(target: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+/// Opens one HTTP/1.1 connection to `target`, over TLS when `tls` says so
+/// (the TLS handshake happens here, once per connection).
+async fn connect(target: SocketAddr, tls: Option<&ClientTls>) -> Option<SendRequest<Empty<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(target).await.ok()?;
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => http1(stream).await,
+        Some(tls) => {
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config))
+                .connect(tls.name.clone(), stream)
+                .await
+                .ok()?;
+            http1(stream).await
+        }
+    }
+}
+
+/// The HTTP/1.1 client side of a connection, its driver spawned.
+async fn http1<S>(stream: S) -> Option<SendRequest<Empty<Bytes>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .ok()?;
@@ -127,6 +211,7 @@ async fn connect(target: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
 
 async fn one_connection(
     target: SocketAddr,
+    tls: Option<ClientTls>,
     host: String,
     path: String,
     first: Instant,
@@ -155,7 +240,7 @@ async fn one_connection(
             break;
         }
         if sender.is_none() {
-            sender = connect(target).await;
+            sender = connect(target, tls.as_ref()).await;
         }
         let Some(conn) = sender.as_mut() else {
             part.errors += 1;
@@ -194,22 +279,24 @@ async fn one_connection(
     part
 }
 
-/// Opens `count` keep-alive connections to `target`, sends `GET path` on
-/// each and reads the answer, and returns them open and idle (they close
-/// when dropped). Connections that fail are left out. Opened 256 at a time,
-/// so the target's listen backlog does not overflow.
+/// Opens `count` keep-alive connections to `target` (over TLS when
+/// `options.tls` says so), sends `GET options.path` on each and reads the
+/// answer, and returns them open and idle (they close when dropped).
+/// Connections that fail are left out. Opened 256 at a time, so the target's
+/// listen backlog does not overflow. `options`' connections, duration and
+/// rate do not apply.
 pub async fn hold_idle(
     target: SocketAddr,
     count: usize,
-    host: &str,
-    path: &str,
+    options: &LoadOptions,
 ) -> Vec<SendRequest<Empty<Bytes>>> {
     let mut held = Vec::with_capacity(count);
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..count {
-        let (host, path) = (host.to_owned(), path.to_owned());
+        let (host, path) = (options.host.clone(), options.path.clone());
+        let tls = options.tls.clone();
         opening.spawn(async move {
-            let mut sender = connect(target).await?;
+            let mut sender = connect(target, tls.as_ref()).await?;
             let request = http::Request::get(path.as_str())
                 .header(http::header::HOST, host.as_str())
                 .body(Empty::new())
@@ -233,18 +320,28 @@ pub async fn hold_idle(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn closed_loop_and_fixed_rate_runs_count_what_they_send() {
-        let stack = crate::Stack::boot(crate::StackOptions::default())
-            .await
-            .expect("the stack boots");
-        let mut options = LoadOptions {
+    /// Two connections for 0.3 s, closed loop.
+    fn short(host: &str, path: &str, tls: Option<ClientTls>) -> LoadOptions {
+        LoadOptions {
             connections: 2,
             duration: Duration::from_millis(300),
             rate: None,
-            host: "localhost".into(),
-            path: "/welcome".into(),
-        };
+            host: host.into(),
+            path: path.into(),
+            tls,
+        }
+    }
+
+    async fn stack() -> crate::Stack {
+        crate::Stack::boot(crate::StackOptions::default())
+            .await
+            .expect("the stack boots")
+    }
+
+    #[tokio::test]
+    async fn closed_loop_and_fixed_rate_runs_count_what_they_send() {
+        let stack = stack().await;
+        let mut options = short("localhost", "/welcome", None);
         let closed = run(stack.proxy_addr, &options).await;
         assert!(closed.ok > 0 && closed.errors == 0, "{closed:?}");
         assert!(closed.p50_us <= closed.p99_us && closed.p99_us <= closed.p999_us);
@@ -252,12 +349,39 @@ mod tests {
         let fixed = run(stack.proxy_addr, &options).await;
         // 100 r/s for 0.3 s: about 30 requests, give or take the edges.
         assert!((20..=40).contains(&fixed.ok), "{fixed:?}");
-        let held = hold_idle(stack.proxy_addr, 20, "localhost", "/welcome").await;
+        let held = hold_idle(stack.proxy_addr, 20, &options).await;
         assert_eq!(
             held.len(),
             20,
             "every idle connection opened and was answered"
         );
         stack.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_target_is_loaded_over_https_and_an_untrusted_one_fails() {
+        let stack = stack().await;
+        // The stack's HTTPS site, with a certificate from its local CA.
+        let root = ClientTls::new(&stack.ca_root_pem, "secure.localhost").expect("the CA's root");
+        let mut options = short("secure.localhost", "/", Some(root));
+        let trusted = run(stack.proxy_tls_addr, &options).await;
+        assert!(trusted.ok > 0 && trusted.errors == 0, "{trusted:?}");
+        let held = hold_idle(stack.proxy_tls_addr, 5, &options).await;
+        assert_eq!(held.len(), 5, "every idle TLS connection opened");
+        drop(held);
+
+        // Another CA's root: every handshake fails, and each try is an error.
+        let other = tempfile::tempdir().expect("a temporary folder");
+        let (ca, _) = proxy::local_ca::LocalCa::open_or_create(other.path()).expect("a CA");
+        options.tls = Some(ClientTls::new(ca.root_cert_pem(), "secure.localhost").expect("a root"));
+        let untrusted = run(stack.proxy_tls_addr, &options).await;
+        assert!(untrusted.ok == 0 && untrusted.errors > 0, "{untrusted:?}");
+        stack.shutdown().await;
+    }
+
+    #[test]
+    fn a_root_pem_without_a_certificate_is_refused() {
+        let err = ClientTls::new("not a certificate", "localhost").expect_err("nothing to trust");
+        assert!(err.contains("no certificate"), "{err}");
     }
 }

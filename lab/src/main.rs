@@ -132,7 +132,8 @@ enum Command {
     /// (Used by `lab bench`.) Run its backend or its proxy; print the address; serve until stdin closes.
     #[command(hide = true)]
     BenchServe {
-        /// `backend`, `proxy` or `proxy-l4` (a `[[stream]]`).
+        /// `backend`, `proxy`, `proxy-l4` (a `[[stream]]`), `proxy-https` or
+        /// `proxy-l4-tls` (the same two terminating TLS).
         role: String,
         /// The proxy's worker threads.
         #[arg(long, default_value_t = 1)]
@@ -140,6 +141,9 @@ enum Command {
         /// The proxy's upstream.
         #[arg(long)]
         upstream: Option<SocketAddr>,
+        /// The local CA that issues the TLS roles' certificates.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<PathBuf>,
     },
 }
 
@@ -150,9 +154,10 @@ fn main() -> ExitCode {
         role,
         workers,
         upstream,
-    } = &cli.command
+        ca_dir,
+    } = cli.command
     {
-        return bench_serve(role, *workers, *upstream);
+        return bench_serve(&role, workers, upstream, ca_dir);
     }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run(cli.command)),
@@ -540,14 +545,41 @@ async fn soak(seconds: u64, clients: usize, release: bool, proxy_bin: Option<Pat
     }
 }
 
-/// `lab bench-serve backend|proxy`: one process of the bench.
-fn bench_serve(role: &str, workers: usize, upstream: Option<SocketAddr>) -> ExitCode {
-    let role = match (role, upstream) {
-        ("backend", _) => lab::bench::ServeRole::Backend,
-        ("proxy", Some(upstream)) => lab::bench::ServeRole::Proxy { workers, upstream },
-        ("proxy-l4", Some(upstream)) => lab::bench::ServeRole::Stream { workers, upstream },
+/// `lab bench-serve backend|proxy|...`: one process of the bench.
+fn bench_serve(
+    role: &str,
+    workers: usize,
+    upstream: Option<SocketAddr>,
+    ca_dir: Option<PathBuf>,
+) -> ExitCode {
+    use lab::bench::ServeRole;
+    let role = match (role, upstream, ca_dir) {
+        ("backend", _, _) => ServeRole::Backend,
+        ("proxy", Some(upstream), None) => ServeRole::Proxy {
+            workers,
+            upstream,
+            tls_ca_dir: None,
+        },
+        ("proxy-l4", Some(upstream), None) => ServeRole::Stream {
+            workers,
+            upstream,
+            tls_ca_dir: None,
+        },
+        ("proxy-https", Some(upstream), Some(dir)) => ServeRole::Proxy {
+            workers,
+            upstream,
+            tls_ca_dir: Some(dir),
+        },
+        ("proxy-l4-tls", Some(upstream), Some(dir)) => ServeRole::Stream {
+            workers,
+            upstream,
+            tls_ca_dir: Some(dir),
+        },
         _ => {
-            eprintln!("lab: bench-serve backend, or bench-serve proxy|proxy-l4 --upstream ADDR");
+            eprintln!(
+                "lab: bench-serve backend, bench-serve proxy|proxy-l4 --upstream ADDR, \
+                 or bench-serve proxy-https|proxy-l4-tls --upstream ADDR --ca-dir DIR"
+            );
             return ExitCode::from(2);
         }
     };

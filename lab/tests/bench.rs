@@ -1,7 +1,8 @@
 //! `lab bench` end to end, on a short run: the backend and the proxy start as
 //! processes of the `lab` binary, every target is loaded closed-loop (2 B and
 //! 1 MiB) and at a fixed rate, idle connections are held, and the table,
-//! JSON and chart come out. nginx and HAProxy take part when installed; under
+//! JSON and chart come out. The TLS rows (`proxy-https`, `proxy-l4-tls`)
+//! are loaded over real TLS handshakes against the run's own local CA. nginx and HAProxy take part when installed; under
 //! CI (`CI=true`), where `.ci/run` installs them, they must.
 
 use std::time::Duration;
@@ -25,8 +26,8 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         assert!(!in_ci, "CI runs every target, but {reason}");
         eprintln!("skipped: {reason}");
     }
-    // direct, proxy (L7), proxy-l4, nginx, haproxy.
-    let targets = 5 - report.skipped.len();
+    // direct, proxy (L7), proxy-l4, proxy-https, proxy-l4-tls, nginx, haproxy.
+    let targets = 7 - report.skipped.len();
     // Per target: 2 B and 1 MiB closed loop, then 2 B at a fixed rate.
     assert_eq!(report.rows.len(), 3 * targets, "{:#?}", report.rows);
     for row in &report.rows {
@@ -41,6 +42,15 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         assert!(cpu >= 0.0, "{row:?}");
         assert!(row.peak_rss_mib.is_some_and(|m| m > 1.0), "{row:?}");
     }
+    // Both TLS rows served every load over TLS, without one failed request
+    // (a failed handshake counts as an error, and no answer as 0 requests/s).
+    for target in ["proxy-https", "proxy-l4-tls"] {
+        let rows: Vec<_> = report.rows.iter().filter(|r| r.target == target).collect();
+        assert_eq!(rows.len(), 3, "2 B, 1 MiB and fixed rate for {target}");
+        for row in rows {
+            assert!(row.requests_per_second > 0.0 && row.errors == 0, "{row:?}");
+        }
+    }
     let proxy_large = report
         .rows
         .iter()
@@ -54,6 +64,11 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         .collect();
     assert_eq!(fixed.len(), targets, "one fixed-rate run per target");
     assert_eq!(report.idle.len(), targets - 1, "idle memory of every proxy");
+    assert!(
+        report.idle.iter().any(|r| r.target == "proxy-l4-tls"),
+        "{:#?}",
+        report.idle
+    );
     for idle in &report.idle {
         assert_eq!(idle.opened, 50, "{idle:?}");
         assert!(idle.rss_mib > 0.0, "{idle:?}");
@@ -66,6 +81,9 @@ async fn a_short_bench_measures_every_target_and_writes_its_files() {
         "proxy",
         "proxy-l4",
         "against direct, 2 B: L4",
+        "proxy-https",
+        "proxy-l4-tls",
+        "TLS against plain, 2 B: L7",
         "closed loop",
         "idle keep-alive",
     ] {
