@@ -626,7 +626,11 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, SoakError> {
         path: std::env::temp_dir(),
         source,
     })?;
-    let mut proxy = ProxyProcess::start(&options.proxy_bin, dir.path(), &stack.proxy_config)?;
+    let mut proxy = ProxyProcess::start(
+        &options.proxy_bin,
+        dir.path(),
+        &stack.proxy_config_on_free_ports(),
+    )?;
     let (http, https) = proxy.addresses().map_err(|reason| SoakError::Proxy {
         bin: options.proxy_bin.clone(),
         reason,

@@ -274,6 +274,17 @@ impl Stack {
         })
     }
 
+    /// The proxy configuration for a second proxy in front of the same
+    /// services (`lab soak` runs one as a process): as loaded, but with the
+    /// HTTPS listener, whose port the layer-4 passthrough had to know in
+    /// advance, on a free port again like every other listener.
+    pub fn proxy_config_on_free_ports(&self) -> String {
+        self.proxy_config.replace(
+            &format!("addr = \"{}\"", self.proxy_tls_addr),
+            "addr = \"127.0.0.1:0\"",
+        )
+    }
+
     /// The address of the layer-4 listener called `name` (see [`STREAM_LISTENERS`]).
     pub fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
         self.streams
