@@ -94,6 +94,8 @@ const STACK_LABEL: &str = "proxy-lab.stack";
 /// Where the proxy's config and local CA go inside its container.
 const CONTAINER_CONFIG: &str = "/etc/proxy-lab/proxy.toml";
 const CONTAINER_CA_DIR: &str = "/etc/proxy-lab/ca";
+/// The proxy's admin listener (metrics) inside its container: loopback, not published.
+const CONTAINER_ADMIN_ADDR: &str = "127.0.0.1:9090";
 /// What to run to build the images.
 const IMAGES_COMMAND: &str = "cargo run -p lab -- images";
 
@@ -904,6 +906,7 @@ impl DockerStack {
                 .collect();
             values.insert("listen", format!("0.0.0.0:{plain}"));
             values.insert("listen-tls", format!("0.0.0.0:{tls}"));
+            values.insert("admin", CONTAINER_ADMIN_ADDR.to_owned());
             values.insert("ca-dir", CONTAINER_CA_DIR.to_owned());
             let config_text =
                 trust_gateway(&render_template(PROXY_CONFIG_TEMPLATE, &values), gateway_ip);
@@ -1406,6 +1409,7 @@ mod tests {
             .collect();
         values.insert("listen", "0.0.0.0:18080".into());
         values.insert("listen-tls", "0.0.0.0:18443".into());
+        values.insert("admin", CONTAINER_ADMIN_ADDR.into());
         values.insert("ca-dir", CONTAINER_CA_DIR.into());
         let text = render_template(PROXY_CONFIG_TEMPLATE, &values);
         assert!(!text.contains("{{"), "placeholder left:\n{text}");

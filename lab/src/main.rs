@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! lab up                 # boot the stack behind the proxy on localhost:8080, until Ctrl-C
-//! lab up --port 0 --tls-port 0   # ... on any free ports
+//! lab up --port 0 --tls-port 0 --admin-port 0   # ... on any free ports
 //! lab scenario --all     # boot a fresh stack per scenario, run it, print its transcript
 //! lab scenario round-robin failover   # some of them
 //! lab scenario --file my.toml --trace # your own scenario file, with the proxy's decision trace
@@ -44,6 +44,9 @@ enum Command {
         /// The proxy's HTTPS port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8443)]
         tls_port: u16,
+        /// The port of the proxy's metrics (its admin listener) on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
         /// Keep tasks-api's database in this folder (default: a temporary one).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -173,9 +176,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Up {
             port,
             tls_port,
+            admin_port,
             data_dir,
             print_config,
-        } => up(port, tls_port, data_dir, print_config).await,
+        } => up([port, tls_port, admin_port], data_dir, print_config).await,
         Command::Scenario {
             names,
             all,
@@ -627,11 +631,14 @@ fn images(release: bool) -> ExitCode {
     }
 }
 
-async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
+/// `lab up`: the stack on `ports` (plain HTTP, HTTPS, metrics) until Ctrl-C.
+async fn up(ports: [u16; 3], data_dir: Option<PathBuf>, print_config: bool) -> ExitCode {
     proxy::init_logging();
+    let [port, tls_port, admin_port] = ports;
     let options = StackOptions {
         proxy_listen: SocketAddr::from(([127, 0, 0, 1], port)),
         proxy_listen_tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+        proxy_admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
         // The per-user CA, so that trusting its root once lasts across runs.
         ca_dir: proxy::local_ca::LocalCa::default_dir().ok(),
         data_dir,
@@ -641,8 +648,10 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("lab: {err}");
-            if port != 0 || tls_port != 0 {
-                eprintln!("  = help: `lab up --port 0 --tls-port 0` picks free ports");
+            if ports.iter().any(|p| *p != 0) {
+                eprintln!(
+                    "  = help: `lab up --port 0 --tls-port 0 --admin-port 0` picks free ports"
+                );
             }
             return ExitCode::FAILURE;
         }
@@ -692,6 +701,9 @@ async fn up(port: u16, tls_port: u16, data_dir: Option<PathBuf>, print_config: b
     println!("Behind it, each service on its own port (direct, skipping the proxy):");
     for (name, addr) in stack.services() {
         println!("  {name:<10} http://{addr}/");
+    }
+    if let Some(admin) = stack.admin_addr {
+        println!("The proxy's own metrics (chapter 13): http://{admin}/metrics");
     }
     println!("Layer 4 ([[stream]]: bytes copied unread; chapter 14, `lab scenario l4-vs-l7`):");
     for (name, addr) in &stack.streams {

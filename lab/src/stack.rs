@@ -52,6 +52,9 @@ pub struct StackOptions {
     pub proxy_listen: SocketAddr,
     /// Where the proxy listens for HTTPS; port 0 picks a free port.
     pub proxy_listen_tls: SocketAddr,
+    /// Where the proxy serves its metrics (`admin`, when the template has
+    /// `{{admin}}`); port 0 picks a free port.
+    pub proxy_admin: SocketAddr,
     /// The local CA that issues the HTTPS certificate; `None` makes one in the
     /// stack's data folder (a temporary one unless `data_dir` is set).
     pub ca_dir: Option<PathBuf>,
@@ -80,6 +83,7 @@ impl Default for StackOptions {
         StackOptions {
             proxy_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy_listen_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             ca_dir: None,
             data_dir: None,
             proxy_config: None,
@@ -142,6 +146,9 @@ pub struct Stack {
     pub proxy_addr: SocketAddr,
     /// Where the proxy listens for HTTPS.
     pub proxy_tls_addr: SocketAddr,
+    /// Where the proxy serves `/metrics` and `/health` (its `admin`
+    /// listener), when its configuration has one.
+    pub admin_addr: Option<SocketAddr>,
     /// The local CA's root certificate (PEM): what an HTTPS client must trust.
     pub ca_root_pem: String,
     /// The local CA's folder.
@@ -197,6 +204,7 @@ impl Stack {
         addresses.insert("closed", closed.addr().to_string());
         let ca_dir = options.ca_dir.unwrap_or_else(|| data_path.join("ca"));
         addresses.insert("listen", options.proxy_listen.to_string());
+        addresses.insert("admin", options.proxy_admin.to_string());
         addresses.insert("ca-dir", ca_dir.display().to_string());
         for name in STREAM_LISTENERS {
             addresses.insert(name, "127.0.0.1:0".to_owned());
@@ -238,6 +246,7 @@ impl Stack {
                 });
             }
         };
+        let admin_addr = server.admin_addr();
         let streams = match server.stream_addrs()[..] {
             _ if !with_layer4 => Vec::new(),
             ref addrs if addrs.len() == STREAM_LISTENERS.len() => STREAM_LISTENERS
@@ -261,6 +270,7 @@ impl Stack {
         Ok(Stack {
             proxy_addr,
             proxy_tls_addr,
+            admin_addr,
             ca_root_pem,
             ca_dir,
             proxy_config,
@@ -275,14 +285,18 @@ impl Stack {
     }
 
     /// The proxy configuration for a second proxy in front of the same
-    /// services (`lab soak` runs one as a process): as loaded, but with the
-    /// HTTPS listener, whose port the layer-4 passthrough had to know in
-    /// advance, on a free port again like every other listener.
+    /// services (`lab soak` runs one as a process): as loaded, but with
+    /// every listener on a free port again, the HTTPS one too (the layer-4
+    /// passthrough had to know its port in advance).
     pub fn proxy_config_on_free_ports(&self) -> String {
-        self.proxy_config.replace(
-            &format!("addr = \"{}\"", self.proxy_tls_addr),
-            "addr = \"127.0.0.1:0\"",
-        )
+        let mut text = self.proxy_config.clone();
+        for bound in [self.proxy_addr, self.proxy_tls_addr]
+            .into_iter()
+            .chain(self.admin_addr)
+        {
+            text = text.replace(&format!("addr = \"{bound}\""), "addr = \"127.0.0.1:0\"");
+        }
+        text
     }
 
     /// The address of the layer-4 listener called `name` (see [`STREAM_LISTENERS`]).
@@ -564,6 +578,7 @@ mod tests {
             "whoami-2",
             "whoami-3",
             WHOAMI_L4,
+            "admin",
         ]
         .into_iter()
         .chain(STREAM_LISTENERS)

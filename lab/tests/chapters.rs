@@ -7,7 +7,8 @@
 //! - `cargo run [--release] -p lab -- ARGS` and `cargo run -p proxy -- ARGS`
 //!   run the binaries this build made (no nested cargo);
 //! - `lab up` starts in the background on free ports, and the `curl` lines of
-//!   the same page talk to it (8080 and 8443 become the ports it got);
+//!   the same page talk to it (8080, 8443 and 9090, its metrics, become the
+//!   ports it got);
 //! - `lab check NN` works in a scratch folder (`LAB_COURSE_ROOT`), never in
 //!   the repository's own `work/`; an untouched exercise fails its check,
 //!   so there it must fail, saying what is wrong;
@@ -324,12 +325,13 @@ struct Up {
     child: Child,
     port: u16,
     tls_port: u16,
+    admin_port: u16,
 }
 
 impl Up {
     fn start(setting: &Setting) -> Up {
         let mut child = setting
-            .shell("exec \"$LAB\" up --port 0 --tls-port 0")
+            .shell("exec \"$LAB\" up --port 0 --tls-port 0 --admin-port 0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -339,8 +341,9 @@ impl Up {
         let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut port = None;
         let mut tls_port = None;
+        let mut admin_port = None;
         let mut line = String::new();
-        while port.is_none() || tls_port.is_none() {
+        while port.is_none() || tls_port.is_none() || admin_port.is_none() {
             line.clear();
             let n = std::io::BufRead::read_line(&mut reader, &mut line).expect("read");
             if n == 0 {
@@ -353,6 +356,10 @@ impl Up {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 digits.parse::<u16>().ok()
             };
+            if line.contains("/metrics") {
+                admin_port = admin_port.or_else(|| port_after("http://"));
+                continue;
+            }
             port = port.or_else(|| port_after("http://"));
             tls_port = tls_port.or_else(|| port_after("https://"));
         }
@@ -362,6 +369,7 @@ impl Up {
             child,
             port: port.expect("a port"),
             tls_port: tls_port.expect("a TLS port"),
+            admin_port: admin_port.expect("a metrics port"),
         }
     }
 }
@@ -435,6 +443,7 @@ fn every_page_command_works_on_a_fresh_clone() {
                         let up = up.get_or_insert_with(|| Up::start(&setting));
                         line.replace("8080", &up.port.to_string())
                             .replace("8443", &up.tls_port.to_string())
+                            .replace("9090", &up.admin_port.to_string())
                     };
                     (line.replacen("curl ", "curl --max-time 20 ", 1), true)
                 }
