@@ -137,7 +137,7 @@ pub struct BenchReport {
 
 /// Runs the comparison.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
-    raise_file_limit(options.idle_connections);
+    let idle_connections = idle_within_file_limit(options.idle_connections);
     let backend = Served::start(&options.serve_with, &["backend"])?;
     let mut report = BenchReport {
         connections: options.connections,
@@ -219,11 +219,11 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, String> {
                 .push(measure(target, workers, SMALL.1, &load, options.duration).await);
         }
         // Memory with idle connections: once, at the first worker count.
-        if i == 0 && options.idle_connections > 0 {
+        if i == 0 && idle_connections > 0 {
             for target in targets.iter().filter(|t| t.name != "direct") {
                 report
                     .idle
-                    .push(idle_memory(target, options, options.idle_connections).await);
+                    .push(idle_memory(target, options, idle_connections).await);
             }
         }
     }
@@ -375,15 +375,32 @@ fn mib(kib: u64) -> f64 {
 
 /// Lifts this process's open-file limit to what `idle` connections need (its
 /// children, the proxy and the backend, inherit it), as far as the hard limit allows.
-fn raise_file_limit(idle: usize) {
-    // Twice: at layer 4 each client connection has its backend connection.
+/// Raises this process's open-file limit (inherited by the targets it
+/// starts) for `idle` idle connections, and returns how many fit: a target
+/// at layer 4 holds two descriptors per connection (the client's and its
+/// backend's), plus some of its own. Where the hard limit is lower, fewer
+/// connections are held, and the bench says so: a target out of descriptors
+/// stops accepting, and its clients would wait for nothing.
+fn idle_within_file_limit(idle: usize) -> usize {
+    const SPARE: u64 = 4096;
     let wanted = u64::try_from(idle)
         .unwrap_or(u64::MAX)
         .saturating_mul(2)
-        .saturating_add(4096);
-    if let Err(err) = rlimit::increase_nofile_limit(wanted) {
-        eprintln!("lab bench: cannot raise the open-file limit: {err}");
+        .saturating_add(SPARE);
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(err) => {
+            eprintln!("lab bench: cannot raise the open-file limit: {err}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let fits = usize::try_from(limit.saturating_sub(SPARE) / 2).unwrap_or(usize::MAX);
+    if fits < idle {
+        eprintln!(
+            "lab bench: the open-file limit is {limit} (ulimit -n): holding {fits} idle connections instead of {idle}"
+        );
     }
+    idle.min(fits)
 }
 
 impl BenchReport {
@@ -882,4 +899,23 @@ async fn backend() -> Result<SocketAddr, String> {
         }
     });
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_are_cut_to_what_the_open_file_limit_holds() {
+        // Far more than any machine allows: cut so a layer-4 target (two
+        // descriptors per connection) stays under the limit.
+        let asked = 1 << 40;
+        let held = idle_within_file_limit(asked);
+        assert!(held < asked);
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("the limit");
+        let needed = u64::try_from(held).expect("fits") * 2 + 4096;
+        assert!(needed <= soft, "{held} idle connections need {needed}, limit {soft}");
+        // A few always fit as asked.
+        assert_eq!(idle_within_file_limit(10), 10);
+    }
 }

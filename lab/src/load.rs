@@ -282,9 +282,9 @@ async fn one_connection(
 /// Opens `count` keep-alive connections to `target` (over TLS when
 /// `options.tls` says so), sends `GET options.path` on each and reads the
 /// answer, and returns them open and idle (they close when dropped).
-/// Connections that fail are left out. Opened 256 at a time, so the target's
-/// listen backlog does not overflow. `options`' connections, duration and
-/// rate do not apply.
+/// Connections that fail, or are not answered within 10 s, are left out.
+/// Opened 256 at a time, so the target's listen backlog does not overflow.
+/// `options`' connections, duration and rate do not apply.
 pub async fn hold_idle(
     target: SocketAddr,
     count: usize,
@@ -295,7 +295,7 @@ pub async fn hold_idle(
     for i in 0..count {
         let (host, path) = (options.host.clone(), options.path.clone());
         let tls = options.tls.clone();
-        opening.spawn(async move {
+        let open = async move {
             let mut sender = connect(target, tls.as_ref()).await?;
             let request = http::Request::get(path.as_str())
                 .header(http::header::HOST, host.as_str())
@@ -304,6 +304,13 @@ pub async fn hold_idle(
             let response = sender.send_request(request).await.ok()?;
             response.into_body().collect().await.ok()?;
             Some(sender)
+        };
+        // A target out of descriptors stops accepting: never wait for it.
+        opening.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(10), open)
+                .await
+                .ok()
+                .flatten()
         });
         if opening.len() >= 256 || i + 1 == count {
             while let Some(done) = opening.join_next().await {
