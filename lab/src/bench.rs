@@ -914,7 +914,10 @@ mod tests {
         assert!(held < asked);
         let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("the limit");
         let needed = u64::try_from(held).expect("fits") * 2 + 4096;
-        assert!(needed <= soft, "{held} idle connections need {needed}, limit {soft}");
+        assert!(
+            needed <= soft,
+            "{held} idle connections need {needed}, limit {soft}"
+        );
         // A few always fit as asked.
         assert_eq!(idle_within_file_limit(10), 10);
     }
