@@ -8,12 +8,13 @@
 //! ```text
 //!  host (127.0.0.1 only)          Docker network proxy-lab-SUFFIX
 //!  ─────────────────────          ────────────────────────────────────────────────
-//!  127.0.0.1:P  ──published──►  proxy-SUFFIX :P (http), :Q (https)
-//!  127.0.0.1:Q  ──published──►      │  upstreams by DNS name, re-resolved
+//!  127.0.0.1:P  ──published──►  proxy-SUFFIX :P (http), :Q (https),
+//!  127.0.0.1:Q  ──published──►      │  :L1..L4 (layer 4, [[stream]])
+//!  127.0.0.1:L* ──published──►      │  upstreams by DNS name, re-resolved
 //!                                   ├──► frontend-SUFFIX:3000   ┐ each a "pod": a holder
 //!                                   ├──► tasks-api-SUFFIX:8000  │ container owns the name,
-//!                                   └──► whoami-N-SUFFIX:5000   ┘ the address and the hostname;
-//!                                                                 the service runs beside it
+//!                                   ├──► whoami-N-SUFFIX:5000   │ the address and the hostname;
+//!                                   └──► whoami-l4-SUFFIX:5000  ┘ the service runs beside it
 //! ```
 //!
 //! # Images, without a registry
@@ -45,11 +46,13 @@
 //! to the service's name for transcripts.
 //!
 //! # The proxy config
-//! `lab/stack/proxy.toml`, rendered as in-process but with container names
-//! for the services, `0.0.0.0:PORT` listeners (PORT being the same number as
-//! the port published on 127.0.0.1, so the redirects the proxy writes name the
-//! port the host reaches) and the CA copied into the container (made on the
-//! host first, so [`DockerStack::ca_root_pem`] is known). One addition:
+//! `lab/stack/proxy.toml` and its layer-4 part `lab/stack/layer4.toml`,
+//! rendered as in-process but with container names for the services,
+//! `0.0.0.0:PORT` listeners (PORT being the same number as the port
+//! published on 127.0.0.1, so the redirects the proxy writes name the port
+//! the host reaches), the TLS passthrough reaching the HTTPS listener over
+//! the container's own loopback, and the CA copied into the container (made
+//! on the host first, so [`DockerStack::ca_root_pem`] is known). One addition:
 //! `trace_from` also lists the network's gateway, the address the host's
 //! clients come from through the published ports, and an access rule that
 //! allows 127.0.0.1 allows the gateway instead (the same clients, the same
@@ -80,7 +83,8 @@ use testcontainers::{
 };
 
 use crate::stack::{
-    LabStack, LabStackError, PROXY_CONFIG_TEMPLATE, WHOAMI_REPLICAS, render_template,
+    LAYER4_CONFIG_TEMPLATE, LabStack, LabStackError, PROXY_CONFIG_TEMPLATE, STREAM_LISTENERS,
+    WHOAMI_L4, WHOAMI_REPLICAS, render_template,
 };
 
 /// The repository prefix of the lab's images: `proxy-lab/NAME:TAG`.
@@ -729,6 +733,9 @@ pub struct DockerStack {
     pub proxy_addr: SocketAddr,
     /// Where the proxy listens for HTTPS (published on 127.0.0.1).
     pub proxy_tls_addr: SocketAddr,
+    /// The layer-4 listeners by name ([`STREAM_LISTENERS`]), each published
+    /// on 127.0.0.1 under the port number it has inside the container.
+    pub streams: Vec<(&'static str, SocketAddr)>,
     /// The local CA's root certificate (PEM): what an HTTPS client must trust.
     pub ca_root_pem: String,
     /// The local CA's folder on the host (copied into the proxy's container).
@@ -745,6 +752,9 @@ pub struct DockerStack {
     pub gateway_ip: IpAddr,
     /// Declared first: removed before the services.
     proxy: Option<ContainerAsync<GenericImage>>,
+    /// How many of each layer-4 listener's access-log lines
+    /// [`client_seen_by_proxy`](LabStack::client_seen_by_proxy) has read.
+    logged_connections: std::sync::Mutex<HashMap<String, usize>>,
     services: Vec<DockerService>,
     /// Kept so a temporary CA lives as long as the stack.
     _temp: Option<tempfile::TempDir>,
@@ -761,13 +771,39 @@ impl std::fmt::Debug for DockerStack {
     }
 }
 
-/// The services, their images and ports, in boot order (as in-process).
-fn service_specs() -> Vec<(&'static str, &'static str, u16)> {
+/// A service of the stack: its name (the pod's), the image it runs, the
+/// port it listens on, and what it is started with besides the image's
+/// defaults.
+#[derive(Debug, Clone, Copy)]
+struct ServiceSpec {
+    name: &'static str,
+    image: &'static str,
+    port: u16,
+    args: &'static [&'static str],
+}
+
+/// The services, in boot order (as in-process): the whoami behind the
+/// layer-4 listeners reads PROXY protocol headers, as in-process.
+fn service_specs() -> Vec<ServiceSpec> {
+    let spec = |name, image, port| ServiceSpec {
+        name,
+        image,
+        port,
+        args: &[],
+    };
     let mut specs = vec![
-        ("frontend", "frontend", 3000),
-        ("tasks-api", "tasks-api", 8000),
+        spec("frontend", "frontend", 3000),
+        spec("tasks-api", "tasks-api", 8000),
     ];
-    specs.extend(WHOAMI_REPLICAS.iter().map(|name| (*name, "whoami", 5000)));
+    specs.extend(
+        WHOAMI_REPLICAS
+            .iter()
+            .map(|name| spec(name, "whoami", 5000)),
+    );
+    specs.push(ServiceSpec {
+        args: &["--proxy-protocol"],
+        ..spec(WHOAMI_L4, "whoami", 5000)
+    });
     specs
 }
 
@@ -791,16 +827,11 @@ impl LabStack for DockerStack {
     /// upstream connections) and the gateway (where the host's clients come
     /// from) as 127.0.0.1, then the published ports.
     fn transcript_names(&self) -> Vec<(String, String)> {
-        let mut names = vec![
-            (
-                format!("{}:{}", self.proxy_ip, self.proxy_addr.port()),
-                "<proxy>".to_owned(),
-            ),
-            (
-                format!("{}:{}", self.proxy_ip, self.proxy_tls_addr.port()),
-                "<proxy-https>".to_owned(),
-            ),
-        ];
+        let listeners = self.listener_names();
+        let mut names: Vec<(String, String)> = listeners
+            .iter()
+            .map(|(addr, name)| (format!("{}:{}", self.proxy_ip, addr.port()), name.clone()))
+            .collect();
         names.extend(
             self.services()
                 .into_iter()
@@ -808,11 +839,70 @@ impl LabStack for DockerStack {
         );
         names.push((self.proxy_ip.to_string(), "127.0.0.1".to_owned()));
         names.push((self.gateway_ip.to_string(), "127.0.0.1".to_owned()));
+        // The layer-4 listeners as published (`proxy_names` below names the
+        // first two, and the HTTPS port in redirects).
+        names.extend(
+            listeners
+                .into_iter()
+                .skip(2)
+                .map(|(addr, name)| (addr.to_string(), name)),
+        );
         names.extend(crate::stack::proxy_names(
             self.proxy_addr,
             self.proxy_tls_addr,
         ));
         names
+    }
+
+    fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.streams
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Published ports are forwarded by docker-proxy, a layer-4 proxy of
+    /// Docker's own that sends no PROXY header: the lab's proxy accepts the
+    /// connection from docker-proxy's end (the network's gateway and a port
+    /// of docker-proxy's), not from the client's. Which one it was, the
+    /// proxy's access log says: the next line of that listener not yet
+    /// accounted for (one per connection, written when it ends).
+    async fn client_seen_by_proxy(&self, via: &str) -> Result<Option<SocketAddr>, LabStackError> {
+        let Some(port) = self.stream_addr(via).map(|addr| addr.port()) else {
+            return Ok(None);
+        };
+        let Some(proxy) = &self.proxy else {
+            return Ok(None);
+        };
+        let listener = format!("\"STREAM 0.0.0.0:{port}\"");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = proxy.stdout_to_vec().await?;
+            let text = String::from_utf8_lossy(&logs);
+            let next_line = {
+                let mut accounted = self.logged_connections.lock().expect("not poisoned");
+                let seen = accounted.entry(via.to_owned()).or_default();
+                let line = text
+                    .lines()
+                    .filter(|line| line.contains(&listener))
+                    .nth(*seen);
+                *seen += usize::from(line.is_some());
+                line
+            };
+            if let Some(line) = next_line {
+                let client = line.split_whitespace().next().unwrap_or_default();
+                return client.parse().map(Some).map_err(|_| {
+                    format!("the proxy's access log names no client address: {line}").into()
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the proxy logged no connection to its layer-4 listener {via} within 10 s"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn stop_service(&mut self, name: &str) -> Result<(), LabStackError> {
@@ -861,32 +951,30 @@ impl DockerStack {
         let holders = try_join_all(
             specs
                 .iter()
-                .map(|(name, _, _)| start_holder(name, &suffix, &network, &options)),
+                .map(|spec| start_holder(spec.name, &suffix, &network, &options)),
         )
         .await?;
         let apps = try_join_all(
             specs
                 .iter()
                 .zip(&holders)
-                .map(|((name, image, _), holder)| {
-                    start_app(name, image, &suffix, holder.id(), &options)
-                }),
+                .map(|(spec, holder)| start_app(spec, &suffix, holder.id(), &options)),
         )
         .await?;
         let mut services = Vec::new();
-        for (((name, _, port), holder), app) in specs.iter().zip(holders).zip(apps) {
+        for ((spec, holder), app) in specs.iter().zip(holders).zip(apps) {
             let ip =
                 holder
                     .get_bridge_ip_address()
                     .await
                     .map_err(|source| DockerError::Container {
                         what: "inspect",
-                        service: (*name).to_owned(),
+                        service: spec.name.to_owned(),
                         source: Box::new(source),
                     })?;
             services.push(DockerService {
-                name: (*name).to_owned(),
-                addr: SocketAddr::new(ip, *port),
+                name: spec.name.to_owned(),
+                addr: SocketAddr::new(ip, spec.port),
                 app,
                 holder,
                 starts: 1,
@@ -896,20 +984,17 @@ impl DockerStack {
         let gateway_ip = network_gateway(&network).await?;
 
         let mut tries = 0;
-        let (proxy, proxy_config, proxy_addr, proxy_tls_addr) = loop {
+        let (proxy, proxy_config, ports) = loop {
             tries += 1;
-            let plain = pick_port(options.proxy_port)?;
-            let tls = pick_port(options.proxy_tls_port)?;
-            let mut values: HashMap<&str, String> = specs
-                .iter()
-                .map(|(name, _, port)| (*name, format!("{name}-{suffix}:{port}")))
-                .collect();
-            values.insert("listen", format!("0.0.0.0:{plain}"));
-            values.insert("listen-tls", format!("0.0.0.0:{tls}"));
-            values.insert("admin", CONTAINER_ADMIN_ADDR.to_owned());
-            values.insert("ca-dir", CONTAINER_CA_DIR.to_owned());
-            let config_text =
-                trust_gateway(&render_template(PROXY_CONFIG_TEMPLATE, &values), gateway_ip);
+            let ports = ProxyPorts {
+                plain: pick_port(options.proxy_port)?,
+                tls: pick_port(options.proxy_tls_port)?,
+                streams: STREAM_LISTENERS
+                    .into_iter()
+                    .map(|name| Ok((name, pick_port(0)?)))
+                    .collect::<Result<_, DockerError>>()?,
+            };
+            let config_text = trust_gateway(&render_config(&suffix, &ports), gateway_ip);
             let config = Config::parse(&config_text, "lab/stack/proxy.toml")?;
             let name = if tries == 1 {
                 format!("proxy-{suffix}")
@@ -921,16 +1006,14 @@ impl DockerStack {
                 &network,
                 &config_text,
                 &ca_dir,
-                plain,
-                tls,
+                &ports,
                 &suffix,
                 &options,
             )?;
             match request.start().await {
                 Ok(container) => {
                     wait_for_resolution(&container, &config, options.startup_timeout).await?;
-                    let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
-                    break (container, config_text, addr(plain), addr(tls));
+                    break (container, config_text, ports);
                 }
                 // A free port taken between the check and Docker's bind: try others.
                 Err(err)
@@ -961,9 +1044,15 @@ impl DockerStack {
                     source: Box::new(source),
                 })?;
 
+        let on_loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Ok(DockerStack {
-            proxy_addr,
-            proxy_tls_addr,
+            proxy_addr: on_loopback(ports.plain),
+            proxy_tls_addr: on_loopback(ports.tls),
+            streams: ports
+                .streams
+                .iter()
+                .map(|(name, port)| (*name, on_loopback(*port)))
+                .collect(),
             ca_root_pem,
             ca_dir,
             proxy_config,
@@ -971,6 +1060,7 @@ impl DockerStack {
             proxy_ip,
             gateway_ip,
             proxy: Some(proxy),
+            logged_connections: std::sync::Mutex::default(),
             services,
             _temp: temp,
         })
@@ -1006,19 +1096,35 @@ impl DockerStack {
     /// to name. Applied before a transcript's normalisation, it makes a Docker
     /// run read like an in-process one.
     pub fn as_loopback(&self, text: &str) -> String {
-        let rules = [
-            (
-                format!("{}:{}", self.proxy_ip, self.proxy_addr.port()),
-                self.proxy_addr.to_string(),
-            ),
-            (
-                format!("{}:{}", self.proxy_ip, self.proxy_tls_addr.port()),
-                self.proxy_tls_addr.to_string(),
-            ),
-            (self.proxy_ip.to_string(), "127.0.0.1".to_owned()),
-            (self.gateway_ip.to_string(), "127.0.0.1".to_owned()),
-        ];
+        let mut rules: Vec<(String, String)> = self
+            .listener_names()
+            .into_iter()
+            .map(|(addr, _)| {
+                (
+                    format!("{}:{}", self.proxy_ip, addr.port()),
+                    addr.to_string(),
+                )
+            })
+            .collect();
+        rules.push((self.proxy_ip.to_string(), "127.0.0.1".to_owned()));
+        rules.push((self.gateway_ip.to_string(), "127.0.0.1".to_owned()));
         replace_addresses(text, &rules)
+    }
+
+    /// Every listener of the proxy as published on 127.0.0.1, with the name a
+    /// transcript gives it: `<proxy>`, `<proxy-https>`, then the layer-4
+    /// ones (`<proxy-l4>`, ...), as in-process.
+    fn listener_names(&self) -> Vec<(SocketAddr, String)> {
+        let mut names = vec![
+            (self.proxy_addr, "<proxy>".to_owned()),
+            (self.proxy_tls_addr, "<proxy-https>".to_owned()),
+        ];
+        names.extend(
+            self.streams
+                .iter()
+                .map(|(name, addr)| (*addr, format!("<proxy-{name}>"))),
+        );
+        names
     }
 
     /// Stops the service's container (`docker stop`: SIGTERM, a graceful
@@ -1150,6 +1256,11 @@ async fn start_holder(
         .with_label(STACK_LABEL, suffix)
         .with_label("proxy-lab.role", "holder")
         .with_startup_timeout(options.startup_timeout)
+        .with_host_config_modifier(|config: &mut HostConfig| {
+            // The image's EXPOSEd port stays unpublished: the host reaches
+            // the stack through the proxy only.
+            config.publish_all_ports = Some(false);
+        })
         .start()
         .await
         .map_err(|source| DockerError::Container {
@@ -1162,45 +1273,47 @@ async fn start_holder(
 /// The service itself, in its holder's network namespace (and so with its
 /// address and hostname).
 async fn start_app(
-    service: &str,
-    image: &str,
+    spec: &ServiceSpec,
     suffix: &str,
     holder_id: &str,
     options: &DockerOptions,
 ) -> Result<ContainerAsync<GenericImage>, DockerError> {
+    let service = spec.name;
     let network_mode = format!("container:{holder_id}");
-    GenericImage::new(format!("{IMAGE_REPOSITORY}/{image}"), options.tag.clone())
-        .with_wait_for(WaitFor::message_on_stdout("listening on"))
-        .with_container_name(format!("{service}-{suffix}-app"))
-        .with_label(STACK_LABEL, suffix)
-        .with_label("proxy-lab.service", service)
-        .with_startup_timeout(options.startup_timeout)
-        .with_host_config_modifier(move |config: &mut HostConfig| {
-            // Joining another container's network: no ports, hosts or network of its own.
-            config.network_mode = Some(network_mode.clone());
-            config.publish_all_ports = Some(false);
-            config.port_bindings = None;
-            config.extra_hosts = None;
-        })
-        .start()
-        .await
-        .map_err(|source| DockerError::Container {
-            what: "start",
-            service: service.to_owned(),
-            source: Box::new(source),
-        })
+    GenericImage::new(
+        format!("{IMAGE_REPOSITORY}/{}", spec.image),
+        options.tag.clone(),
+    )
+    .with_wait_for(WaitFor::message_on_stdout("listening on"))
+    .with_cmd(spec.args.iter().copied())
+    .with_container_name(format!("{service}-{suffix}-app"))
+    .with_label(STACK_LABEL, suffix)
+    .with_label("proxy-lab.service", service)
+    .with_startup_timeout(options.startup_timeout)
+    .with_host_config_modifier(move |config: &mut HostConfig| {
+        // Joining another container's network: no ports, hosts or network of its own.
+        config.network_mode = Some(network_mode.clone());
+        config.publish_all_ports = Some(false);
+        config.port_bindings = None;
+        config.extra_hosts = None;
+    })
+    .start()
+    .await
+    .map_err(|source| DockerError::Container {
+        what: "start",
+        service: service.to_owned(),
+        source: Box::new(source),
+    })
 }
 
-/// The proxy's container request: config and CA copied in, both ports
-/// published on 127.0.0.1 under the same numbers.
-#[allow(clippy::too_many_arguments)]
+/// The proxy's container request: config and CA copied in, every port
+/// published on 127.0.0.1 under the same number.
 fn proxy_request(
     name: &str,
     network: &str,
     config_text: &str,
     ca_dir: &Path,
-    plain: u16,
-    tls: u16,
+    ports: &ProxyPorts,
     suffix: &str,
     options: &DockerOptions,
 ) -> Result<testcontainers::ContainerRequest<GenericImage>, DockerError> {
@@ -1209,42 +1322,82 @@ fn proxy_request(
         std::fs::read(&path).map_err(io_error(format!("read {}", path.display())))
     };
     let (root_cert, root_key) = (read(ROOT_CERT_FILE)?, read(ROOT_KEY_FILE)?);
-    Ok(
-        GenericImage::new(format!("{IMAGE_REPOSITORY}/proxy"), options.tag.clone())
-            .with_exposed_port(ContainerPort::Tcp(plain))
-            .with_exposed_port(ContainerPort::Tcp(tls))
-            .with_wait_for(WaitFor::message_on_stdout("listening on https://"))
-            .with_cmd(["--config", CONTAINER_CONFIG])
-            .with_container_name(name)
-            .with_network(network)
-            .with_label(STACK_LABEL, suffix)
-            .with_label("proxy-lab.service", "proxy")
-            .with_startup_timeout(options.startup_timeout)
-            .with_copy_to(CONTAINER_CONFIG, config_text.as_bytes().to_vec())
-            .with_copy_to(
-                CopyTargetOptions::new(format!("{CONTAINER_CA_DIR}/{ROOT_CERT_FILE}"))
-                    .with_mode(0o644),
-                root_cert,
-            )
-            .with_copy_to(
-                CopyTargetOptions::new(format!("{CONTAINER_CA_DIR}/{ROOT_KEY_FILE}"))
-                    .with_mode(0o600),
-                root_key,
-            )
-            .with_host_config_modifier(move |config: &mut HostConfig| {
-                // Published on loopback only, host port = container port.
-                let binding = |port: u16| {
-                    (
-                        format!("{port}/tcp"),
-                        Some(vec![PortBinding {
-                            host_ip: Some("127.0.0.1".into()),
-                            host_port: Some(port.to_string()),
-                        }]),
-                    )
-                };
-                config.publish_all_ports = Some(false);
-                config.port_bindings = Some([binding(plain), binding(tls)].into_iter().collect());
-            }),
+    let published = ports.all();
+    let mut image = GenericImage::new(format!("{IMAGE_REPOSITORY}/proxy"), options.tag.clone());
+    for port in &published {
+        image = image.with_exposed_port(ContainerPort::Tcp(*port));
+    }
+    Ok(image
+        .with_wait_for(WaitFor::message_on_stdout("listening on https://"))
+        .with_cmd(["--config", CONTAINER_CONFIG])
+        .with_container_name(name)
+        .with_network(network)
+        .with_label(STACK_LABEL, suffix)
+        .with_label("proxy-lab.service", "proxy")
+        .with_startup_timeout(options.startup_timeout)
+        .with_copy_to(CONTAINER_CONFIG, config_text.as_bytes().to_vec())
+        .with_copy_to(
+            CopyTargetOptions::new(format!("{CONTAINER_CA_DIR}/{ROOT_CERT_FILE}")).with_mode(0o644),
+            root_cert,
+        )
+        .with_copy_to(
+            CopyTargetOptions::new(format!("{CONTAINER_CA_DIR}/{ROOT_KEY_FILE}")).with_mode(0o600),
+            root_key,
+        )
+        .with_host_config_modifier(move |config: &mut HostConfig| {
+            // Published on loopback only, host port = container port.
+            let binding = |port: u16| {
+                (
+                    format!("{port}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(port.to_string()),
+                    }]),
+                )
+            };
+            config.publish_all_ports = Some(false);
+            config.port_bindings = Some(published.iter().copied().map(binding).collect());
+        }))
+}
+
+/// The ports the proxy listens on inside its container, each published on
+/// 127.0.0.1 under the same number.
+struct ProxyPorts {
+    plain: u16,
+    tls: u16,
+    /// The layer-4 listeners, in the order of [`STREAM_LISTENERS`].
+    streams: Vec<(&'static str, u16)>,
+}
+
+impl ProxyPorts {
+    fn all(&self) -> Vec<u16> {
+        [self.plain, self.tls]
+            .into_iter()
+            .chain(self.streams.iter().map(|(_, port)| *port))
+            .collect()
+    }
+}
+
+/// The stack's proxy config (`lab/stack/proxy.toml` and its layer-4 part
+/// `lab/stack/layer4.toml`) for the containers: services by container name,
+/// listeners on every interface of the proxy's container, and the layer-4
+/// passthrough reaching the HTTPS listener over the container's own loopback.
+fn render_config(suffix: &str, ports: &ProxyPorts) -> String {
+    let mut values: HashMap<&str, String> = service_specs()
+        .into_iter()
+        .map(|spec| (spec.name, format!("{}-{suffix}:{}", spec.name, spec.port)))
+        .collect();
+    values.insert("listen", format!("0.0.0.0:{}", ports.plain));
+    values.insert("listen-tls", format!("0.0.0.0:{}", ports.tls));
+    values.insert("https-listener", format!("127.0.0.1:{}", ports.tls));
+    for (name, port) in &ports.streams {
+        values.insert(name, format!("0.0.0.0:{port}"));
+    }
+    values.insert("admin", CONTAINER_ADMIN_ADDR.to_owned());
+    values.insert("ca-dir", CONTAINER_CA_DIR.to_owned());
+    render_template(
+        &format!("{PROXY_CONFIG_TEMPLATE}{LAYER4_CONFIG_TEMPLATE}"),
+        &values,
     )
 }
 
@@ -1301,7 +1454,9 @@ async fn remove_container(name: &str) {
 
 /// Waits until the proxy has looked up every upstream's names once (it logs
 /// `servers now ... upstream=NAME`), so the first requests already go to
-/// container addresses and round-robin starts from the first replica.
+/// container addresses and round-robin starts from the first replica. A pool
+/// of addresses only (the HTTPS listener behind the layer-4 passthrough) has
+/// nothing to look up.
 async fn wait_for_resolution(
     proxy: &ContainerAsync<GenericImage>,
     config: &Config,
@@ -1321,6 +1476,11 @@ async fn wait_for_resolution(
         let unresolved: Vec<&str> = config
             .upstreams
             .iter()
+            .filter(|u| {
+                u.servers
+                    .iter()
+                    .any(|s| s.address.parse::<SocketAddr>().is_err())
+            })
             .map(|u| u.name.as_str())
             .filter(|name| {
                 let suffix = format!("upstream={name}");
@@ -1396,23 +1556,30 @@ mod tests {
                 "proxy-lab/tasks-api:local"
             ]
         );
-        for (_, image, _) in service_specs() {
-            assert!(names.contains(&image_name(image, "local")), "{image}");
+        for spec in service_specs() {
+            assert!(
+                names.contains(&image_name(spec.image, "local")),
+                "{}",
+                spec.image
+            );
         }
     }
 
     #[test]
-    fn the_template_renders_with_container_names() {
-        let mut values: HashMap<&str, String> = service_specs()
-            .into_iter()
-            .map(|(name, _, port)| (name, format!("{name}-abc123:{port}")))
-            .collect();
-        values.insert("listen", "0.0.0.0:18080".into());
-        values.insert("listen-tls", "0.0.0.0:18443".into());
-        values.insert("admin", CONTAINER_ADMIN_ADDR.into());
-        values.insert("ca-dir", CONTAINER_CA_DIR.into());
-        let text = render_template(PROXY_CONFIG_TEMPLATE, &values);
+    fn the_template_renders_with_container_names_and_every_layer4_listener() {
+        let ports = ProxyPorts {
+            plain: 18080,
+            tls: 18443,
+            streams: STREAM_LISTENERS.into_iter().zip(19000..).collect(),
+        };
+        assert_eq!(ports.all(), [18080, 18443, 19000, 19001, 19002, 19003]);
+        let text = render_config("abc123", &ports);
         assert!(!text.contains("{{"), "placeholder left:\n{text}");
+        assert!(
+            text.contains("servers = [\"whoami-l4-abc123:5000\"]"),
+            "{text}"
+        );
+        assert!(text.contains("servers = [\"127.0.0.1:18443\"]"), "{text}");
         let text = trust_gateway(&text, IpAddr::from([172, 18, 0, 1]));
         match Config::parse(&text, "lab/stack/proxy.toml") {
             Ok(config) => {
@@ -1420,6 +1587,17 @@ mod tests {
                 assert!(
                     config.trace_from.contains(IpAddr::from([172, 18, 0, 1])),
                     "{text}"
+                );
+                let streams: Vec<String> =
+                    config.streams.iter().map(|s| s.addr.to_string()).collect();
+                assert_eq!(
+                    streams,
+                    [
+                        "0.0.0.0:19000",
+                        "0.0.0.0:19001",
+                        "0.0.0.0:19002",
+                        "0.0.0.0:19003"
+                    ]
                 );
             }
             Err(errors) => panic!("{errors}"),

@@ -853,17 +853,6 @@ async fn scenarios(
     }
     let mut failed = false;
     for (name, scenario) in chosen {
-        if docker && scenario.uses_layer4() {
-            eprintln!(
-                "lab: scenario {name} {} on the Docker stack: its steps go `via` the proxy's \
-                 layer-4 listeners, which only the in-process stack has\n  = help: run it without --docker",
-                if all { "skipped" } else { "cannot run" }
-            );
-            if !all {
-                return ExitCode::from(2);
-            }
-            continue;
-        }
         let result = if docker {
             run_on(
                 DockerStack::boot(DockerOptions::default()).await,

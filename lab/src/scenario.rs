@@ -29,15 +29,18 @@
 //!   body such as `{ "headers.x-real-ip" = "203.0.113.7" }`, `trace_contains`
 //!   with text the proxy's decision trace must have, which asks for the
 //!   trace, `version` such as `"HTTP/2"`): an answer that differs is marked
-//!   in the transcript and fails the run. Expected header values are written
-//!   as the transcript shows them: ports as names
+//!   in the transcript and fails the run. Expected header and JSON values
+//!   are written as the transcript shows them: ports as names
 //!   (`https://localhost:<https-port>/`), and `"(none)"` for a header that
 //!   must be absent;
 //! - a request step with `via = "l4"` is sent to one of the proxy's layer-4
 //!   listeners instead (`l4`, `l4-proxy-protocol`, `l4-passthrough`,
 //!   `l4-terminate`: see `lab/stack/layer4.toml`), over a connection of its
-//!   own, so the transcript can name this client's address `<client>`
-//!   wherever a server reports it; `show = ["certificate"]` prints the
+//!   own, so the transcript can name the address the proxy accepted it
+//!   from `<client>` wherever a server reports it (this client's own end;
+//!   in Docker, docker-proxy's, read from the proxy's access log; one
+//!   connection at a time: a step with `concurrency` cannot tell whose
+//!   line is whose); `show = ["certificate"]` prints the
 //!   certificate an HTTPS server presented; `expect = { no_answer = true }`
 //!   says the proxy must close the connection without an answer (the line
 //!   then says why the client gave up);
@@ -274,16 +277,6 @@ impl Step {
             Step::WebSocket(step) => !step.expect.is_empty(),
             _ => false,
         }
-    }
-}
-
-impl Scenario {
-    /// Whether a step goes `via` a layer-4 listener, which only the
-    /// in-process stack has.
-    pub fn uses_layer4(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|step| matches!(step, Step::Request(r) if r.request.via.is_some()))
     }
 }
 
@@ -846,8 +839,8 @@ pub enum RunError {
     Stack(crate::stack::LabStackError),
     /// A step names a layer-4 listener the stack does not have.
     #[error(
-        "this stack has no layer-4 listener `{0}`: steps with `via` run on the in-process stack \
-         (`lab scenario NAME`, without --docker)"
+        "this stack has no layer-4 listener `{0}`: steps with `via` need the lab's own stack \
+         (`lab scenario NAME`, in-process or with --docker), whose listeners are in lab/stack/layer4.toml"
     )]
     NoListener(String),
 }
@@ -986,6 +979,18 @@ async fn send(
     } else {
         client.send(method, host, path, &headers, body).await
     };
+    // Behind a hop of its own (Docker's for published ports), the proxy saw
+    // the client under another address: that one is `<client>`.
+    let mut sent = sent;
+    if let Some(name) = &request.via
+        && let Some(seen) = stack
+            .client_seen_by_proxy(name)
+            .await
+            .map_err(RunError::Stack)?
+        && let Ok(exchange) = &mut sent
+    {
+        exchange.client_addr = Some(seen);
+    }
     let untrusted = request.scheme == "https" && !request.trust_lab_ca;
     match sent {
         Ok(exchange) => Ok(Answer::Exchange(Box::new(exchange))),
@@ -1151,9 +1156,11 @@ fn record(
     {
         wrong.push(format!("expected a body without {text:?}"));
     }
+    // Compared as the transcript shows them, like headers: in Docker the
+    // network's gateway reads 127.0.0.1, as in-process.
     for (path, value) in &step.expect.json {
         let got = json_field(exchange, path);
-        if got != *value {
+        if got != *value && t.normalised(&got) != *value {
             wrong.push(format!("expected {path} = {value:?} (it was {got:?})"));
         }
     }
@@ -1505,14 +1512,12 @@ mod tests {
     fn a_step_via_a_layer4_listener_is_parsed_and_its_mistakes_explained() {
         let text = "title = \"t\"\n[[steps]]\nrequest = \"GET https://secure.localhost/\"\nvia = \"l4-passthrough\"\nshow = [\"certificate\"]\nexpect = { no_answer = true }\n";
         let scenario = Scenario::parse(text, "x.toml").expect("valid");
-        assert!(scenario.uses_layer4());
         let Step::Request(step) = &scenario.steps[0] else {
             panic!("a request step");
         };
         assert_eq!(step.request.via.as_deref(), Some("l4-passthrough"));
         assert!(step.expect.no_answer);
         assert_eq!(step.show, vec![(None, Show::Certificate)]);
-        assert!(!built_in("routing").expect("parses").uses_layer4());
 
         let unknown =
             "title = \"t\"\n[[steps]]\nrequest = \"GET http://localhost/\"\nvia = \"l5\"\n";

@@ -229,6 +229,7 @@ impl Stack {
                 _ => options.proxy_listen_tls,
             };
             addresses.insert("listen-tls", tls_listen.to_string());
+            addresses.insert("https-listener", tls_listen.to_string());
             let proxy_config = render_template(&template.text, &addresses);
             let config = Config::parse(&proxy_config, &template.file)?;
             match ProxyServer::bind(config).await {
@@ -394,10 +395,23 @@ pub trait LabStack {
     /// address a service or the proxy may appear under.
     fn transcript_names(&self) -> Vec<(String, String)>;
     /// The address of the layer-4 listener called `name` ([`STREAM_LISTENERS`]);
-    /// `None` where the stack has none (the Docker stack publishes none).
+    /// `None` where the stack has none (a course exercise's stack has only
+    /// the listeners of the learner's file).
     fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
         let _ = name;
         None
+    }
+    /// The address the proxy's layer-4 listener `via` accepted the latest
+    /// connection from, when it is not the client's own end of it: `None`
+    /// in-process, where nothing stands between the client and the proxy.
+    /// A scenario asks once for each connection it makes `via` a listener,
+    /// after the connection is over, and names the answer `<client>`.
+    fn client_seen_by_proxy(
+        &self,
+        via: &str,
+    ) -> impl Future<Output = Result<Option<SocketAddr>, LabStackError>> {
+        let _ = via;
+        async { Ok(None) }
     }
     /// Stops a service; the proxy is not told.
     fn stop_service(&mut self, name: &str) -> impl Future<Output = Result<(), LabStackError>>;
@@ -572,6 +586,7 @@ mod tests {
             "closed",
             "listen",
             "listen-tls",
+            "https-listener",
             "frontend",
             "tasks-api",
             "whoami-1",

@@ -66,10 +66,6 @@ async fn every_scenario_gives_the_same_transcript_in_containers_as_in_process() 
     build_images_once().await;
     for name in scenario::names() {
         let scenario = scenario::built_in(name).expect("the scenario parses");
-        if scenario.uses_layer4() {
-            println!("{name}: not run in Docker: the Docker stack publishes no layer-4 listener");
-            continue;
-        }
         let mut local = lab::Stack::boot(lab::StackOptions::default())
             .await
             .expect("the in-process stack boots");
@@ -141,7 +137,23 @@ async fn the_stack_in_containers_routes_balances_and_fails_over_like_in_process(
     let names: Vec<&str> = services.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,
-        ["frontend", "tasks-api", "whoami-1", "whoami-2", "whoami-3"]
+        [
+            "frontend",
+            "tasks-api",
+            "whoami-1",
+            "whoami-2",
+            "whoami-3",
+            "whoami-l4"
+        ]
+    );
+    // The layer-4 listeners too, each on a port of its own on loopback.
+    let streams: Vec<&str> = stack.streams.iter().map(|(name, _)| *name).collect();
+    assert_eq!(streams, lab::stack::STREAM_LISTENERS);
+    assert!(
+        stack
+            .streams
+            .iter()
+            .all(|(_, addr)| addr.ip().is_loopback())
     );
     for (name, addr) in &services {
         println!("  {name:<10} {addr}");
