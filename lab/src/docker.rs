@@ -874,30 +874,26 @@ impl LabStack for DockerStack {
         let Some(proxy) = &self.proxy else {
             return Ok(None);
         };
-        let listener = format!("\"STREAM 0.0.0.0:{port}\"");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let logs = proxy.stdout_to_vec().await?;
-            let text = String::from_utf8_lossy(&logs);
-            let next_line = {
+            let clients = stream_log_clients(&String::from_utf8_lossy(&logs), port);
+            let next = {
                 let mut accounted = self.logged_connections.lock().expect("not poisoned");
                 let seen = accounted.entry(via.to_owned()).or_default();
-                let line = text
-                    .lines()
-                    .filter(|line| line.contains(&listener))
-                    .nth(*seen);
-                *seen += usize::from(line.is_some());
-                line
+                let next = clients.into_iter().nth(*seen);
+                *seen += usize::from(next.is_some());
+                next
             };
-            if let Some(line) = next_line {
-                let client = line.split_whitespace().next().unwrap_or_default();
-                return client.parse().map(Some).map_err(|_| {
+            if let Some(client) = next {
+                return client.map(Some).map_err(|line| {
                     format!("the proxy's access log names no client address: {line}").into()
                 });
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "the proxy logged no connection to its layer-4 listener {via} within 10 s"
+                    "the proxy logged no connection to its layer-4 listener {via} within 10 s \
+                     (its access log must go to standard output, as in lab/stack/proxy.toml)"
                 )
                 .into());
             }
@@ -1201,6 +1197,31 @@ impl DockerStack {
             .find(|s| s.name == name)
             .ok_or_else(|| DockerError::UnknownService(name.to_owned()))
     }
+}
+
+/// The client of each access-log line the proxy wrote for a connection to its
+/// layer-4 listener on `0.0.0.0:port`, in order, in either format
+/// (`combined`: the line's first word; `json`: its `remote_addr`); the line
+/// itself where it names no address.
+fn stream_log_clients(log: &str, port: u16) -> Vec<Result<SocketAddr, String>> {
+    let listener = format!("0.0.0.0:{port}");
+    let combined = format!("\"STREAM {listener}\"");
+    log.lines()
+        .filter_map(|line| {
+            let client = if line.starts_with('{') {
+                let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                if json["stream"].as_str() != Some(listener.as_str()) {
+                    return None;
+                }
+                json["remote_addr"].as_str().and_then(|a| a.parse().ok())
+            } else if line.contains(&combined) {
+                line.split_whitespace().next().and_then(|a| a.parse().ok())
+            } else {
+                return None;
+            };
+            Some(client.ok_or_else(|| line.to_owned()))
+        })
+        .collect()
 }
 
 /// Replaces each rule's address where it stands as a whole address: not
@@ -1602,6 +1623,33 @@ mod tests {
             }
             Err(errors) => panic!("{errors}"),
         }
+    }
+
+    #[test]
+    fn the_client_of_each_layer4_connection_is_read_from_the_access_log_in_either_format() {
+        let log = concat!(
+            "listening on http://0.0.0.0:8080\n",
+            "172.18.0.1:40001 - - [07/Dec/2026:04:10:00 +0000] \"STREAM 0.0.0.0:9000\" upstream=172.18.0.4:5000 to_upstream=80 to_client=300 rt=0.004 end=client_closed\n",
+            "172.18.0.1 - - [07/Dec/2026:04:10:00 +0000] \"GET / HTTP/1.1\" 200 12 \"-\" \"-\" rt=0.001\n",
+            "172.18.0.1:40002 - - [07/Dec/2026:04:10:01 +0000] \"STREAM 0.0.0.0:9001\" upstream=172.18.0.4:5000 to_upstream=80 to_client=300 rt=0.004 end=client_closed\n",
+            "{\"remote_addr\":\"172.18.0.1:40003\",\"stream\":\"0.0.0.0:9000\",\"end\":\"client_closed\"}\n",
+            "{\"remote_addr\":\"172.18.0.1:40004\",\"stream\":\"0.0.0.0:9001\"}\n",
+            "- - - [07/Dec/2026:04:10:02 +0000] \"STREAM 0.0.0.0:9000\" upstream=- end=limited\n",
+        );
+        let client = |port| SocketAddr::from(([172, 18, 0, 1], port));
+        let on_9000 = stream_log_clients(log, 9000);
+        assert_eq!(on_9000[..2], [Ok(client(40001)), Ok(client(40003))]);
+        assert!(
+            on_9000[2]
+                .as_ref()
+                .is_err_and(|line| line.starts_with("- - -")),
+            "{on_9000:?}"
+        );
+        assert_eq!(
+            stream_log_clients(log, 9001),
+            [Ok(client(40002)), Ok(client(40004))]
+        );
+        assert!(stream_log_clients(log, 8080).is_empty());
     }
 
     #[test]
