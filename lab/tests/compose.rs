@@ -336,12 +336,12 @@ async fn https_stack_works(tool: &[String]) {
         "https",
         &[("PROXY_PORT", http_port), ("HTTPS_PORT", https_port)],
     );
-    // Plain HTTP: a redirect to the same URL on https, on the port the proxy
-    // listens on inside (8443; published here on another one).
+    // Plain HTTP: a redirect to the same URL on https, on the port published
+    // (the proxy listens on HTTPS_PORT inside too).
     let redirect = wait_for(http_port, "/hello?x=1", 301).await;
     assert_eq!(
         redirect.header("location"),
-        Some("https://localhost:8443/hello?x=1")
+        Some(format!("https://localhost:{https_port}/hello?x=1").as_str())
     );
 
     // The CA the proxy made on the named volume, copied out as a user would.

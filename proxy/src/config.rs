@@ -722,7 +722,20 @@ impl Config {
     }
 
     /// Like [`Config::parse`], with relative paths taken from `base`.
+    /// `${NAME}` and `${NAME:-default}` in double-quoted strings are
+    /// environment variables ([`crate::env_vars`]); errors then quote the
+    /// lines with the values put in.
     pub fn parse_in(text: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let expanded =
+            crate::env_vars::expand(text, |name| std::env::var(name).ok()).map_err(|errors| {
+                ConfigErrors(
+                    errors
+                        .into_iter()
+                        .map(|e| Diagnostic::new(file, text, Some(e.span), e.message, Some(e.help)))
+                        .collect(),
+                )
+            })?;
+        let text = expanded.as_ref();
         let raw: RawConfig = toml::from_str(text).map_err(|err| {
             let span = err.span();
             let message = err.message().trim_end().to_owned();

@@ -16,6 +16,7 @@
 //! # Layout
 //! - [`config`]: the TOML file, parsed and validated into a typed [`Config`];
 //!   errors point at file, line and column.
+//! - [`env_vars`]: `${NAME:-default}` in the file's strings, from the environment.
 //! - [`server`]: listening sockets, one task per connection, graceful shutdown.
 //! - [`conn_timeouts`]: a client connection's header and keep-alive timeouts.
 //! - [`proxy`]: the request path, step by step.
@@ -50,6 +51,7 @@ pub mod compress;
 pub mod config;
 pub mod conn_timeouts;
 pub mod cors;
+pub mod env_vars;
 pub mod error;
 pub mod header_rules;
 pub mod headers;

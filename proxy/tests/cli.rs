@@ -79,6 +79,42 @@ servers = ["http://127.0.0.1:3000/", "127.0.0.1:99999"]
     insta::assert_snapshot!(stderr);
 }
 
+#[test]
+fn check_reads_environment_variables_in_strings_and_names_a_missing_one() {
+    let config = "[[listen]]\naddr = \"127.0.0.1:${LAB_TEST_PORT:-8080}\"\n\n[[listen]]\naddr = \"127.0.0.1:${LAB_TEST_TLS_PORT}\"\n\n[[servers]]\nroutes = [{ path = \"/\", upstream = \"app\" }]\n\n[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("proxy.toml"), config).expect("write config");
+    let run = |tls_port: Option<&str>| {
+        let mut command = Command::new(PROXY);
+        command
+            .args(["check", "--config", "proxy.toml"])
+            .current_dir(dir.path())
+            .env_remove("LAB_TEST_PORT");
+        match tls_port {
+            Some(port) => command.env("LAB_TEST_TLS_PORT", port),
+            None => command.env_remove("LAB_TEST_TLS_PORT"),
+        };
+        let out = command.output().expect("run proxy check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(Some("9443"));
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run(None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("proxy.toml:5:19") && stderr.contains("LAB_TEST_TLS_PORT is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("${LAB_TEST_TLS_PORT:-VALUE}"), "{stderr}");
+    // A value that makes the address wrong is named on its line, as put in.
+    let (ok, stderr) = run(Some("x"));
+    assert!(!ok);
+    assert!(stderr.contains("127.0.0.1:x"), "{stderr}");
+}
+
 /// Runs `proxy check` with `args` on `config` written to `proxy.toml`:
 /// (success, stdout, stderr).
 fn check_with(config: &str, args: &[&str]) -> (bool, String, String) {
