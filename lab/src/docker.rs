@@ -854,11 +854,8 @@ impl LabStack for DockerStack {
         names
     }
 
-    fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.streams
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, addr)| *addr)
+    fn streams(&self) -> &[(&'static str, SocketAddr)] {
+        &self.streams
     }
 
     /// Published ports are forwarded by docker-proxy, a layer-4 proxy of

@@ -300,14 +300,6 @@ impl Stack {
         text
     }
 
-    /// The address of the layer-4 listener called `name` (see [`STREAM_LISTENERS`]).
-    pub fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.streams
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, addr)| *addr)
-    }
-
     /// The address `{{closed}}` stands for: every connection to it is refused.
     pub fn closed_addr(&self) -> SocketAddr {
         self.closed.addr()
@@ -394,12 +386,18 @@ pub trait LabStack {
     /// `(address, name)` pairs a transcript prints as `<name>`: every
     /// address a service or the proxy may appear under.
     fn transcript_names(&self) -> Vec<(String, String)>;
-    /// The address of the layer-4 listener called `name` ([`STREAM_LISTENERS`]);
-    /// `None` where the stack has none (a course exercise's stack has only
+    /// The layer-4 listeners by name, in the order of [`STREAM_LISTENERS`];
+    /// none where the stack has none (a course exercise's stack has only
     /// the listeners of the learner's file).
+    fn streams(&self) -> &[(&'static str, SocketAddr)] {
+        &[]
+    }
+    /// The address of the layer-4 listener called `name`, if the stack has it.
     fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
-        let _ = name;
-        None
+        self.streams()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, addr)| *addr)
     }
     /// The address the proxy's layer-4 listener `via` accepted the latest
     /// connection from, when it is not the client's own end of it: `None`
@@ -465,8 +463,8 @@ impl LabStack for Stack {
         names
     }
 
-    fn stream_addr(&self, name: &str) -> Option<SocketAddr> {
-        Stack::stream_addr(self, name)
+    fn streams(&self) -> &[(&'static str, SocketAddr)] {
+        &self.streams
     }
 
     async fn stop_service(&mut self, name: &str) -> Result<(), LabStackError> {
