@@ -84,10 +84,10 @@ pub fn expand(
                 i += 3;
                 continue;
             }
-            In::Basic(multi) if rest.starts_with("${") && names_a_variable(&rest[2..]) => {
+            In::Basic(_) if rest.starts_with("${") && names_a_variable(&rest[2..]) => {
                 match variable(rest, i, &lookup) {
                     Ok((value, len)) => {
-                        out.push_str(&escape_basic(&value, multi));
+                        out.push_str(&crate::config::basic_string_content(&value));
                         i += len;
                     }
                     Err((error, len)) => {
@@ -168,25 +168,6 @@ fn variable(
     }
 }
 
-/// `value` as the content of a TOML basic string.
-fn escape_basic(value: &str, multi_line: bool) -> Cow<'_, str> {
-    if !value.contains(['"', '\\', '\n', '\r', '\t']) {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' if !multi_line => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +177,7 @@ mod tests {
             "HTTPS_PORT" => Some("9443".into()),
             "EMPTY" => Some(String::new()),
             "QUOTED" => Some("a \"b\" \\ c".into()),
+            "CONTROL" => Some("a\tb\u{1}c\nd".into()),
             _ => None,
         }
     }
@@ -254,6 +236,10 @@ mod tests {
         assert_eq!(text, r#"a = "a \"b\" \\ c""#);
         let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
         assert_eq!(parsed["a"].as_str(), Some("a \"b\" \\ c"));
+        for text in ["a = \"${CONTROL}\"", "a = \"\"\"${CONTROL}\"\"\""] {
+            let parsed: toml::Table = toml::from_str(&expanded(text)).expect("valid TOML");
+            assert_eq!(parsed["a"].as_str(), Some("a\tb\u{1}c\nd"), "{text}");
+        }
     }
 
     #[test]

@@ -232,22 +232,7 @@ pub(super) fn toml_str(text: &str) -> String {
     if plain && text.contains('\\') {
         return format!("'{text}'");
     }
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    format!("\"{}\"", crate::config::basic_string_content(text))
 }
 
 /// A table key: bare when it can be, else quoted.
