@@ -970,7 +970,7 @@ async fn send(
     };
     let (method, body) = (request.method.clone(), request.body.clone());
     let (host, path) = (request.host.as_str(), request.path.as_str());
-    let sent = if request.scheme == "https" {
+    let mut sent = if request.scheme == "https" {
         let root = request.trust_lab_ca.then_some(stack.ca_root_pem());
         let target = via.unwrap_or(stack.proxy_tls_addr());
         send_https(target, method, host, path, &headers, body, root).await
@@ -981,7 +981,6 @@ async fn send(
     };
     // Behind a hop of its own (Docker's for published ports), the proxy saw
     // the client under another address: that one is `<client>`.
-    let mut sent = sent;
     if let Some(name) = &request.via
         && let Some(seen) = stack
             .client_seen_by_proxy(name)
