@@ -97,6 +97,9 @@ pub struct Row {
     pub p999_us: u64,
     /// Failed requests.
     pub errors: u64,
+    /// What went wrong the first time a request failed; absent without errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     /// CPU the target used during the run, in % of one core (`direct`: the backend's).
     pub cpu_percent: Option<f64>,
     /// The target's peak resident memory so far, MiB.
@@ -345,6 +348,7 @@ async fn measure(
         p99_us: report.p99_us,
         p999_us: report.p999_us,
         errors: report.errors,
+        first_error: report.first_error,
         cpu_percent,
         peak_rss_mib: after.map(|u| mib(u.peak_rss_kib)),
     }
@@ -452,6 +456,17 @@ impl BenchReport {
                     row.errors,
                     opt(row.cpu_percent, 0),
                     opt(row.peak_rss_mib, 1)
+                ));
+            }
+            for row in self.rows.iter().filter(|r| r.workers == w && r.errors > 0) {
+                out.push_str(&format!(
+                    "{} {} {}: {} failed, the first: {}\n",
+                    row.target,
+                    row.body,
+                    row.offered_rate
+                        .map_or("closed loop".into(), |rate| format!("at {rate}/s")),
+                    row.errors,
+                    row.first_error.as_deref().unwrap_or("(not recorded)")
                 ));
             }
             for line in self.comparisons(w) {
@@ -920,5 +935,48 @@ mod tests {
         );
         // A few always fit as asked.
         assert_eq!(idle_within_file_limit(10), 10);
+    }
+
+    #[test]
+    fn the_table_says_what_failed_first_and_files_without_it_still_read() {
+        let row = |target: &str, errors: u64, first_error: Option<&str>| {
+            let mut row = serde_json::json!({
+                "target": target, "workers": 1, "body": "1 MiB", "offered_rate": null,
+                "requests_per_second": 500.0, "p50_us": 3000, "p99_us": 6000,
+                "p999_us": 7000, "errors": errors, "cpu_percent": 60.0, "peak_rss_mib": 22.0,
+            });
+            if let Some(why) = first_error {
+                row["first_error"] = why.into();
+            }
+            serde_json::from_value::<Row>(row).expect("a row")
+        };
+        let report = BenchReport {
+            connections: 2,
+            seconds: 1.0,
+            release_build: true,
+            rows: vec![
+                row("proxy", 0, None),
+                row("proxy-https", 1, Some("the request: connection closed")),
+                // A bench.json written before rows had `first_error`.
+                row("nginx", 3, None),
+            ],
+            idle: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let table = report.table();
+        assert!(
+            table.contains(
+                "proxy-https 1 MiB closed loop: 1 failed, the first: the request: connection closed\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("nginx 1 MiB closed loop: 3 failed, the first: (not recorded)\n"),
+            "{table}"
+        );
+        assert!(!table.contains("proxy 1 MiB closed loop:"), "{table}");
+        // Written without the field when nothing failed.
+        let json = serde_json::to_value(&report.rows[0]).expect("JSON");
+        assert!(json.get("first_error").is_none(), "{json}");
     }
 }

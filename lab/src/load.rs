@@ -98,6 +98,9 @@ pub struct LoadReport {
     pub ok: u64,
     /// Failed requests: errors, or statuses other than 2xx.
     pub errors: u64,
+    /// What went wrong the first time a request failed, to say why
+    /// `errors` is not 0.
+    pub first_error: Option<String>,
     /// Body bytes received.
     pub bytes: u64,
     /// How long the run took.
@@ -148,18 +151,20 @@ pub async fn run(target: SocketAddr, options: &LoadOptions) -> LoadReport {
         });
     }
     let mut histogram = new_histogram();
-    let (mut ok, mut errors, mut bytes) = (0, 0, 0);
+    let (mut ok, mut errors, mut bytes, mut first_error) = (0, 0, 0, None);
     while let Some(done) = tasks.join_next().await {
         if let Ok(part) = done {
             let _ = histogram.add(&part.histogram);
             ok += part.ok;
             errors += part.errors;
             bytes += part.bytes;
+            first_error = first_error.or(part.first_error);
         }
     }
     LoadReport {
         ok,
         errors,
+        first_error,
         bytes,
         elapsed: started.elapsed(),
         p50_us: histogram.value_at_quantile(0.5),
@@ -177,13 +182,29 @@ struct Part {
     histogram: Histogram<u64>,
     ok: u64,
     errors: u64,
+    first_error: Option<String>,
     bytes: u64,
+}
+
+impl Part {
+    /// Counts a failed request; the first one's `why` is kept.
+    fn failed(&mut self, why: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why());
+        }
+    }
 }
 
 /// Opens one HTTP/1.1 connection to `target`, over TLS when `tls` says so
 /// (the TLS handshake happens here, once per connection).
-async fn connect(target: SocketAddr, tls: Option<&ClientTls>) -> Option<SendRequest<Empty<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(target).await.ok()?;
+async fn connect(
+    target: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     match tls {
         None => http1(stream).await,
@@ -191,22 +212,22 @@ async fn connect(target: SocketAddr, tls: Option<&ClientTls>) -> Option<SendRequ
             let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config))
                 .connect(tls.name.clone(), stream)
                 .await
-                .ok()?;
+                .map_err(|e| format!("TLS handshake: {e}"))?;
             http1(stream).await
         }
     }
 }
 
 /// The HTTP/1.1 client side of a connection, its driver spawned.
-async fn http1<S>(stream: S) -> Option<SendRequest<Empty<Bytes>>>
+async fn http1<S>(stream: S) -> Result<SendRequest<Empty<Bytes>>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .ok()?;
+        .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
     tokio::spawn(connection);
-    Some(sender)
+    Ok(sender)
 }
 
 async fn one_connection(
@@ -222,6 +243,7 @@ async fn one_connection(
         histogram: new_histogram(),
         ok: 0,
         errors: 0,
+        first_error: None,
         bytes: 0,
     };
     let mut sender = None;
@@ -239,41 +261,71 @@ async fn one_connection(
         if sent >= deadline {
             break;
         }
-        if sender.is_none() {
-            sender = connect(target, tls.as_ref()).await;
-        }
-        let Some(conn) = sender.as_mut() else {
-            part.errors += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        // The connection kept from the last request, or a new one.
+        let (mut conn, new) = match sender.take() {
+            Some(kept) => (kept, false),
+            None => match connect(target, tls.as_ref()).await {
+                Ok(opened) => (opened, true),
+                Err(why) => {
+                    part.failed(|| why);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
         };
-        let Ok(request) = http::Request::get(path.as_str())
+        // The last answer's body has been read, but the connection's task
+        // may not yet have taken note that the exchange is over: hyper
+        // refuses a request sent before (`connection was not ready`).
+        // Waiting costs nothing. A kept connection the target closed
+        // between two requests fails here, before anything is sent, and the
+        // loop opens another: no request failed. A new one closed at once is
+        // a failure.
+        if let Err(e) = conn.ready().await {
+            if new {
+                part.failed(|| format!("closed before the first request: {e}"));
+            }
+            continue;
+        }
+        let request = match http::Request::get(path.as_str())
             .header(http::header::HOST, host.as_str())
             .body(Empty::new())
-        else {
-            part.errors += 1;
-            break;
+        {
+            Ok(request) => request,
+            Err(e) => {
+                part.failed(|| format!("the request: {e}"));
+                break;
+            }
         };
         let answer = async {
-            let response = conn.send_request(request).await.ok()?;
+            let response = conn
+                .send_request(request)
+                .await
+                .map_err(|e| format!("the request: {e}"))?;
             let status = response.status();
-            let body = response.into_body().collect().await.ok()?.to_bytes();
-            Some((status, body.len() as u64))
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("the answer's body, after {status}: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body.len() as u64))
         };
         match answer.await {
-            Some((status, len)) if status.is_success() => {
-                part.ok += 1;
-                part.bytes += len;
-                let latency = sent.elapsed().as_micros();
-                let _ = part
-                    .histogram
-                    .record(u64::try_from(latency).unwrap_or(u64::MAX).max(1));
+            Ok((status, len)) => {
+                if status.is_success() {
+                    part.ok += 1;
+                    part.bytes += len;
+                    let latency = sent.elapsed().as_micros();
+                    let _ = part
+                        .histogram
+                        .record(u64::try_from(latency).unwrap_or(u64::MAX).max(1));
+                } else {
+                    part.failed(|| format!("answered {status}"));
+                }
+                sender = Some(conn);
             }
-            Some(_) => part.errors += 1,
-            None => {
-                part.errors += 1;
-                sender = None;
-            }
+            // The connection is dropped; the next request opens another.
+            Err(why) => part.failed(|| why),
         }
     }
     part
@@ -296,7 +348,7 @@ pub async fn hold_idle(
         let (host, path) = (options.host.clone(), options.path.clone());
         let tls = options.tls.clone();
         let open = async move {
-            let mut sender = connect(target, tls.as_ref()).await?;
+            let mut sender = connect(target, tls.as_ref()).await.ok()?;
             let request = http::Request::get(path.as_str())
                 .header(http::header::HOST, host.as_str())
                 .body(Empty::new())
@@ -351,6 +403,7 @@ mod tests {
         let mut options = short("localhost", "/welcome", None);
         let closed = run(stack.proxy_addr, &options).await;
         assert!(closed.ok > 0 && closed.errors == 0, "{closed:?}");
+        assert_eq!(closed.first_error, None);
         assert!(closed.p50_us <= closed.p99_us && closed.p99_us <= closed.p999_us);
         options.rate = Some(100);
         let fixed = run(stack.proxy_addr, &options).await;
@@ -383,7 +436,53 @@ mod tests {
         options.tls = Some(ClientTls::new(ca.root_cert_pem(), "secure.localhost").expect("a root"));
         let untrusted = run(stack.proxy_tls_addr, &options).await;
         assert!(untrusted.ok == 0 && untrusted.errors > 0, "{untrusted:?}");
+        let why = untrusted.first_error.unwrap_or_default();
+        assert!(why.starts_with("TLS handshake: "), "{why}");
         stack.shutdown().await;
+    }
+
+    /// A server that answers `status` with `Connection: close`: it closes
+    /// every connection after one answer.
+    async fn one_answer_per_connection(status: u16) -> SocketAddr {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service =
+                    service_fn(move |_: http::Request<hyper::body::Incoming>| async move {
+                        http::Response::builder()
+                            .status(status)
+                            .header(http::header::CONNECTION, "close")
+                            .body(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_target_closes_between_requests_is_no_failed_request() {
+        // Each answer closes its connection; the next request goes on a new
+        // one, and nothing counts as failed.
+        let addr = one_answer_per_connection(200).await;
+        let report = run(addr, &short("localhost", "/", None)).await;
+        assert!(report.ok > 10 && report.errors == 0, "{report:?}");
+
+        // A status other than 2xx is a failure, and says so.
+        let addr = one_answer_per_connection(503).await;
+        let report = run(addr, &short("localhost", "/", None)).await;
+        assert!(report.ok == 0 && report.errors > 10, "{report:?}");
+        assert_eq!(
+            report.first_error.as_deref(),
+            Some("answered 503 Service Unavailable")
+        );
     }
 
     #[test]
