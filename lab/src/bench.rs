@@ -106,6 +106,16 @@ pub struct Row {
     pub peak_rss_mib: Option<f64>,
 }
 
+impl Row {
+    /// The load, as the table's column shows it: `closed loop` or `RATE/s`.
+    fn load(&self) -> String {
+        match self.offered_rate {
+            Some(rate) => format!("{rate}/s"),
+            None => "closed loop".into(),
+        }
+    }
+}
+
 /// Memory held with many idle keep-alive connections open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleRow {
@@ -437,10 +447,6 @@ impl BenchReport {
                 "peak MiB"
             ));
             for row in self.rows.iter().filter(|r| r.workers == w) {
-                let load = match row.offered_rate {
-                    Some(rate) => format!("{rate}/s"),
-                    None => "closed loop".into(),
-                };
                 let opt = |v: Option<f64>, precision: usize| {
                     v.map_or("-".into(), |v| format!("{v:.precision$}"))
                 };
@@ -448,7 +454,7 @@ impl BenchReport {
                     "{:<12} {:<6} {:<13} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>6} {:>9}\n",
                     row.target,
                     row.body,
-                    load,
+                    row.load(),
                     row.requests_per_second,
                     ms(row.p50_us),
                     ms(row.p99_us),
@@ -463,8 +469,7 @@ impl BenchReport {
                     "{} {} {}: {} failed, the first: {}\n",
                     row.target,
                     row.body,
-                    row.offered_rate
-                        .map_or("closed loop".into(), |rate| format!("at {rate}/s")),
+                    row.load(),
                     row.errors,
                     row.first_error.as_deref().unwrap_or("(not recorded)")
                 ));
